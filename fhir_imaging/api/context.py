@@ -1,0 +1,123 @@
+"""What every interaction needs from the running server: settings, store, registry, validator; request helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_imaging.api.formats import check_content_type, negotiate
+from fhir_imaging.config import Settings
+from fhir_imaging.fhir.outcome import BadRequest, NotFound, PayloadTooLarge
+from fhir_imaging.fhir.registry import Registry
+from fhir_imaging.fhir.resource import is_valid_id, parse_resource_json
+from fhir_imaging.storage.base import Store
+
+BASE_PATH = "/baseR4"
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    registry: Registry
+    store: Store
+    validate: Callable[[dict[str, Any]], None]  # raises FhirError listing every issue
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.context
+    return ctx
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking work (database access) off the event loop."""
+    return await anyio.to_thread.run_sync(function, *args)
+
+
+def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap an interaction: negotiate the response format before anything else is done."""
+
+    async def wrapped(request: Request) -> Response:
+        request.state.media_type = negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+        return await handler(request)
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def base_url(request: Request) -> str:
+    public = context(request).settings.public_url
+    if public:
+        return public.rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"
+
+
+def resource_type_of(request: Request) -> str:
+    name: str = request.path_params["type"]
+    if not context(request).registry.is_resource_type(name):
+        raise NotFound(f"Unknown resource type '{name}': not an R4 resource type served here", name)
+    return name
+
+
+def resource_id_of(request: Request) -> str:
+    resource_id: str = request.path_params["id"]
+    if not is_valid_id(resource_id):
+        raise NotFound(f"'{resource_id}' is not a valid resource id, so no such resource exists", "id")
+    return resource_id
+
+
+def version_id_of(request: Request) -> int:
+    text: str = request.path_params["vid"]
+    if not text.isdigit():
+        raise NotFound(f"'{text}' is not a version id of this server (versions are 1, 2, 3…)", "vid")
+    return int(text)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything over the configured size before reading it all."""
+    limit = context(request).settings.max_body_size
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_resource(request: Request, expected_type: str) -> dict[str, Any]:
+    """The request body as a resource of ``expected_type`` (the type in the URL)."""
+    check_content_type(request.headers.get("content-type"))
+    resource = parse_resource_json(await read_body(request))
+    if resource["resourceType"] != expected_type:
+        raise BadRequest(
+            f"The resourceType '{resource['resourceType']}' does not match the type in the URL, '{expected_type}'",
+            "resourceType",
+        )
+    return resource
+
+
+def check_id_element(resource: dict[str, Any], expected: str | None) -> None:
+    """``id`` in a body must be a legal id; for an update it must equal the URL's."""
+    value = resource.get("id")
+    if value is not None and not is_valid_id(value):
+        raise BadRequest(f"'{value}' is not a valid id ([A-Za-z0-9-.]{{1,64}})", f"{resource['resourceType']}.id")
+    if expected is not None and value != expected:
+        if value is None:
+            raise BadRequest(
+                f"The resource has no id; an update must carry the id of the URL, '{expected}'",
+                f"{resource['resourceType']}.id",
+            )
+        raise BadRequest(
+            f"The resource id '{value}' does not match the id in the URL, '{expected}'",
+            f"{resource['resourceType']}.id",
+        )

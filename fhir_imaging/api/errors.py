@@ -1,0 +1,93 @@
+"""The one place where errors become OperationOutcome responses, and the request log.
+
+Every 4xx/5xx leaves the server as an OperationOutcome (https://hl7.org/fhir/R4/operationoutcome.html). A 500 shows
+no stack trace: it is logged with a request id, which the OperationOutcome and the ``X-Request-Id`` header carry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fhir_imaging.api.formats import FHIR_JSON
+from fhir_imaging.api.rendering import fhir_response
+from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
+
+log = logging.getLogger("fhir_imaging")
+
+HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+
+
+def _outcome_response(request: Request, status: int, issues: list[Issue], headers: dict[str, str]) -> Response:
+    return fhir_response(request, operation_outcome(issues), status=status, headers=headers)
+
+
+async def fhir_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    return _outcome_response(request, exc.status, exc.issues, exc.headers)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors: no route (404), wrong method (405)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"No FHIR endpoint at {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    code = HTTP_ISSUE_CODES.get(exc.status_code, "processing")
+    issue = Issue("error", code, message, ("http.method",) if exc.status_code == 405 else ())
+    return _outcome_response(request, exc.status_code, [issue], dict(exc.headers or {}))
+
+
+class RequestLogMiddleware:
+    """Give each request an id, log one line per request (method, path, status, ms — never the body) and turn
+    anything unhandled into a 500 OperationOutcome carrying the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s failed: %s %s", request_id, scope["method"], scope["path"])
+            if response_started:
+                raise
+            issue = Issue("fatal", "exception", f"Internal server error; request id {request_id} is in the server log")
+            body = orjson.dumps(operation_outcome([issue]))
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", f"{FHIR_JSON}; charset=utf-8".encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed, request_id)

@@ -1,0 +1,58 @@
+"""``create_app(settings)``: the Starlette application, with its store opened in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Mount
+
+from fhir_imaging.api.context import BASE_PATH, Context
+from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
+from fhir_imaging.api.routes import interaction_codes, starlette_routes
+from fhir_imaging.config import Settings, load_settings
+from fhir_imaging.fhir.outcome import FhirError
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.fhir.resource import format_instant, now
+from fhir_imaging.storage import open_store
+
+
+def _no_validation(resource: dict[str, Any]) -> None:
+    """Structural checks happen while parsing (JSON object, resourceType, id)."""
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+    registry = load_registry()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings)
+        app.state.context = Context(settings=settings, registry=registry, store=store, validate=_no_validation)
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = Starlette(
+        routes=[Mount(BASE_PATH, routes=starlette_routes())],
+        middleware=[Middleware(RequestLogMiddleware)],
+        exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.type_interactions = interaction_codes("type")
+    app.state.system_interactions = interaction_codes("system")
+    app.state.capability_cache = {}
+    app.state.started = format_instant(now())
+    logging.getLogger("fhir_imaging").setLevel(settings.log_level.upper())
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for server workers: settings come from ``FHIR_IMAGING_*`` variables."""
+    return create_app(load_settings())

@@ -1,0 +1,128 @@
+"""Settings, declared once as data: each is a command-line flag and a ``FHIR_IMAGING_<NAME>`` variable.
+
+A flag wins over the environment, the environment over the default. ``docs/configuration.md`` and the README's table
+list the same settings (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "FHIR_IMAGING_"
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _size(text: str) -> int:
+    """``16777216``, ``16MiB``, ``512KiB``, ``1GiB`` → bytes."""
+    units = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            return int(float(lowered[: -len(unit)]) * factor)
+    return int(lowered)
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # attribute name; the flag is --name-with-dashes, the variable FHIR_IMAGING_NAME
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", str, "interface to listen on (0.0.0.0 for every interface)"),
+    Setting("port", 8080, int, "TCP port to listen on"),
+    Setting(
+        "database",
+        "sqlite:///fhir-imaging.db",
+        str,
+        "database URL: sqlite:///path.db (relative to the working directory; sqlite:////abs/path.db)",
+    ),
+    Setting("workers", 1, int, "number of server processes"),
+    Setting(
+        "public_url",
+        None,
+        str,
+        "base URL written into Location, fullUrl and Bundle links, e.g. https://fhir.example.org/baseR4 "
+        "(default: from the request's scheme and Host)",
+    ),
+    Setting("max_body_size", 16 * 1024**2, _size, "largest request body accepted, in bytes (or 512KiB, 16MiB…)"),
+    Setting("default_count", 20, int, "page size of searches and histories when _count is not given"),
+    Setting("max_count", 1000, int, "largest _count honoured (larger values are reduced to it)"),
+    Setting(
+        "sqlite_synchronous",
+        "full",
+        str,
+        "SQLite durability: full = every acknowledged write survives a crash of the process or the machine; "
+        "normal = survives a crash of the process, may lose the last writes on power loss (faster)",
+        ("full", "normal"),
+    ),
+    Setting("log_level", "info", str, "log level of the server", ("debug", "info", "warning", "error")),
+)
+BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database: str = "sqlite:///fhir-imaging.db"
+    workers: int = 1
+    public_url: str | None = None
+    max_body_size: int = 16 * 1024**2
+    default_count: int = 20
+    max_count: int = 1000
+    sqlite_synchronous: str = "full"
+    log_level: str = "info"
+
+
+def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags (already parsed; None = not given), then the environment, then the defaults."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if flags.get(setting.name) is not None:
+            value = flags[setting.name]
+        elif setting.env in environ:
+            try:
+                value = setting.parse(environ[setting.env])
+            except ValueError as exc:
+                raise ValueError(f"{setting.env}: {exc}") from None
+        else:
+            value = setting.default
+        if setting.choices and value not in setting.choices:
+            raise ValueError(f"{setting.flag} must be one of {', '.join(setting.choices)}, not {value!r}")
+        values[setting.name] = value
+    return Settings(**values)
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The variables that reproduce ``settings`` in another process (e.g. a worker)."""
+    out = {}
+    for field in fields(settings):
+        value = getattr(settings, field.name)
+        if value is not None:
+            out[BY_NAME[field.name].env] = str(value)
+    return out

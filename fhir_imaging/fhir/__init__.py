@@ -1,0 +1,1 @@
+"""Pure FHIR knowledge: shipped definitions, registries, OperationOutcome and Bundle builders."""

@@ -1,0 +1,71 @@
+"""Bundle builders: history and searchset (https://hl7.org/fhir/R4/bundle.html, http.html#history).
+
+Stored resources are spliced into the Bundle as the bytes they are stored as (``orjson.Fragment``), never
+re-serialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from fhir_imaging.fhir.resource import format_instant, new_id, now
+from fhir_imaging.storage.base import Version
+
+HISTORY_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "200 OK"}
+
+
+def _history_entry(base: str, version: Version) -> dict[str, Any]:
+    url = f"{version.resource_type}/{version.id}"
+    entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+    if version.body is not None:
+        entry["resource"] = orjson.Fragment(version.body)
+    status = "201 Created" if version.method == "PUT" and version.version == 1 else HISTORY_STATUS[version.method]
+    entry["request"] = {"method": version.method, "url": version.resource_type if version.method == "POST" else url}
+    entry["response"] = {
+        "status": status,
+        "etag": f'W/"{version.version}"',
+        "lastModified": version.last_updated,
+    }
+    return entry
+
+
+def _bundle(
+    bundle_type: str, entries: list[dict[str, Any]], links: dict[str, str], total: int | None
+) -> dict[str, Any]:
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": format_instant(now())},
+        "type": bundle_type,
+    }
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = [{"relation": relation, "url": url} for relation, url in links.items()]
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def history_bundle(
+    base: str, versions: Iterable[Version], links: dict[str, str], total: int | None = None
+) -> dict[str, Any]:
+    """A Bundle of type ``history``, newest first as given."""
+    return _bundle("history", [_history_entry(base, version) for version in versions], links, total)
+
+
+def searchset_bundle(
+    base: str, matches: Iterable[Version], links: dict[str, str], total: int | None = None
+) -> dict[str, Any]:
+    """A Bundle of type ``searchset`` with each match's fullUrl and ``search.mode`` = match."""
+    entries = [
+        {
+            "fullUrl": f"{base}/{version.resource_type}/{version.id}",
+            "resource": orjson.Fragment(version.body or b"{}"),
+            "search": {"mode": "match"},
+        }
+        for version in matches
+    ]
+    return _bundle("searchset", entries, links, total)

@@ -1,0 +1,73 @@
+"""The CapabilityStatement, generated from the registry and the route table (https://hl7.org/fhir/R4/capabilitystatement.html).
+
+Pure: given the registry, the interactions the routes offer and the base URL, it builds the resource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fhir_imaging import FHIR_VERSION, __version__
+from fhir_imaging.fhir.registry import Registry
+
+FORMATS = ["application/fhir+json", "application/json"]
+PATIENT_COMPARTMENT = "http://hl7.org/fhir/CompartmentDefinition/patient"
+
+
+def _resource_entry(
+    registry: Registry, resource_type: str, interactions: Iterable[str], search: bool
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": False,
+        "conditionalRead": "modified-since",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+    }
+    if search:
+        params = []
+        for param in registry.params_for(resource_type).values():
+            item = {"name": param.code, "definition": param.url, "type": param.type}
+            if param.description:
+                item["documentation"] = param.description
+            params.append(item)
+        entry["searchParam"] = params
+    return entry
+
+
+def capability_statement(
+    registry: Registry,
+    type_interactions: Iterable[str],
+    system_interactions: Iterable[str],
+    base: str,
+    date: str,
+    searchable: bool = True,
+) -> dict[str, Any]:
+    type_codes = list(type_interactions)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "publisher": "fhir-imaging",
+        "kind": "instance",
+        "software": {"name": "fhir-imaging", "version": __version__},
+        "implementation": {"description": "fhir-imaging FHIR R4 server for medical imaging", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": FORMATS,
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [
+                    _resource_entry(registry, name, type_codes, searchable and "search-type" in type_codes)
+                    for name in sorted(registry.resource_types)
+                ],
+                "interaction": [{"code": code} for code in system_interactions],
+            }
+        ],
+    }

@@ -1,0 +1,106 @@
+"""Pure helpers on resources as parsed JSON: ids, instants, version stamping, JSON limits.
+
+Spec: https://hl7.org/fhir/R4/resource.html (id, meta) and https://hl7.org/fhir/R4/datatypes.html#instant
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+
+from fhir_imaging.fhir.outcome import BadRequest
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+MAX_JSON_DEPTH = 100
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def new_id() -> str:
+    """A server-assigned logical id: opaque, unique, legal as a FHIR id."""
+    return str(uuid.uuid4())
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_instant(moment: datetime) -> str:
+    """A FHIR instant in UTC with milliseconds: ``2024-06-15T10:30:00.123Z``."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_instant(text: str) -> datetime:
+    """The inverse of ``format_instant``; also takes any ISO 8601 instant with an offset."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def http_date(instant: str) -> str:
+    """An RFC 9110 HTTP-date (for ``Last-Modified``) from a stored instant."""
+    return format_datetime(parse_instant(instant), usegmt=True)
+
+
+def etag(version: int) -> str:
+    return f'W/"{version}"'
+
+
+def parse_etag(value: str) -> int | None:
+    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else → None."""
+    text = value.strip()
+    if text.startswith(("W/", "w/")):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+def stamp(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> bytes:
+    """Set ``id`` and ``meta.versionId``/``meta.lastUpdated`` and serialise; the rest stays as it was sent."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    stamped = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
+    stamped.update((key, value) for key, value in resource.items() if key not in ("resourceType", "id", "meta"))
+    return orjson.dumps(stamped)
+
+
+def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when objects and arrays nest deeper than ``limit`` levels."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def parse_resource_json(body: bytes) -> dict[str, Any]:
+    """Parse a request body into a resource object, or raise BadRequest naming what is wrong."""
+    if not body.strip():
+        raise BadRequest("The request body is empty: a FHIR resource in JSON was expected")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("The request body must be a JSON object holding a FHIR resource")
+    if json_depth_exceeds(value):
+        raise BadRequest(f"The JSON nests deeper than {MAX_JSON_DEPTH} levels")
+    resource_type = value.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise BadRequest("The resource has no resourceType", "resourceType")
+    return value

@@ -1,0 +1,19 @@
+"""Persistence: the Store protocol and its backends (the only package that touches a database driver)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhir_imaging.config import Settings
+    from fhir_imaging.storage.base import Store
+
+
+def open_store(settings: Settings) -> Store:
+    """The backend named by the database URL."""
+    url = settings.database
+    if url.startswith("sqlite:"):
+        from fhir_imaging.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(url, synchronous=settings.sqlite_synchronous)
+    raise ValueError(f"unsupported database URL (expected sqlite:///path.db): {url}")

@@ -1,0 +1,114 @@
+"""history: instance, type, system (https://hl7.org/fhir/R4/http.html#history)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.testclient import TestClient
+
+from tests.conftest import BASE
+
+
+def _put(client: TestClient, resource: dict[str, Any]) -> None:
+    response = client.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
+    assert response.status_code in (200, 201)
+
+
+def test_instance_history_lists_every_version_newest_first(client: TestClient, patient: dict[str, Any]) -> None:
+    patient["id"] = "p1"
+    for gender in ("male", "female", "other"):
+        _put(client, dict(patient, gender=gender))
+    bundle = client.get("/Patient/p1/_history").json()
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "history"
+    assert bundle["total"] == 3
+    assert [entry["resource"]["meta"]["versionId"] for entry in bundle["entry"]] == ["3", "2", "1"]
+    assert [entry["resource"]["gender"] for entry in bundle["entry"]] == ["other", "female", "male"]
+    assert all(entry["fullUrl"] == f"{BASE}/Patient/p1" for entry in bundle["entry"])
+    assert bundle["entry"][0]["request"] == {"method": "PUT", "url": "Patient/p1"}
+    assert bundle["entry"][2]["response"]["status"].startswith("201")
+    assert bundle["entry"][0]["response"]["etag"] == 'W/"3"'
+
+
+def test_instance_history_of_unknown_resource_is_404(client: TestClient) -> None:
+    assert client.get("/Patient/nobody/_history").status_code == 404
+
+
+def test_type_history_holds_only_that_type(client: TestClient, patient: dict[str, Any], study: dict[str, Any]) -> None:
+    client.post("/Patient", json=patient)
+    client.post("/ImagingStudy", json=study)
+    client.post("/ImagingStudy", json=study)
+    bundle = client.get("/ImagingStudy/_history").json()
+    assert len(bundle["entry"]) == 2
+    assert {entry["resource"]["resourceType"] for entry in bundle["entry"]} == {"ImagingStudy"}
+    assert all(entry["request"] == {"method": "POST", "url": "ImagingStudy"} for entry in bundle["entry"])
+
+
+def test_system_history_holds_every_type_newest_first(
+    client: TestClient, patient: dict[str, Any], study: dict[str, Any]
+) -> None:
+    client.post("/Patient", json=patient)
+    client.post("/ImagingStudy", json=study)
+    bundle = client.get("/_history").json()
+    assert [entry["resource"]["resourceType"] for entry in bundle["entry"]] == ["ImagingStudy", "Patient"]
+
+
+def test_history_count_pages_with_next_links_to_the_end(client: TestClient, patient: dict[str, Any]) -> None:
+    patient["id"] = "p1"
+    for _ in range(7):
+        _put(client, patient)
+    seen: list[str] = []
+    url: str | None = "/Patient/p1/_history?_count=3"
+    pages = 0
+    while url:
+        bundle = client.get(url).json()
+        pages += 1
+        assert len(bundle.get("entry", [])) <= 3
+        seen += [entry["resource"]["meta"]["versionId"] for entry in bundle.get("entry", [])]
+        links = {link["relation"]: link["url"] for link in bundle["link"]}
+        assert links["self"].startswith(f"{BASE}/Patient/p1/_history")
+        url = None
+        if "next" in links:
+            parts = urlsplit(links["next"])
+            url = parts.path.removeprefix("/baseR4") + "?" + parts.query
+    assert seen == ["7", "6", "5", "4", "3", "2", "1"]
+    assert pages == 3
+
+
+def test_history_paging_is_stable_while_others_write(client: TestClient, patient: dict[str, Any]) -> None:
+    for index in range(4):
+        _put(client, dict(patient, id=f"p{index}"))
+    first = client.get("/Patient/_history?_count=2").json()
+    _put(client, dict(patient, id="late"))
+    next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    parts = urlsplit(next_url)
+    second = client.get(parts.path.removeprefix("/baseR4") + "?" + parts.query).json()
+    ids = [entry["resource"]["id"] for entry in first["entry"] + second["entry"]]
+    assert ids == ["p3", "p2", "p1", "p0"]
+
+
+def test_history_since_keeps_later_versions(client: TestClient, patient: dict[str, Any]) -> None:
+    _put(client, dict(patient, id="early"))
+    time.sleep(0.01)
+    moment = client.get("/Patient/early").json()["meta"]["lastUpdated"]
+    time.sleep(0.01)
+    _put(client, dict(patient, id="late"))
+    bundle = client.get("/Patient/_history", params={"_since": moment}).json()
+    assert [entry["resource"]["id"] for entry in bundle["entry"]] == ["late", "early"]
+    later = client.get("/Patient/_history", params={"_since": "2999-01-01T00:00:00Z"}).json()
+    assert "entry" not in later
+
+
+def test_history_with_bad_since_or_count_is_400(client: TestClient) -> None:
+    since = client.get("/_history", params={"_since": "yesterday"})
+    assert since.status_code == 400 and since.json()["issue"][0]["expression"] == ["_since"]
+    count = client.get("/_history", params={"_count": "-1"})
+    assert count.status_code == 400 and count.json()["issue"][0]["expression"] == ["_count"]
+
+
+def test_history_unknown_parameter_ignored_unless_strict(client: TestClient) -> None:
+    assert client.get("/_history", params={"foo": "1"}).status_code == 200
+    strict = client.get("/_history", params={"foo": "1"}, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+    assert strict.json()["issue"][0]["expression"] == ["foo"]

@@ -1,0 +1,77 @@
+"""Start the real ``fhir-imaging serve`` process on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    def __init__(self, database: str, port: int | None = None, extra: tuple[str, ...] = (), log: Path | None = None):
+        self.port = port or free_port()
+        self.base = f"http://127.0.0.1:{self.port}/baseR4"
+        command = [sys.executable, "-m", "fhir_imaging", "serve", "--port", str(self.port), "--database", database]
+        self.log_path = log
+        output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
+        self._output = output
+        env = {key: value for key, value in os.environ.items() if not key.startswith("FHIR_IMAGING_")}
+        self.process = subprocess.Popen([*command, *extra], stdout=output, stderr=output, env=env)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.base}/metadata", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not answer /metadata in time")
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no flush."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self._close_output()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._close_output()
+
+    def _close_output(self) -> None:
+        if self._output is not subprocess.DEVNULL:
+            self._output.close()  # type: ignore[union-attr]
+
+
+@contextmanager
+def running_server(database: str, extra: tuple[str, ...] = (), log: Path | None = None) -> Iterator[ServerProcess]:
+    server = ServerProcess(database, extra=extra, log=log)
+    try:
+        yield server
+    finally:
+        server.stop()
