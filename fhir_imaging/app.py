@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,26 +14,37 @@ from starlette.routing import Mount
 
 from fhir_imaging.api.context import BASE_PATH, Context
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
-from fhir_imaging.api.routes import interaction_codes, starlette_routes
+from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
 from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.resource import format_instant, now
 from fhir_imaging.storage import open_store
+from fhir_imaging.validation import Validator, has_errors, status_for
 
 
-def _no_validation(resource: dict[str, Any]) -> None:
-    """Structural checks happen while parsing (JSON object, resourceType, id)."""
+def validator_of(validator: Validator) -> Callable[[dict[str, Any]], None]:
+    """A check that raises one FhirError listing every error of a resource (400 or 422, see docs/validation.md)."""
+
+    def validate(resource: dict[str, Any]) -> None:
+        issues = validator.validate(resource)
+        if has_errors(issues):
+            raise FhirError(issues=issues, status=status_for(issues))
+
+    return validate
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     registry = load_registry()
+    validator = Validator.load()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings)
-        app.state.context = Context(settings=settings, registry=registry, store=store, validate=_no_validation)
+        app.state.context = Context(
+            settings=settings, registry=registry, store=store, validator=validator, validate=validator_of(validator)
+        )
         try:
             yield
         finally:
@@ -47,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
+    app.state.operations = operation_names()
     app.state.capability_cache = {}
     app.state.started = format_instant(now())
     logging.getLogger("fhir_imaging").setLevel(settings.log_level.upper())

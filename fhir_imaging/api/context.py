@@ -16,6 +16,7 @@ from fhir_imaging.fhir.outcome import BadRequest, NotFound, PayloadTooLarge
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_valid_id, parse_resource_json
 from fhir_imaging.storage.base import Store
+from fhir_imaging.validation import Validator
 
 BASE_PATH = "/baseR4"
 T = TypeVar("T")
@@ -26,7 +27,8 @@ class Context:
     settings: Settings
     registry: Registry
     store: Store
-    validate: Callable[[dict[str, Any]], None]  # raises FhirError listing every issue
+    validator: Validator
+    validate: Callable[[dict[str, Any]], None]  # raises FhirError listing every error of a resource
 
 
 def context(request: Request) -> Context:

@@ -20,6 +20,7 @@ from fhir_imaging.api.interactions.delete import delete
 from fhir_imaging.api.interactions.history import history_instance, history_system, history_type
 from fhir_imaging.api.interactions.read import read, vread
 from fhir_imaging.api.interactions.update import update
+from fhir_imaging.api.interactions.validate import validate_instance, validate_type
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -50,12 +51,14 @@ register_url_convertor("fhirid", ResourceIdConvertor())
 TYPE = "{type:fhirtype}"
 ID = "{id:fhirid}"
 
-# (path, method, handler, interaction code for the CapabilityStatement; None = not an interaction code)
+# (path, method, handler, interaction code or $operation for the CapabilityStatement; None = neither)
 ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/metadata", "GET", capabilities, None),
     ("/_history", "GET", history_system, "history-system"),
     (f"/{TYPE}", "POST", create, "create"),
     (f"/{TYPE}/_history", "GET", history_type, "history-type"),
+    (f"/{TYPE}/$validate", "POST", validate_type, "$validate"),
+    (f"/{TYPE}/{ID}/$validate", "POST", validate_instance, "$validate"),
     (f"/{TYPE}/{ID}", "GET", read, "read"),
     (f"/{TYPE}/{ID}", "PUT", update, "update"),
     (f"/{TYPE}/{ID}", "DELETE", delete, "delete"),
@@ -74,6 +77,11 @@ def interaction_codes(level: str) -> list[str]:
         INSTANCE_CODES + TYPE_CODES if level == "type" else ("transaction", "batch", "search-system", "history-system")
     )
     return [code for code in order if code in offered]
+
+
+def operation_names() -> list[str]:
+    """The type-level operations the routes offer (``$validate`` → ``validate``)."""
+    return sorted({code[1:] for *_, code in ROUTES if code and code.startswith("$")})
 
 
 def _dispatch(handlers: dict[str, Handler]) -> Handler:

@@ -16,7 +16,7 @@ PATIENT_COMPARTMENT = "http://hl7.org/fhir/CompartmentDefinition/patient"
 
 
 def _resource_entry(
-    registry: Registry, resource_type: str, interactions: Iterable[str], search: bool
+    registry: Registry, resource_type: str, interactions: Iterable[str], search: bool, operations: Iterable[str]
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "type": resource_type,
@@ -38,6 +38,11 @@ def _resource_entry(
                 item["documentation"] = param.description
             params.append(item)
         entry["searchParam"] = params
+    entry["operation"] = [
+        {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/Resource-{name}"} for name in operations
+    ]
+    if not entry["operation"]:
+        del entry["operation"]
     return entry
 
 
@@ -48,8 +53,10 @@ def capability_statement(
     base: str,
     date: str,
     searchable: bool = True,
+    operations: Iterable[str] = (),
 ) -> dict[str, Any]:
     type_codes = list(type_interactions)
+    operation_list = list(operations)
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -64,7 +71,9 @@ def capability_statement(
             {
                 "mode": "server",
                 "resource": [
-                    _resource_entry(registry, name, type_codes, searchable and "search-type" in type_codes)
+                    _resource_entry(
+                        registry, name, type_codes, searchable and "search-type" in type_codes, operation_list
+                    )
                     for name in sorted(registry.resource_types)
                 ],
                 "interaction": [{"code": code} for code in system_interactions],

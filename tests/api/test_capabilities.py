@@ -47,3 +47,11 @@ def test_metadata_interactions_are_routes_that_answer(client: TestClient) -> Non
     for code in codes:
         method, path = probes[code]
         assert client.request(method, path).status_code != 405, code
+
+
+def test_metadata_lists_the_validate_operation(client: TestClient) -> None:
+    statement = client.get("/metadata").json()
+    study = next(entry for entry in statement["rest"][0]["resource"] if entry["type"] == "ImagingStudy")
+    assert {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"} in study[
+        "operation"
+    ]

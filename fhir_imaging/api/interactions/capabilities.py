@@ -18,7 +18,12 @@ async def capabilities(request: Request) -> Response:
     base = base_url(request)
     if base not in state.capability_cache:
         statement = capability_statement(
-            context(request).registry, state.type_interactions, state.system_interactions, base, state.started
+            context(request).registry,
+            state.type_interactions,
+            state.system_interactions,
+            base,
+            state.started,
+            operations=state.operations,
         )
         state.capability_cache[base] = orjson.dumps(statement)
     return fhir_response(request, state.capability_cache[base])
