@@ -1,0 +1,46 @@
+"""A FHIR client for the command-line tools (import-dicom, sync-dicomweb, load): the same REST API whether it
+talks to a running server (``--server URL``) or to a database directly (``--database URL``, the app in-process).
+
+Going through the REST API keeps one write path: validation, versioning, transactions and indexes behave the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import httpx
+
+from fhir_imaging.config import Settings
+
+IN_PROCESS_BASE = "http://fhir-imaging.local/baseR4"
+TIMEOUT = httpx.Timeout(120.0, connect=10.0)
+
+
+@asynccontextmanager
+async def fhir_client(
+    server: str | None = None, database: str | None = None, settings: Settings | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An ``httpx.AsyncClient`` whose relative URLs (``ImagingStudy/1``) address the FHIR base.
+
+    With ``server``, requests go over HTTP to it; otherwise the app runs in this process on ``database`` (or
+    ``settings.database``), with its lifespan (store opened, closed at the end).
+    """
+    headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
+    if server:
+        async with httpx.AsyncClient(base_url=server.rstrip("/") + "/", headers=headers, timeout=TIMEOUT) as client:
+            yield client
+        return
+    from fhir_imaging.app import create_app
+
+    settings = settings or Settings()
+    if database:
+        settings = replace(settings, database=database)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url=IN_PROCESS_BASE + "/", headers=headers, timeout=TIMEOUT
+        ) as client:
+            yield client
