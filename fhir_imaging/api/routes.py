@@ -18,6 +18,7 @@ from fhir_imaging.api.interactions.capabilities import capabilities
 from fhir_imaging.api.interactions.create import create
 from fhir_imaging.api.interactions.delete import delete
 from fhir_imaging.api.interactions.history import history_instance, history_system, history_type
+from fhir_imaging.api.interactions.patch import patch
 from fhir_imaging.api.interactions.read import read, vread
 from fhir_imaging.api.interactions.update import update
 from fhir_imaging.api.interactions.validate import validate_instance, validate_type
@@ -61,6 +62,7 @@ ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     (f"/{TYPE}/{ID}/$validate", "POST", validate_instance, "$validate"),
     (f"/{TYPE}/{ID}", "GET", read, "read"),
     (f"/{TYPE}/{ID}", "PUT", update, "update"),
+    (f"/{TYPE}/{ID}", "PATCH", patch, "patch"),
     (f"/{TYPE}/{ID}", "DELETE", delete, "delete"),
     (f"/{TYPE}/{ID}/_history", "GET", history_instance, "history-instance"),
     (f"/{TYPE}/{ID}/_history/{{vid}}", "GET", vread, "vread"),

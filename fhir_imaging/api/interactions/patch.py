@@ -1,0 +1,82 @@
+"""patch: https://hl7.org/fhir/R4/http.html#patch — JSON Patch (``application/json-patch+json``) or FHIRPath Patch
+(a Parameters resource in ``application/fhir+json``).
+
+The patched resource is validated like any update and stored as a new version. The patch applies to the version
+read: when another write slips in between, it is applied again to the newer version (a few times at most), unless
+the client pinned a version with ``If-Match`` (then 412).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_imaging.api.context import (
+    base_url,
+    context,
+    endpoint,
+    in_thread,
+    read_body,
+    resource_id_of,
+    resource_type_of,
+)
+from fhir_imaging.api.formats import check_content_type
+from fhir_imaging.api.headers import if_match
+from fhir_imaging.api.rendering import write_response
+from fhir_imaging.fhir.outcome import BadRequest, Gone, NotFound, PreconditionFailed, Unprocessable
+from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
+from fhir_imaging.fhir.resource import json_depth_exceeds
+
+JSON_PATCH = "application/json-patch+json"
+ATTEMPTS = 5
+
+
+def _patch_document(body: bytes) -> Any:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The patch is not valid JSON: {exc}") from None
+    if json_depth_exceeds(document):
+        raise BadRequest("The patch nests too deeply")
+    return document
+
+
+@endpoint
+async def patch(request: Request) -> Response:
+    ctx = context(request)
+    resource_type, resource_id = resource_type_of(request), resource_id_of(request)
+    header = request.headers.get("content-type")
+    is_json_patch = (header or "").split(";", 1)[0].strip().lower() == JSON_PATCH
+    if not is_json_patch:
+        check_content_type(header)  # FHIRPath Patch: a Parameters resource in FHIR JSON
+    document = _patch_document(await read_body(request))
+    pinned = if_match(request.headers.get("if-match"))
+    patcher = FhirPathPatcher(ctx.validator.schema)
+    for _ in range(ATTEMPTS):
+        current = await in_thread(ctx.store.read, resource_type, resource_id)
+        if current is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+        if current.body is None:
+            raise Gone(f"{resource_type}/{resource_id} was deleted")
+        if pinned is not None and pinned != current.version:
+            raise PreconditionFailed(
+                f"If-Match asked for version {pinned} of {resource_type}/{resource_id}, but the server has version "
+                f"{current.version}",
+                "If-Match",
+            )
+        resource = orjson.loads(current.body)
+        patched = apply_json_patch(resource, document) if is_json_patch else patcher.apply(resource, document)
+        if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+            raise Unprocessable("A patch may not change the resourceType or the id", f"{resource_type}.id")
+        ctx.validate(patched)
+        try:
+            result = await in_thread(ctx.store.update, resource_type, resource_id, patched, current.version)
+        except PreconditionFailed:
+            if pinned is not None:
+                raise
+            continue
+        return write_response(request, base_url(request), result.version, 200, f"Patched {resource_type}/{resource_id}")
+    raise PreconditionFailed(f"{resource_type}/{resource_id} kept changing while the patch was applied; try again")
