@@ -38,6 +38,7 @@ def test_metadata_interactions_are_routes_that_answer(client: TestClient) -> Non
         "read": ("GET", "/Patient/x"),
         "vread": ("GET", "/Patient/x/_history/1"),
         "update": ("PUT", "/Patient/x"),
+        "patch": ("PATCH", "/Patient/x"),
         "delete": ("DELETE", "/Patient/x"),
         "history-instance": ("GET", "/Patient/x/_history"),
         "history-type": ("GET", "/Patient/_history"),
