@@ -5,8 +5,11 @@ Spec: https://hl7.org/fhir/R4/http.html (versioning, history, delete semantics)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,20 @@ class HistoryQuery:
     count: int = 20
 
 
+class Transaction(Protocol):
+    """Reads and writes inside one open database transaction (see ``Store.transact``)."""
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None: ...
+
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+    ) -> WriteResult: ...
+
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None: ...
+
+
 class Store(Protocol):
     """What the API needs from a backend. Every method is one database transaction."""
 
@@ -63,5 +80,8 @@ class Store(Protocol):
         """Newest first, at most ``query.count``; also the cursor of the next page (None on the last page)."""
 
     def count_versions(self, resource_type: str, resource_id: str) -> int: ...
+
+    def transact(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""
 
     def close(self) -> None: ...

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_imaging.fhir.outcome import PreconditionFailed
 from fhir_imaging.fhir.resource import format_instant, now, stamp
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.schema import MIGRATIONS
 
+T = TypeVar("T")
 BUSY_TIMEOUT_MS = 60_000
 VERSION_COLUMNS = "type, id, version, last_updated, method, body, seq"
 
@@ -154,43 +155,74 @@ class SQLiteStore:
 
     # -- writes ------------------------------------------------------------------------------------------------
 
-    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+    def transact(self, work: Callable[[SQLiteTransaction], T]) -> T:
+        """Run ``work`` in one write transaction: everything it wrote commits together, or nothing on an error."""
         with self._write() as conn:
-            return self._put(conn, resource_type, resource_id, resource, None, "POST")
+            return work(SQLiteTransaction(self, conn))
+
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+        return self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
 
     def update(
         self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
     ) -> WriteResult:
-        with self._write() as conn:
-            return self._put(conn, resource_type, resource_id, resource, if_match, "PUT")
+        return self.transact(lambda tx: tx.update(resource_type, resource_id, resource, if_match))
 
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
-        with self._write() as conn:
-            current = conn.execute(
-                "SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
-            ).fetchone()
-            _check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
-            if current is None or current[2]:
-                return None
-            rid, version = current[0], current[1] + 1
-            last_updated = format_instant(now())
-            conn.execute(
-                "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?",
-                (version, last_updated, rid),
-            )
-            seq = self._append_history(conn, rid, resource_type, resource_id, version, last_updated, "DELETE", None)
-            self._on_delete(conn, rid, resource_type)
-            return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
+        return self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
+
+    def _on_write(self, conn: sqlite3.Connection, rid: int, resource_type: str, body: bytes) -> None:
+        """Hook for index maintenance, inside the write's transaction."""
+
+    def _on_delete(self, conn: sqlite3.Connection, rid: int, resource_type: str) -> None:
+        """Hook for index maintenance, inside the delete's transaction."""
+
+
+class SQLiteTransaction:
+    """The writes (and reads) of one open write transaction; made by ``SQLiteStore.transact``."""
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
+        self.store = store
+        self.conn = conn
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        return self.store.read(resource_type, resource_id)  # the same connection: sees this transaction's writes
+
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+        return self._put(resource_type, resource_id, resource, None, "POST")
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+    ) -> WriteResult:
+        return self._put(resource_type, resource_id, resource, if_match, "PUT")
+
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
+        conn = self.conn
+        current = conn.execute(
+            "SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
+        ).fetchone()
+        _check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
+        if current is None or current[2]:
+            return None
+        rid, version = current[0], current[1] + 1
+        last_updated = format_instant(now())
+        conn.execute(
+            "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?",
+            (version, last_updated, rid),
+        )
+        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", None)
+        self.store._on_delete(conn, rid, resource_type)
+        return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
 
     def _put(
         self,
-        conn: sqlite3.Connection,
         resource_type: str,
         resource_id: str,
         resource: dict[str, Any],
         if_match: int | None,
         method: str,
     ) -> WriteResult:
+        conn = self.conn
         current = conn.execute(
             "SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
         ).fetchone()
@@ -212,13 +244,12 @@ class SQLiteStore:
                 "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
                 (version, last_updated, body, rid),
             )
-        seq = self._append_history(conn, rid, resource_type, resource_id, version, last_updated, method, body)
-        self._on_write(conn, rid, resource_type, body)
+        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, body)
+        self.store._on_write(conn, rid, resource_type, body)
         return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
 
-    @staticmethod
     def _append_history(
-        conn: sqlite3.Connection,
+        self,
         rid: int,
         resource_type: str,
         resource_id: str,
@@ -227,19 +258,13 @@ class SQLiteStore:
         method: str,
         body: bytes | None,
     ) -> int:
-        seq = conn.execute(
+        seq = self.conn.execute(
             "INSERT INTO resource_history (rid, type, id, version, last_updated, method, body) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rid, resource_type, resource_id, version, last_updated, method, body),
         ).lastrowid
         assert seq is not None
         return seq
-
-    def _on_write(self, conn: sqlite3.Connection, rid: int, resource_type: str, body: bytes) -> None:
-        """Hook for index maintenance, inside the write's transaction."""
-
-    def _on_delete(self, conn: sqlite3.Connection, rid: int, resource_type: str) -> None:
-        """Hook for index maintenance, inside the delete's transaction."""
 
 
 def _check_if_match(if_match: int | None, current: int | None, resource_type: str, resource_id: str) -> None:
