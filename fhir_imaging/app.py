@@ -10,7 +10,6 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Mount
 
 from fhir_imaging.api.context import BASE_PATH, Context
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
@@ -51,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             store.close()
 
     app = Starlette(
-        routes=[Mount(BASE_PATH, routes=starlette_routes())],
+        routes=starlette_routes(BASE_PATH),
         middleware=[Middleware(RequestLogMiddleware)],
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,

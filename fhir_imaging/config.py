@@ -70,6 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_body_size", 16 * 1024**2, _size, "largest request body accepted, in bytes (or 512KiB, 16MiB…)"),
     Setting("default_count", 20, int, "page size of searches and histories when _count is not given"),
     Setting("max_count", 1000, int, "largest _count honoured (larger values are reduced to it)"),
+    Setting("max_bundle_entries", 10_000, int, "most entries a batch or transaction Bundle may hold (more: 413)"),
     Setting(
         "sqlite_synchronous",
         "full",
@@ -93,6 +94,7 @@ class Settings:
     max_body_size: int = 16 * 1024**2
     default_count: int = 20
     max_count: int = 1000
+    max_bundle_entries: int = 10_000
     sqlite_synchronous: str = "full"
     log_level: str = "info"
 

@@ -12,8 +12,9 @@ from typing import Any
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from fhir_imaging.api.interactions.bundle import batch_or_transaction
 from fhir_imaging.api.interactions.capabilities import capabilities
 from fhir_imaging.api.interactions.create import create
 from fhir_imaging.api.interactions.delete import delete
@@ -56,6 +57,7 @@ ID = "{id:fhirid}"
 ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/metadata", "GET", capabilities, None),
     ("/_history", "GET", history_system, "history-system"),
+    ("/", "POST", batch_or_transaction, "transaction batch"),
     (f"/{TYPE}", "POST", create, "create"),
     (f"/{TYPE}/_history", "GET", history_type, "history-type"),
     (f"/{TYPE}/$validate", "POST", validate_type, "$validate"),
@@ -74,7 +76,7 @@ TYPE_CODES = ("history-type", "create", "search-type")
 
 def interaction_codes(level: str) -> list[str]:
     """The interaction codes the routes offer at ``type`` level (instance + type codes) or ``system`` level."""
-    offered = {code for *_, code in ROUTES if code}
+    offered = {code for *_, codes in ROUTES if codes for code in codes.split()}
     order = (
         INSTANCE_CODES + TYPE_CODES if level == "type" else ("transaction", "batch", "search-system", "history-system")
     )
@@ -95,9 +97,12 @@ def _dispatch(handlers: dict[str, Handler]) -> Handler:
     return by_method
 
 
-def starlette_routes() -> list[Any]:
-    """One Starlette route per path, so that a wrong method is a 405 whose Allow header lists every method."""
+def starlette_routes(base_path: str) -> list[Any]:
+    """The routes under ``base_path``: one Starlette route per path, so that a wrong method is a 405 whose Allow
+    header lists every method; the base itself answers with and without its trailing slash."""
     by_path: dict[str, dict[str, Handler]] = {}
     for path, method, handler, _ in ROUTES:
         by_path.setdefault(path, {})[method] = handler
-    return [Route(path, _dispatch(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+    routes: list[Any] = [Route(path, _dispatch(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+    root = [Route(base_path, _dispatch(by_path["/"]), methods=list(by_path["/"]))] if "/" in by_path else []
+    return [*root, Mount(base_path, routes=routes)]

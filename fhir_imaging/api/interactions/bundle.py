@@ -1,0 +1,272 @@
+"""batch and transaction: ``POST /`` with a Bundle (https://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction is all or nothing: every resource is validated first, placeholders (``urn:uuid:``) get their ids and
+every reference to them is rewritten, then all entries run in HL7's order (DELETE, POST, PUT/PATCH, GET) inside one
+database transaction. The first failing entry fails the whole request with an OperationOutcome naming it, and
+nothing is stored. A batch runs each entry on its own and answers each with its own status (and outcome).
+The response Bundle lists the entries in request order; ``Prefer: return=representation`` adds each resource,
+``return=OperationOutcome`` an outcome.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_imaging.api.context import Context, base_url, context, endpoint, in_thread, read_body
+from fhir_imaging.api.formats import check_content_type
+from fhir_imaging.api.headers import if_match as parse_if_match
+from fhir_imaging.api.headers import return_preference
+from fhir_imaging.api.rendering import fhir_response
+from fhir_imaging.fhir.outcome import (
+    BadRequest,
+    FhirError,
+    Gone,
+    Issue,
+    NotFound,
+    NotSupported,
+    PayloadTooLarge,
+    Unprocessable,
+    operation_outcome,
+)
+from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
+from fhir_imaging.fhir.resource import etag, format_instant, new_id, now, parse_resource_json
+from fhir_imaging.fhir.transaction import (
+    Entry,
+    assign_ids,
+    is_placeholder,
+    processing_order,
+    read_entries,
+    references_in,
+    rewrite_references,
+)
+from fhir_imaging.storage.base import Transaction, Version
+
+BUNDLE_TYPES = ("transaction", "batch")
+
+
+def _status(code: int) -> str:
+    return f"{code} {HTTPStatus(code).phrase}"
+
+
+def _in_entry(entry: Entry, exc: FhirError) -> FhirError:
+    """The same error, its issues placed in the entry: ``ImagingStudy.status`` → ``Bundle.entry[3].resource.status``."""
+    issues = []
+    for issue in exc.issues:
+        expressions = [f"{entry.where}.resource{e[len(entry.resource_type):]}" if e.split(".")[0].split("[")[0]
+                       == entry.resource_type else e for e in issue.expression]  # fmt: skip
+        message = f"{entry.where} ({entry.method} {entry.url}): {issue.diagnostics}"
+        issues.append(Issue(issue.severity, issue.code, message, (entry.where, *expressions)))
+    return FhirError(issues=issues, status=exc.status, headers=exc.headers)
+
+
+class BundleRunner:
+    """Runs the entries of one Bundle against the store (in a worker thread: everything here blocks)."""
+
+    def __init__(self, ctx: Context, preference: str) -> None:
+        self.ctx = ctx
+        self.preference = preference
+        self.patcher = FhirPathPatcher(ctx.validator.schema)
+
+    # -- preparation (no database) ------------------------------------------------------------------------------
+
+    def prepare(self, entry: Entry) -> None:
+        """Check what can be checked before touching the database: conditional forms, validation."""
+        if entry.conditional or entry.if_none_exist:
+            raise NotSupported("Conditional interactions in Bundles are not supported yet", f"{entry.where}.request")
+        if entry.operation is not None and not (entry.method in ("GET", "HEAD") and entry.operation == "_history"):
+            raise NotSupported(f"{entry.url} is not supported in a Bundle", f"{entry.where}.request.url")
+        if entry.method in ("GET", "HEAD") and entry.resource_id is None:
+            raise NotSupported("Searches in Bundles are not supported yet", f"{entry.where}.request.url")
+        if entry.resource is not None and entry.method in ("POST", "PUT"):
+            if entry.method == "PUT" and entry.resource.get("id") != entry.resource_id:
+                raise BadRequest(
+                    f"The resource id {entry.resource.get('id')!r} does not match the request URL's "
+                    f"{entry.resource_id!r}",
+                    f"{entry.resource_type}.id",
+                )
+            if entry.method == "POST":
+                entry.resource.pop("id", None)
+            self.ctx.validate(entry.resource)
+
+    # -- execution (inside a database transaction) --------------------------------------------------------------
+
+    def execute(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+        assert entry.resource_id is not None
+        version_wanted = parse_if_match(entry.if_match) if entry.if_match else None
+        if entry.method == "DELETE":
+            deleted = tx.delete(entry.resource_type, entry.resource_id, version_wanted)
+            response: dict[str, Any] = {"status": _status(204)}
+            if deleted is not None:
+                response["etag"] = etag(deleted.version)
+            return {"response": response}
+        if entry.method == "POST":
+            assert entry.resource is not None
+            created = tx.create(entry.resource_type, entry.resource_id, entry.resource).version
+            return self._written(created, 201)
+        if entry.method == "PUT":
+            assert entry.resource is not None
+            result = tx.update(entry.resource_type, entry.resource_id, entry.resource, version_wanted)
+            return self._written(result.version, 201 if result.created else 200)
+        if entry.method == "PATCH":
+            return self._patch(tx, entry, version_wanted)
+        return self._read(tx, entry)
+
+    def _written(self, version: Version, status: int) -> dict[str, Any]:
+        response = {
+            "status": _status(status),
+            "location": f"{version.resource_type}/{version.id}/_history/{version.version}",
+            "etag": etag(version.version),
+            "lastModified": version.last_updated,
+        }
+        result: dict[str, Any] = {"response": response}
+        if self.preference == "representation" and version.body is not None:
+            result["resource"] = orjson.Fragment(version.body)
+        elif self.preference == "OperationOutcome":
+            message = f"{'Created' if status == 201 else 'Updated'} {version.resource_type}/{version.id}"
+            response["outcome"] = operation_outcome([Issue("information", "informational", message)])
+        return result
+
+    def _patch(self, tx: Transaction, entry: Entry, version_wanted: int | None) -> dict[str, Any]:
+        assert entry.resource is not None and entry.resource_id is not None
+        current = self._current(tx, entry)
+        resource = orjson.loads(current.body or b"{}")
+        if entry.resource.get("resourceType") == "Binary":
+            document = orjson.loads(_binary_data(entry))
+            patched = apply_json_patch(resource, document)
+        else:
+            patched = self.patcher.apply(resource, entry.resource)
+        if patched.get("resourceType") != entry.resource_type or patched.get("id") != entry.resource_id:
+            raise Unprocessable("A patch may not change the resourceType or the id", f"{entry.resource_type}.id")
+        self.ctx.validate(patched)
+        expected = version_wanted if version_wanted is not None else current.version
+        result = tx.update(entry.resource_type, entry.resource_id, patched, expected)
+        return self._written(result.version, 200)
+
+    def _current(self, tx: Transaction, entry: Entry) -> Version:
+        assert entry.resource_id is not None
+        current = tx.read(entry.resource_type, entry.resource_id)
+        if current is None:
+            raise NotFound(f"{entry.resource_type}/{entry.resource_id} is not known", entry.resource_type)
+        if current.body is None:
+            raise Gone(f"{entry.resource_type}/{entry.resource_id} was deleted")
+        return current
+
+    def _read(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+        if entry.version_id is not None:
+            assert entry.resource_id is not None
+            version = self.ctx.store.vread(entry.resource_type, entry.resource_id, entry.version_id)
+            if version is None:
+                raise NotFound(f"{entry.url} is not known", f"{entry.where}.request.url")
+            if version.body is None:
+                raise Gone(f"{entry.url} is a deletion")
+        else:
+            version = self._current(tx, entry)
+        response = {"status": _status(200), "etag": etag(version.version), "lastModified": version.last_updated}
+        result: dict[str, Any] = {"response": response}
+        if entry.method == "GET":
+            result["resource"] = orjson.Fragment(version.body or b"{}")
+        return result
+
+    # -- the two kinds of Bundle --------------------------------------------------------------------------------
+
+    def transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        for entry in entries:
+            try:
+                self.prepare(entry)
+            except FhirError as exc:
+                raise _in_entry(entry, exc) from None
+        _check_distinct_targets(entries)
+        mapping = assign_ids(entries)
+        for entry in entries:
+            if entry.resource is not None:
+                rewrite_references(entry.resource, mapping)
+                for reference in references_in(entry.resource):
+                    if is_placeholder(reference):
+                        raise BadRequest(
+                            f"{entry.where}: the reference {reference} names no entry of this Bundle",
+                            f"{entry.where}.resource",
+                        )
+
+        def work(tx: Transaction) -> list[dict[str, Any]]:
+            results: dict[int, dict[str, Any]] = {}
+            for entry in processing_order(entries):
+                try:
+                    results[entry.index] = self.execute(tx, entry)
+                except FhirError as exc:
+                    raise _in_entry(entry, exc) from None
+            return [results[index] for index in range(len(entries))]
+
+        return self.ctx.store.transact(work)
+
+    def batch(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        results = []
+        for entry in entries:
+            try:
+                self.prepare(entry)
+                if entry.method == "POST":
+                    entry.resource_id = new_id()
+                results.append(self.ctx.store.transact(lambda tx, entry=entry: self.execute(tx, entry)))
+            except FhirError as exc:
+                outcome = operation_outcome(_in_entry(entry, exc).issues)
+                results.append({"response": {"status": _status(exc.status), "outcome": outcome}})
+        return results
+
+
+def _check_distinct_targets(entries: list[Entry]) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        if entry.method in ("GET", "HEAD") or entry.resource_id is None:
+            continue
+        key = (entry.resource_type, entry.resource_id)
+        if key in seen:
+            raise BadRequest(
+                f"{entry.where} and Bundle.entry[{seen[key]}] both change {key[0]}/{key[1]}: a transaction may "
+                "change a resource once",
+                entry.where,
+            )
+        seen[key] = entry.index
+
+
+def _binary_data(entry: Entry) -> bytes:
+    import base64
+    import binascii
+
+    assert entry.resource is not None
+    try:
+        return base64.b64decode(entry.resource.get("data", ""), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("Binary.data is not base64", f"{entry.where}.resource.data") from None
+
+
+@endpoint
+async def batch_or_transaction(request: Request) -> Response:
+    ctx = context(request)
+    check_content_type(request.headers.get("content-type"))
+    bundle = parse_resource_json(await read_body(request))
+    if bundle["resourceType"] != "Bundle":
+        raise BadRequest(f"POST to the base takes a Bundle, not a {bundle['resourceType']}", "resourceType")
+    kind = bundle.get("type")
+    if kind not in BUNDLE_TYPES:
+        raise BadRequest(f"Bundle.type must be transaction or batch, not {kind!r}", "Bundle.type")
+    entries = read_entries(bundle, ctx.registry.is_resource_type)
+    limit = ctx.settings.max_bundle_entries
+    if len(entries) > limit:
+        raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}", "Bundle.entry")
+    runner = BundleRunner(ctx, return_preference(request.headers.get("prefer")))
+    results = await in_thread(runner.transaction if kind == "transaction" else runner.batch, entries)
+    response = {
+        "resourceType": "Bundle",
+        "id": new_id(),
+        "meta": {"lastUpdated": format_instant(now())},
+        "type": f"{kind}-response",
+        "link": [{"relation": "self", "url": base_url(request)}],
+        "entry": results,
+    }
+    if not results:
+        del response["entry"]
+    return fhir_response(request, response)
