@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from fhir_imaging import FHIR_VERSION, __version__
 from fhir_imaging.config import SETTINGS, Settings, load_settings, to_environ
@@ -42,7 +44,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the FHIR server at http://HOST:PORT/baseR4 (CapabilityStatement at /baseR4/metadata).",
     )
     _add_settings(serve)
+    load = commands.add_parser(
+        "load",
+        help="load Bundles, resources and NDJSON files",
+        description="Load transaction/batch/collection Bundles, single resources and NDJSON files (one resource "
+        "per line), from files or folders, through the FHIR API. Resources with an id are written with PUT (loading "
+        "again changes no set of resources), others with POST. Bad lines are reported and skipped. Exits 1 when "
+        "anything failed.",
+    )
+    load.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="files or folders (*.json, *.ndjson)")
+    _add_target(load)
+    load.add_argument("--batch-size", type=int, default=500, help="resources per transaction (default: 500)")
     return parser
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    """``--database URL`` (the app in this process) or ``--server URL`` (a running server)."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument(
+        "--database",
+        dest="database",
+        default=None,
+        help="database URL to write to directly (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)",
+    )
+    target.add_argument(
+        "--server", default=None, help="base URL of a running server, e.g. http://localhost:8080/baseR4"
+    )
 
 
 def _configure_logging(level: str) -> None:
@@ -71,6 +98,44 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def load(paths: list[Path], settings: Settings, server: str | None, batch_size: int) -> int:
+    import asyncio
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from fhir_imaging.client import fhir_client
+    from fhir_imaging.loader import Loader, find_files
+
+    files = find_files(paths)
+    missing = [path for path in files if not path.is_file()]
+    if missing:
+        print(f"fhir-imaging: no such file: {missing[0]}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    total = sum(path.stat().st_size for path in files)
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("loading", total=total)
+
+        class Advance:
+            def advance(self, size: int) -> None:
+                bar.advance(task, size)
+
+        async def run() -> Any:
+            async with fhir_client(server=server, settings=settings) as client:
+                return await Loader(client, batch_size, Advance()).load(files)
+
+        summary = asyncio.run(run())
+    console.print(f"files: {summary.files}  loaded: {summary.loaded}  failed: {len(summary.failed)}")
+    for failure in summary.failed:
+        console.print(f"  [red]failed[/red] {escape(failure.source)}: {escape(failure.reason)}", highlight=False)
+    return 1 if summary.failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -84,5 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command == "serve":
         return serve(settings)
+    if args.command == "load":
+        return load(args.paths, settings, args.server, args.batch_size)
     parser.error(f"unknown command {args.command}")
     return 2
