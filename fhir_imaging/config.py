@@ -57,9 +57,11 @@ SETTINGS: tuple[Setting, ...] = (
         "database",
         "sqlite:///fhir-imaging.db",
         str,
-        "database URL: sqlite:///path.db (relative to the working directory; sqlite:////abs/path.db)",
+        "database URL: sqlite:///path.db (relative to the working directory; sqlite:////abs/path.db) "
+        "or postgresql://user:password@host:port/dbname",
     ),
     Setting("workers", 1, int, "number of server processes"),
+    Setting("pool_size", 20, int, "PostgreSQL: most database connections each server process opens"),
     Setting(
         "public_url",
         None,
@@ -90,6 +92,7 @@ class Settings:
     port: int = 8080
     database: str = "sqlite:///fhir-imaging.db"
     workers: int = 1
+    pool_size: int = 20
     public_url: str | None = None
     max_body_size: int = 16 * 1024**2
     default_count: int = 20

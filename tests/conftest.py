@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +54,47 @@ def patient() -> dict[str, Any]:
     return copy.deepcopy(SEED_PATIENT)
 
 
+POSTGRES_URL = os.environ.get("FHIR_IMAGING_TEST_POSTGRES")
+BACKENDS = [
+    pytest.param("sqlite"),
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not POSTGRES_URL, reason="FHIR_IMAGING_TEST_POSTGRES is not set (scripts/test starts a PostgreSQL)"
+        ),
+    ),
+]
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on the test server; dropped afterwards."""
+    import psycopg
+
+    assert POSTGRES_URL
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL on each backend: every test using it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+    else:
+        with fresh_postgres_database() as url:
+            yield url
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(database=f"sqlite:///{tmp_path / 'test.db'}", sqlite_synchronous="normal")
+def settings(database: str) -> Settings:
+    return Settings(database=database, sqlite_synchronous="normal", pool_size=4)
 
 
 @pytest.fixture

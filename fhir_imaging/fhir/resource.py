@@ -61,14 +61,19 @@ def parse_etag(value: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def stamp(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> bytes:
-    """Set ``id`` and ``meta.versionId``/``meta.lastUpdated`` and serialise; the rest stays as it was sent."""
+def stamped(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> dict[str, Any]:
+    """A copy with ``id`` and ``meta.versionId``/``meta.lastUpdated`` set first; the rest stays as it was sent."""
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
     meta["lastUpdated"] = last_updated
-    stamped = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
-    stamped.update((key, value) for key, value in resource.items() if key not in ("resourceType", "id", "meta"))
-    return orjson.dumps(stamped)
+    document = {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta}
+    document.update((key, value) for key, value in resource.items() if key not in ("resourceType", "id", "meta"))
+    return document
+
+
+def stamp(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> bytes:
+    """``stamped`` serialised: the bytes to store."""
+    return orjson.dumps(stamped(resource, resource_id, version, last_updated))
 
 
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -16,4 +16,8 @@ def open_store(settings: Settings) -> Store:
         from fhir_imaging.storage.sqlite import SQLiteStore
 
         return SQLiteStore(url, synchronous=settings.sqlite_synchronous)
-    raise ValueError(f"unsupported database URL (expected sqlite:///path.db): {url}")
+    if url.startswith(("postgresql:", "postgres:")):
+        from fhir_imaging.storage.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=settings.pool_size)
+    raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {url}")

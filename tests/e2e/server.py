@@ -32,7 +32,11 @@ class ServerProcess:
         self._output = output
         env = {key: value for key, value in os.environ.items() if not key.startswith("FHIR_IMAGING_")}
         self.process = subprocess.Popen([*command, *extra], stdout=output, stderr=output, env=env)
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except RuntimeError:
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,100 @@
+"""PostgreSQL backend (psycopg 3 with a connection pool): several server processes or machines share one database.
+
+The schema, the statements and the search compiler are SQLite's, through the dialect table (``dialect.py``).
+Resources are stored as the bytes that were sent (``bytea``), so reads serve them without re-serialising (a
+``jsonb`` column would reorder their keys). Versions are assigned under a row lock (``SELECT … FOR UPDATE``), a race
+to create one id is settled by the unique key (``ON CONFLICT``), and migrations run under an advisory lock, so
+processes starting together migrate once. While the database cannot be reached, requests answer 503; the pool
+reconnects by itself when it is back.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from fhir_imaging.fhir.outcome import ServiceUnavailable
+from fhir_imaging.storage.dialect import POSTGRES
+from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
+
+T = TypeVar("T")
+MIGRATION_LOCK = 7_340_147  # pg_advisory_xact_lock key for schema migrations
+CONNECT_TIMEOUT_S = 5
+
+
+class DatabaseUnreachable(RuntimeError):
+    """The database could not be reached when the store was opened."""
+
+
+class PostgresStore(SqlStore):
+    dialect = POSTGRES
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self._local = threading.local()
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            timeout=CONNECT_TIMEOUT_S,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+            check=ConnectionPool.check_connection,
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise DatabaseUnreachable(f"PostgreSQL at {_safe(url)} cannot be reached") from exc
+        self.transact(self._migrate)
+
+    def _migrate(self, tx: SqlTransaction) -> None:
+        tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        self._apply_migrations(tx.conn)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The open transaction's connection in this thread, else one from the pool for this statement."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with _unavailable_as_503(), self._pool.connection() as pooled:
+            yield pooled
+
+    def transact(self, work: Callable[[SqlTransaction], T]) -> T:
+        with _unavailable_as_503(), self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                with conn.transaction():
+                    return work(SqlTransaction(self, conn))
+            finally:
+                self._local.conn = None
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise ServiceUnavailable(
+            f"The database cannot be reached right now; try again ({type(exc).__name__})"
+        ) from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"

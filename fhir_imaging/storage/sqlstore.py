@@ -1,0 +1,236 @@
+"""What SQLite and PostgreSQL share: the reads, the versioned writes and the migrations, written once over a
+DB-API connection (``conn.execute(sql, params)`` returning a cursor) and a ``Dialect``.
+
+Backends provide ``_connection()`` (a context manager yielding the connection to use: the open transaction's when
+there is one in this thread) and ``transact``. Versions are assigned under a lock on the current row
+(``Dialect.lock_current_row``; SQLite serialises writers instead), so they are gap-free and an ``If-Match`` race has
+exactly one winner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+import orjson
+
+from fhir_imaging.fhir.outcome import PreconditionFailed
+from fhir_imaging.fhir.resource import format_instant, now, stamped
+from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
+from fhir_imaging.storage.dialect import Dialect
+from fhir_imaging.storage.schema import MIGRATIONS
+
+T = TypeVar("T")
+VERSION_COLUMNS = "type, id, version, last_updated, method, body, seq"
+CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0"
+
+
+def _version(row: tuple[Any, ...]) -> Version:
+    body = row[5]
+    return Version(row[0], row[1], row[2], row[3], row[4], bytes(body) if body is not None else None, row[6])
+
+
+class SqlStore:
+    dialect: Dialect
+
+    def _connection(self) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def transact(self, work: Callable[[Any], T]) -> T:
+        raise NotImplementedError
+
+    def _rows(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(self.dialect.sql(sql), params).fetchall()
+            return rows
+
+    # -- schema ------------------------------------------------------------------------------------------------
+
+    def _apply_migrations(self, conn: Any) -> None:
+        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out)."""
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+            for statement in statements:
+                conn.execute(self.dialect.ddl(statement))
+            conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+
+    # -- reads -------------------------------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        rows = self._rows(
+            f"SELECT {CURRENT_COLUMNS} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
+        )
+        return _version(rows[0]) if rows else None
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        rows = self._rows(
+            f"SELECT {VERSION_COLUMNS} FROM resource_history WHERE type = ? AND id = ? AND version = ?",
+            (resource_type, resource_id, version),
+        )
+        return _version(rows[0]) if rows else None
+
+    def count_versions(self, resource_type: str, resource_id: str) -> int:
+        rows = self._rows(
+            "SELECT count(*) FROM resource_history WHERE type = ? AND id = ?", (resource_type, resource_id)
+        )
+        return int(rows[0][0])
+
+    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
+        where: list[str] = []
+        params: list[Any] = []
+        for clause, value in (
+            ("type = ?", query.resource_type),
+            ("id = ?", query.id),
+            ("last_updated >= ?", query.since),
+            ("seq <= ?", query.at_or_before_seq),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT {VERSION_COLUMNS} FROM resource_history"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(query.count + 1)
+        rows = self._rows(sql, params)
+        versions = [_version(row) for row in rows[: query.count]]
+        cursor = rows[query.count][6] if len(rows) > query.count else None
+        return versions, cursor
+
+    # -- writes ------------------------------------------------------------------------------------------------
+
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+        return self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+    ) -> WriteResult:
+        return self.transact(lambda tx: tx.update(resource_type, resource_id, resource, if_match))
+
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
+        return self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
+
+    # -- index maintenance hooks (filled by the search indexes), inside the write's transaction ------------------
+
+    def _on_write(self, conn: Any, rid: int, resource_type: str, resource: dict[str, Any]) -> None:
+        """Called after a version is written."""
+
+    def _on_delete(self, conn: Any, rid: int, resource_type: str) -> None:
+        """Called after a resource is deleted."""
+
+
+class SqlTransaction:
+    """The writes (and reads) of one open write transaction."""
+
+    def __init__(self, store: SqlStore, conn: Any) -> None:
+        self.store = store
+        self.conn = conn
+        self.dialect = store.dialect
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
+        return self.conn.execute(self.dialect.sql(sql), params)
+
+    def _current(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._execute(
+            "SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?" + self.dialect.lock_current_row,
+            (resource_type, resource_id),
+        ).fetchone()
+        return row
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        return self.store.read(resource_type, resource_id)  # the same connection: sees this transaction's writes
+
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+        return self._put(resource_type, resource_id, resource, None, "POST")
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+    ) -> WriteResult:
+        return self._put(resource_type, resource_id, resource, if_match, "PUT")
+
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
+        current = self._current(resource_type, resource_id)
+        check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
+        if current is None or current[2]:
+            return None
+        rid, version = current[0], current[1] + 1
+        last_updated = format_instant(now())
+        self._execute(
+            "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?",
+            (version, last_updated, rid),
+        )
+        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", None)
+        self.store._on_delete(self.conn, rid, resource_type)
+        return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
+
+    def _put(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None, method: str
+    ) -> WriteResult:
+        current = self._current(resource_type, resource_id)
+        if current is None and if_match is None:
+            last_updated = format_instant(now())
+            document = stamped(resource, resource_id, 1, last_updated)
+            body = orjson.dumps(document)
+            inserted = self._execute(
+                "INSERT INTO resource (type, id, version, last_updated, deleted, body) VALUES (?, ?, 1, ?, 0, ?) "
+                "ON CONFLICT (type, id) DO NOTHING RETURNING rid",
+                (resource_type, resource_id, last_updated, body),
+            ).fetchone()
+            if inserted is not None:
+                return self._written(inserted[0], document, 1, last_updated, method, body, True)
+            current = self._current(resource_type, resource_id)  # another transaction created it meanwhile
+        check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
+        assert current is not None
+        rid, version, created = current[0], current[1] + 1, bool(current[2])
+        last_updated = format_instant(now())
+        document = stamped(resource, resource_id, version, last_updated)
+        body = orjson.dumps(document)
+        self._execute(
+            "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
+            (version, last_updated, body, rid),
+        )
+        return self._written(rid, document, version, last_updated, method, body, created)
+
+    def _written(
+        self,
+        rid: int,
+        document: dict[str, Any],
+        version: int,
+        last_updated: str,
+        method: str,
+        body: bytes,
+        created: bool,
+    ) -> WriteResult:
+        resource_type, resource_id = document["resourceType"], document["id"]
+        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, body)
+        self.store._on_write(self.conn, rid, resource_type, document)
+        return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
+
+    def _append_history(
+        self,
+        rid: int,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        last_updated: str,
+        method: str,
+        body: bytes | None,
+    ) -> int:
+        row = self._execute(
+            "INSERT INTO resource_history (rid, type, id, version, last_updated, method, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            (rid, resource_type, resource_id, version, last_updated, method, body),
+        ).fetchone()
+        return int(row[0])
+
+
+def check_if_match(if_match: int | None, current: int | None, resource_type: str, resource_id: str) -> None:
+    if if_match is not None and if_match != current:
+        found = f"version {current}" if current is not None else "no such resource"
+        raise PreconditionFailed(
+            f"If-Match asked for version {if_match} of {resource_type}/{resource_id}, but the server has {found}",
+            "If-Match",
+        )
