@@ -19,6 +19,16 @@ SERVE_SETTINGS = tuple(SETTINGS)
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     for setting in SERVE_SETTINGS:
         default = "none" if setting.default is None else setting.default
+        if isinstance(setting.default, bool):
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{setting.help} (default: off; environment: {setting.env}=true)",
+            )
+            continue
         parser.add_argument(
             setting.flag,
             dest=setting.name,
@@ -55,7 +65,65 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="files or folders (*.json, *.ndjson)")
     _add_target(load)
     load.add_argument("--batch-size", type=int, default=500, help="resources per transaction (default: 500)")
+    reindex_command = commands.add_parser(
+        "reindex",
+        help="rebuild every search index from the stored resources",
+        description="Rebuild the search index tables from the current version of every stored resource, in one "
+        "transaction (searches keep answering from the old index until it commits).",
+    )
+    reindex_command.add_argument(
+        "--database", default=None, help="database URL (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)"
+    )
+    _add_dicom_commands(commands)
     return parser
+
+
+def _add_dicom_commands(commands: Any) -> None:
+    """``import-dicom`` and ``sync-dicomweb`` (fhir_imaging/dicom; docs/dicom.md)."""
+    imports = commands.add_parser(
+        "import-dicom",
+        help="import DICOM files as ImagingStudy and Patient resources",
+        description="Read DICOM files (folders are walked, DICOMDIR indexes followed; headers only), group them by "
+        "study and series, and write each study with its Patient in one transaction, merged with what the server "
+        "holds: importing the same files twice changes nothing. Unreadable and non-DICOM files are reported and "
+        "skipped. Exits 1 when a study could not be written, 2 when the FHIR server cannot be used.",
+    )
+    imports.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, folders or DICOMDIR files")
+    _add_target(imports)
+    _add_dicom_mapping_options(imports)
+    sync = commands.add_parser(
+        "sync-dicomweb",
+        help="create or update ImagingStudy resources from a PACS over DICOMweb (QIDO-RS)",
+        description="Read the studies, series and instances of a PACS over QIDO-RS and create or update their "
+        "ImagingStudy and Patient resources, each study pointing at an Endpoint for the PACS's WADO-RS root (URL). "
+        "Runs are incremental and idempotent. Exits 2 when the PACS or the FHIR server cannot be reached.",
+    )
+    sync.add_argument("url", metavar="URL", help="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web")
+    _add_target(sync)
+    sync.add_argument("--since", default=None, help="only studies from this date on: 2024-06-15, or 7d for 7 days")
+    sync.add_argument(
+        "--watch", type=float, default=None, metavar="SECONDS", help="sync again every SECONDS until interrupted"
+    )
+    sync.add_argument(
+        "--full", action="store_true", help="read every study again, not only those whose instance count changed"
+    )
+    _add_dicom_mapping_options(sync)
+
+
+def _add_dicom_mapping_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timezone",
+        default=None,
+        help="timezone of DICOM dates and times without TimezoneOffsetFromUTC (IANA name such as Europe/Paris, or "
+        "+HHMM); default: none is assumed and such studies get a date without a time",
+    )
+    parser.add_argument(
+        "--patient-id-system",
+        default=None,
+        metavar="URI",
+        help="Identifier.system for PatientIDs without IssuerOfPatientID (default: none)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +204,33 @@ def load(paths: list[Path], settings: Settings, server: str | None, batch_size: 
     return 1 if summary.failed else 0
 
 
+def reindex(settings: Settings) -> int:
+    from fhir_imaging.storage import open_store
+
+    store = open_store(settings)
+    try:
+        count = store.reindex()
+    finally:
+        store.close()
+    print(f"reindexed {count} resources in {settings.database}", file=sys.stderr)
+    return 0
+
+
+def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.ArgumentParser) -> int:
+    from fhir_imaging.dicom import commands as dicom_commands
+    from fhir_imaging.dicom.dicomweb import parse_since
+
+    try:
+        options = dicom_commands.mapping_options(args.timezone, args.patient_id_system)
+        since = parse_since(args.since) if getattr(args, "since", None) else None
+    except ValueError as exc:
+        parser.error(str(exc))
+    target = {"server": args.server, "settings": settings, "options": options, "progress": not args.no_progress}
+    if args.command == "import-dicom":
+        return dicom_commands.run_import(args.paths, **target)
+    return dicom_commands.run_sync(args.url, since=since, full=args.full, watch=args.watch, **target)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,5 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == "load":
         return load(args.paths, settings, args.server, args.batch_size)
+    if args.command == "reindex":
+        return reindex(settings)
+    if args.command in ("import-dicom", "sync-dicomweb"):
+        return dicom(args, settings, parser)
     parser.error(f"unknown command {args.command}")
     return 2

@@ -69,6 +69,12 @@ SETTINGS: tuple[Setting, ...] = (
         "base URL written into Location, fullUrl and Bundle links, e.g. https://fhir.example.org/baseR4 "
         "(default: from the request's scheme and Host)",
     ),
+    Setting(
+        "enforce_references",
+        False,
+        _boolean,
+        "refuse (400) a write whose literal references to this server name no existing resource",
+    ),
     Setting("max_body_size", 16 * 1024**2, _size, "largest request body accepted, in bytes (or 512KiB, 16MiB…)"),
     Setting("default_count", 20, int, "page size of searches and histories when _count is not given"),
     Setting("max_count", 1000, int, "largest _count honoured (larger values are reduced to it)"),
@@ -94,6 +100,7 @@ class Settings:
     workers: int = 1
     pool_size: int = 20
     public_url: str | None = None
+    enforce_references: bool = False
     max_body_size: int = 16 * 1024**2
     default_count: int = 20
     max_count: int = 1000

@@ -7,7 +7,9 @@ Reads the HL7 FHIR R4 4.0.1 package files (``Bundle-resources.json``, ``Bundle-s
 
 - ``resource-types.json``: every concrete resource type (StructureDefinition kind=resource, not abstract);
 - ``search-parameters.json``: every SearchParameter, reduced to the fields the server uses;
-- ``compartment-patient.json``: resource type → the parameters that put it in a Patient's compartment.
+- ``compartment-patient.json``: resource type → the parameters that put it in a Patient's compartment;
+- ``summary-elements.json``: resource type → its summary elements (``isSummary``, paths below the type, backbone
+  elements included), which of those are backbone elements, and its mandatory top-level elements (``_summary``).
 
 Our own additions (``search-parameters-extra.json``) are hand-kept in SearchParameter form and not touched here.
 """
@@ -67,6 +69,32 @@ def derive_compartment(compartment: dict[str, Any]) -> dict[str, list[str]]:
     return {item["code"]: item["param"] for item in compartment["resource"] if item.get("param")}
 
 
+def derive_summary_elements(resources_bundle: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """Per resource type: ``summary`` element paths, ``backbone`` paths among them, top-level ``mandatory`` ones."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for entry in resources_bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] != "StructureDefinition" or resource["kind"] != "resource":
+            continue
+        if resource.get("abstract", False):
+            continue
+        name = resource["type"]
+        summary, backbone, mandatory = [], [], []
+        for element in resource["snapshot"]["element"]:
+            path = element["path"]
+            if "." not in path:
+                continue
+            relative = path.split(".", 1)[1]
+            if element.get("isSummary"):
+                summary.append(relative)
+                if any(kind.get("code") in ("BackboneElement", "Element") for kind in element.get("type", ())):
+                    backbone.append(relative)
+            if "." not in relative and element.get("min", 0) >= 1:
+                mandatory.append(relative)
+        out[name] = {"summary": summary, "backbone": backbone, "mandatory": mandatory}
+    return dict(sorted(out.items()))
+
+
 def derive_all(source: Path) -> dict[str, Any]:
     """File name → content, for every file this script owns."""
     definitions = source / "definitions"
@@ -74,6 +102,7 @@ def derive_all(source: Path) -> dict[str, Any]:
         "resource-types.json": derive_resource_types(_load(definitions / "Bundle-resources.json")),
         "search-parameters.json": derive_search_parameters(_load(definitions / "Bundle-searchParams.json")),
         "compartment-patient.json": derive_compartment(_load(definitions / "CompartmentDefinition-patient.json")),
+        "summary-elements.json": derive_summary_elements(_load(definitions / "Bundle-resources.json")),
     }
 
 

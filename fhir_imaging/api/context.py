@@ -12,10 +12,11 @@ from starlette.responses import Response
 
 from fhir_imaging.api.formats import check_content_type, negotiate
 from fhir_imaging.config import Settings
-from fhir_imaging.fhir.outcome import BadRequest, NotFound, PayloadTooLarge
+from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge
+from fhir_imaging.fhir.references import dangling_references
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_valid_id, parse_resource_json
-from fhir_imaging.storage.base import Store
+from fhir_imaging.storage.base import Store, Transaction
 from fhir_imaging.validation import Validator
 
 BASE_PATH = "/baseR4"
@@ -106,6 +107,21 @@ async def read_resource(request: Request, expected_type: str) -> dict[str, Any]:
             "resourceType",
         )
     return resource
+
+
+def ensure_references(ctx: Context, base: str, resource: dict[str, Any], tx: Transaction) -> None:
+    """With ``--enforce-references``: every literal reference to this server must name a live resource (else 400).
+    Runs inside the write's transaction, so it sees what the same transaction wrote."""
+    if not ctx.settings.enforce_references:
+        return
+
+    def exists(resource_type: str, resource_id: str) -> bool:
+        current = tx.read(resource_type, resource_id)
+        return current is not None and current.body is not None
+
+    issues = dangling_references(resource, base, exists, ctx.registry.is_resource_type)
+    if issues:
+        raise FhirError(issues=issues, status=400)
 
 
 def check_id_element(resource: dict[str, Any], expected: str | None) -> None:

@@ -21,6 +21,7 @@ from fhir_imaging.api.interactions.delete import delete
 from fhir_imaging.api.interactions.history import history_instance, history_system, history_type
 from fhir_imaging.api.interactions.patch import patch
 from fhir_imaging.api.interactions.read import read, vread
+from fhir_imaging.api.interactions.search import search_compartment, search_system, search_type, search_type_post
 from fhir_imaging.api.interactions.update import update
 from fhir_imaging.api.interactions.validate import validate_instance, validate_type
 
@@ -58,7 +59,10 @@ ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/metadata", "GET", capabilities, None),
     ("/_history", "GET", history_system, "history-system"),
     ("/", "POST", batch_or_transaction, "transaction batch"),
+    ("/", "GET", search_system, "search-system"),
     (f"/{TYPE}", "POST", create, "create"),
+    (f"/{TYPE}", "GET", search_type, "search-type"),
+    (f"/{TYPE}/_search", "POST", search_type_post, "search-type"),
     (f"/{TYPE}/_history", "GET", history_type, "history-type"),
     (f"/{TYPE}/$validate", "POST", validate_type, "$validate"),
     (f"/{TYPE}/{ID}/$validate", "POST", validate_instance, "$validate"),
@@ -68,6 +72,7 @@ ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     (f"/{TYPE}/{ID}", "DELETE", delete, "delete"),
     (f"/{TYPE}/{ID}/_history", "GET", history_instance, "history-instance"),
     (f"/{TYPE}/{ID}/_history/{{vid}}", "GET", vread, "vread"),
+    (f"/{TYPE}/{ID}/{{compartment_type:fhirtype}}", "GET", search_compartment, None),
 )
 
 INSTANCE_CODES = ("read", "vread", "update", "patch", "delete", "history-instance")

@@ -57,15 +57,20 @@ def history_bundle(
 
 
 def searchset_bundle(
-    base: str, matches: Iterable[Version], links: dict[str, str], total: int | None = None
+    base: str,
+    matches: Iterable[Version],
+    links: dict[str, str],
+    total: int | None = None,
+    included: Iterable[Version] = (),
 ) -> dict[str, Any]:
-    """A Bundle of type ``searchset`` with each match's fullUrl and ``search.mode`` = match."""
+    """A Bundle of type ``searchset``: each match (``search.mode`` = match), then ``included`` (mode include)."""
     entries = [
         {
             "fullUrl": f"{base}/{version.resource_type}/{version.id}",
             "resource": orjson.Fragment(version.body or b"{}"),
-            "search": {"mode": "match"},
+            "search": {"mode": mode},
         }
-        for version in matches
+        for versions, mode in ((matches, "match"), (included, "include"))
+        for version in versions
     ]
     return _bundle("searchset", entries, links, total)

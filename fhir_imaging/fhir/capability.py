@@ -15,6 +15,22 @@ FORMATS = ["application/fhir+json", "application/json"]
 PATIENT_COMPARTMENT = "http://hl7.org/fhir/CompartmentDefinition/patient"
 
 
+_REVINCLUDES: dict[int, dict[str, list[str]]] = {}
+
+
+def _revincludes(registry: Registry) -> dict[str, list[str]]:
+    """Target type → the ``Source:param`` references that may point at it (for ``searchRevInclude``)."""
+    if id(registry) not in _REVINCLUDES:
+        out: dict[str, list[str]] = {}
+        for source in sorted(registry.resource_types):
+            for param in registry.searchable_params(source):
+                if param.type == "reference":
+                    for target in param.targets or sorted(registry.resource_types):
+                        out.setdefault(target, []).append(f"{source}:{param.code}")
+        _REVINCLUDES[id(registry)] = out
+    return _REVINCLUDES[id(registry)]
+
+
 def _resource_entry(
     registry: Registry, resource_type: str, interactions: Iterable[str], search: bool, operations: Iterable[str]
 ) -> dict[str, Any]:
@@ -32,12 +48,15 @@ def _resource_entry(
     }
     if search:
         params = []
-        for param in registry.params_for(resource_type).values():
+        for param in registry.searchable_params(resource_type):
             item = {"name": param.code, "definition": param.url, "type": param.type}
             if param.description:
                 item["documentation"] = param.description
             params.append(item)
         entry["searchParam"] = params
+        references = [param.code for param in registry.searchable_params(resource_type) if param.type == "reference"]
+        entry["searchInclude"] = ["*", *(f"{resource_type}:{code}" for code in references)]
+        entry["searchRevInclude"] = _revincludes(registry).get(resource_type, [])
     entry["operation"] = [
         {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/Resource-{name}"} for name in operations
     ]
@@ -77,6 +96,7 @@ def capability_statement(
                     for name in sorted(registry.resource_types)
                 ],
                 "interaction": [{"code": code} for code in system_interactions],
+                **({"compartment": [PATIENT_COMPARTMENT]} if searchable and "search-type" in type_codes else {}),
             }
         ],
     }

@@ -20,6 +20,8 @@ import orjson
 COMMON_BASES = ("Resource", "DomainResource")
 # Resources that are not DomainResources do not take DomainResource's parameters (_text).
 NOT_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
+# The parameter types the search engine indexes and answers (composite and special are not supported yet).
+SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,14 @@ class Registry:
 
     def params_for(self, resource_type: str) -> dict[str, SearchParam]:
         return self.search_params.get(resource_type, {})
+
+    def searchable_params(self, resource_type: str) -> list[SearchParam]:
+        """The parameters search supports for a type: a supported type and an expression to index."""
+        return [
+            param
+            for param in self.params_for(resource_type).values()
+            if param.type in SEARCHABLE_TYPES and param.expression is not None
+        ]
 
 
 def split_union(expression: str) -> list[str]:

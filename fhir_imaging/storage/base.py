@@ -5,7 +5,7 @@ Spec: https://hl7.org/fhir/R4/http.html (versioning, history, delete semantics)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -83,5 +83,13 @@ class Store(Protocol):
 
     def transact(self, work: Callable[[Any], T]) -> T:
         """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""
+
+    dialect: Any  # the SQL dialect fhir_imaging.search compiles for: "sqlite", "postgres" (or an object with .name)
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read-only statement compiled by fhir_imaging.search (values bound, never spliced)."""
+
+    def reindex(self) -> int:
+        """Rebuild every search index from the stored current versions; the number of resources indexed."""
 
     def close(self) -> None: ...

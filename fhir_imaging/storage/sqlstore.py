@@ -9,7 +9,7 @@ exactly one winner.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -17,11 +17,13 @@ import orjson
 
 from fhir_imaging.fhir.outcome import PreconditionFailed
 from fhir_imaging.fhir.resource import format_instant, now, stamped
+from fhir_imaging.search.index import INDEX_TABLES, delete_statements, index_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.schema import MIGRATIONS
 
 T = TypeVar("T")
+REINDEX_BATCH = 500
 VERSION_COLUMNS = "type, id, version, last_updated, method, body, seq"
 CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0"
 
@@ -113,13 +115,45 @@ class SqlStore:
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         return self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
 
-    # -- index maintenance hooks (filled by the search indexes), inside the write's transaction ------------------
+    # -- search indexes: maintained inside each write's transaction ---------------------------------------------
 
-    def _on_write(self, conn: Any, rid: int, resource_type: str, resource: dict[str, Any]) -> None:
-        """Called after a version is written."""
+    def _on_write(self, conn: Any, rid: int, resource: dict[str, Any], fresh: bool) -> None:
+        """Replace the resource's index rows (``fresh``: a new rid, which has none yet)."""
+        if not fresh:
+            self._on_delete(conn, rid)
+        cursor = conn.cursor()
+        for statement, rows in index_statements(rid, resource, self.dialect.placeholder):
+            cursor.executemany(statement, rows)
 
-    def _on_delete(self, conn: Any, rid: int, resource_type: str) -> None:
-        """Called after a resource is deleted."""
+    def _on_delete(self, conn: Any, rid: int) -> None:
+        """A deleted resource has no index rows."""
+        for statement in delete_statements(self.dialect.placeholder):
+            conn.execute(statement, (rid,))
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read-only statement compiled by fhir_imaging.search for this dialect."""
+        with self._connection() as conn:
+            rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+            return rows
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild every search index row from the stored current versions, in one transaction; the count."""
+        return self.transact(lambda tx: self._reindex(tx.conn, progress))
+
+    def _reindex(self, conn: Any, progress: Callable[[int], None] | None) -> int:
+        for table in INDEX_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        count, last = 0, 0
+        select = self.dialect.sql("SELECT rid, body FROM resource WHERE deleted = 0 AND rid > ? ORDER BY rid LIMIT ?")
+        while batch := conn.execute(select, (last, REINDEX_BATCH)).fetchall():
+            for rid, body in batch:
+                self._on_write(conn, rid, orjson.loads(body), fresh=True)
+            count += len(batch)
+            last = batch[-1][0]
+            if progress:
+                progress(count)
+        conn.execute("ANALYZE")
+        return count
 
 
 class SqlTransaction:
@@ -163,7 +197,7 @@ class SqlTransaction:
             (version, last_updated, rid),
         )
         seq = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", None)
-        self.store._on_delete(self.conn, rid, resource_type)
+        self.store._on_delete(self.conn, rid)
         return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
 
     def _put(
@@ -180,7 +214,7 @@ class SqlTransaction:
                 (resource_type, resource_id, last_updated, body),
             ).fetchone()
             if inserted is not None:
-                return self._written(inserted[0], document, 1, last_updated, method, body, True)
+                return self._written(inserted[0], document, 1, last_updated, method, body, True, fresh=True)
             current = self._current(resource_type, resource_id)  # another transaction created it meanwhile
         check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
         assert current is not None
@@ -192,7 +226,7 @@ class SqlTransaction:
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
             (version, last_updated, body, rid),
         )
-        return self._written(rid, document, version, last_updated, method, body, created)
+        return self._written(rid, document, version, last_updated, method, body, created, fresh=False)
 
     def _written(
         self,
@@ -203,10 +237,11 @@ class SqlTransaction:
         method: str,
         body: bytes,
         created: bool,
+        fresh: bool,
     ) -> WriteResult:
         resource_type, resource_id = document["resourceType"], document["id"]
         seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, body)
-        self.store._on_write(self.conn, rid, resource_type, document)
+        self.store._on_write(self.conn, rid, document, fresh)
         return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
 
     def _append_history(

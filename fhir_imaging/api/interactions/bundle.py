@@ -17,7 +17,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import Context, base_url, context, endpoint, in_thread, read_body
+from fhir_imaging.api.context import Context, base_url, context, endpoint, ensure_references, in_thread, read_body
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import if_match as parse_if_match
 from fhir_imaging.api.headers import return_preference
@@ -67,9 +67,10 @@ def _in_entry(entry: Entry, exc: FhirError) -> FhirError:
 class BundleRunner:
     """Runs the entries of one Bundle against the store (in a worker thread: everything here blocks)."""
 
-    def __init__(self, ctx: Context, preference: str) -> None:
+    def __init__(self, ctx: Context, preference: str, base: str) -> None:
         self.ctx = ctx
         self.preference = preference
+        self.base = base
         self.patcher = FhirPathPatcher(ctx.validator.schema)
 
     # -- preparation (no database) ------------------------------------------------------------------------------
@@ -115,6 +116,12 @@ class BundleRunner:
         if entry.method == "PATCH":
             return self._patch(tx, entry, version_wanted)
         return self._read(tx, entry)
+
+    def _execute_checked(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+        result = self.execute(tx, entry)
+        if entry.resource is not None and entry.method in ("POST", "PUT"):
+            ensure_references(self.ctx, self.base, entry.resource, tx)
+        return result
 
     def _written(self, version: Version, status: int) -> dict[str, Any]:
         response = {
@@ -199,6 +206,12 @@ class BundleRunner:
                     results[entry.index] = self.execute(tx, entry)
                 except FhirError as exc:
                     raise _in_entry(entry, exc) from None
+            for entry in entries:  # once every entry is written: references may point at later entries
+                if entry.resource is not None and entry.method in ("POST", "PUT"):
+                    try:
+                        ensure_references(self.ctx, self.base, entry.resource, tx)
+                    except FhirError as exc:
+                        raise _in_entry(entry, exc) from None
             return [results[index] for index in range(len(entries))]
 
         return self.ctx.store.transact(work)
@@ -210,7 +223,7 @@ class BundleRunner:
                 self.prepare(entry)
                 if entry.method == "POST":
                     entry.resource_id = new_id()
-                results.append(self.ctx.store.transact(lambda tx, entry=entry: self.execute(tx, entry)))
+                results.append(self.ctx.store.transact(lambda tx, entry=entry: self._execute_checked(tx, entry)))
             except FhirError as exc:
                 outcome = operation_outcome(_in_entry(entry, exc).issues)
                 results.append({"response": {"status": _status(exc.status), "outcome": outcome}})
@@ -257,7 +270,7 @@ async def batch_or_transaction(request: Request) -> Response:
     limit = ctx.settings.max_bundle_entries
     if len(entries) > limit:
         raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}", "Bundle.entry")
-    runner = BundleRunner(ctx, return_preference(request.headers.get("prefer")))
+    runner = BundleRunner(ctx, return_preference(request.headers.get("prefer")), base_url(request))
     results = await in_thread(runner.transaction if kind == "transaction" else runner.batch, entries)
     response = {
         "resourceType": "Bundle",

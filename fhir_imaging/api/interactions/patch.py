@@ -18,6 +18,7 @@ from fhir_imaging.api.context import (
     base_url,
     context,
     endpoint,
+    ensure_references,
     in_thread,
     read_body,
     resource_id_of,
@@ -29,6 +30,7 @@ from fhir_imaging.api.rendering import write_response
 from fhir_imaging.fhir.outcome import BadRequest, Gone, NotFound, PreconditionFailed, Unprocessable
 from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
 from fhir_imaging.fhir.resource import json_depth_exceeds
+from fhir_imaging.storage.base import Transaction, WriteResult
 
 JSON_PATCH = "application/json-patch+json"
 ATTEMPTS = 5
@@ -55,6 +57,7 @@ async def patch(request: Request) -> Response:
     document = _patch_document(await read_body(request))
     pinned = if_match(request.headers.get("if-match"))
     patcher = FhirPathPatcher(ctx.validator.schema)
+    base = base_url(request)
     for _ in range(ATTEMPTS):
         current = await in_thread(ctx.store.read, resource_type, resource_id)
         if current is None:
@@ -72,11 +75,16 @@ async def patch(request: Request) -> Response:
         if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
             raise Unprocessable("A patch may not change the resourceType or the id", f"{resource_type}.id")
         ctx.validate(patched)
+
+        def write(tx: Transaction, patched: dict[str, Any] = patched, expected: int = current.version) -> WriteResult:
+            ensure_references(ctx, base, patched, tx)
+            return tx.update(resource_type, resource_id, patched, expected)
+
         try:
-            result = await in_thread(ctx.store.update, resource_type, resource_id, patched, current.version)
+            result = await in_thread(ctx.store.transact, write)
         except PreconditionFailed:
             if pinned is not None:
                 raise
             continue
-        return write_response(request, base_url(request), result.version, 200, f"Patched {resource_type}/{resource_id}")
+        return write_response(request, base, result.version, 200, f"Patched {resource_type}/{resource_id}")
     raise PreconditionFailed(f"{resource_type}/{resource_id} kept changing while the patch was applied; try again")

@@ -13,6 +13,7 @@ from fhir_imaging.api.context import (
     check_id_element,
     context,
     endpoint,
+    ensure_references,
     in_thread,
     read_resource,
     resource_type_of,
@@ -21,6 +22,7 @@ from fhir_imaging.api.headers import if_match
 from fhir_imaging.api.rendering import write_response
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.resource import is_valid_id
+from fhir_imaging.storage.base import Transaction, WriteResult
 
 
 @endpoint
@@ -34,7 +36,13 @@ async def update(request: Request) -> Response:
     resource = await read_resource(request, resource_type)
     check_id_element(resource, resource_id)
     ctx.validate(resource)
-    result = await in_thread(ctx.store.update, resource_type, resource_id, resource, expected_version)
+    base = base_url(request)
+
+    def write(tx: Transaction) -> WriteResult:
+        ensure_references(ctx, base, resource, tx)
+        return tx.update(resource_type, resource_id, resource, expected_version)
+
+    result = await in_thread(ctx.store.transact, write)
     status = 201 if result.created else 200
     verb = "Created" if result.created else "Updated"
-    return write_response(request, base_url(request), result.version, status, f"{verb} {resource_type}/{resource_id}")
+    return write_response(request, base, result.version, status, f"{verb} {resource_type}/{resource_id}")

@@ -1,0 +1,135 @@
+"""Search benchmark: p50/p95 latency of the seed queries and of paging, through the ASGI app in-process.
+
+Usage::
+
+    python -m bench.search [--scale 10000] [--seed 1] [--database sqlite:////tmp/bench-search.db] [--runs 200]
+
+Loads ``--scale`` ImagingStudy resources (with ``scale // 5`` patients, and the encounters, service requests and
+practitioners bench/generate.py makes: 1–10 series of 1–300 instances per study) directly through the store —
+skipped when the database already holds them — then times each query's first page of 20 (``--runs`` times, over
+varying patients) and following ``next`` across 1,000 results. Not a test: see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.testclient import TestClient
+
+from bench.generate import generate_corpus
+from fhir_imaging.app import create_app
+from fhir_imaging.config import Settings
+from fhir_imaging.storage.sqlite import SQLiteStore
+
+BATCH = 500
+TARGET_P95_MS = 20.0
+
+
+def load(url: str, scale: int, seed: int) -> float:
+    """Write the corpus through the store in batches of one transaction each; seconds taken (0 when present)."""
+    store = SQLiteStore(url, synchronous="off")
+    try:
+        present = store.query("SELECT count(*) FROM resource WHERE type = 'ImagingStudy'", [])[0][0]
+        if present >= scale:
+            return 0.0
+        started = time.perf_counter()
+        batch: list[dict[str, object]] = []
+
+        def flush() -> None:
+            store.transact(lambda tx: [tx.update(str(r["resourceType"]), str(r["id"]), r) for r in batch])
+            batch.clear()
+
+        for number, resource in enumerate(generate_corpus(scale, seed), start=1):
+            batch.append(resource)
+            if len(batch) >= BATCH:
+                flush()
+            if number % 20_000 == 0:
+                print(f"  loaded {number} resources", file=sys.stderr)
+        if batch:
+            flush()
+        store.query("ANALYZE", [])
+        return time.perf_counter() - started
+    finally:
+        store.close()
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def _time(client: TestClient, url: str) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    response = client.get(url)
+    elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text[:300]
+    return elapsed, response.json()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="p50/p95 of the seed search queries")
+    parser.add_argument("--scale", type=int, default=10_000, help="ImagingStudy resources (patients: scale // 5)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database", default=None, help="sqlite:///path.db (default: a file in the temp folder)")
+    parser.add_argument("--runs", type=int, default=200, help="timed requests per query")
+    args = parser.parse_args(argv)
+    url = args.database or f"sqlite:///{Path(tempfile.gettempdir()) / f'bench-search-{args.scale}-{args.seed}.db'}"
+    print(f"corpus: {args.scale} studies, {args.scale // 5} patients, seed {args.seed}, {url}", file=sys.stderr)
+    seconds = load(url, args.scale, args.seed)
+    if seconds:
+        print(f"loaded in {seconds:.1f} s", file=sys.stderr)
+    settings = Settings(database=url, sqlite_synchronous="normal", log_level="warning")
+    with TestClient(create_app(settings), base_url="http://bench/baseR4") as client:
+        store = client.app.state.context.store  # type: ignore[attr-defined]
+        sample = (
+            "SELECT DISTINCT target_id FROM spidx_reference WHERE type = 'ImagingStudy' AND param = 'patient' LIMIT 100"
+        )
+        patients = [row[0] for row in store.query(sample, [])]
+        queries: dict[str, Callable[[int], str]] = {
+            "patient": lambda i: f"/ImagingStudy?patient=Patient/{patients[i % len(patients)]}",
+            "modality": lambda i: f"/ImagingStudy?modality={('CT', 'MR', 'US', 'DX', 'CR')[i % 5]}",
+            "status": lambda i: "/ImagingStudy?status=available",
+            "started=ge": lambda i: f"/ImagingStudy?started=ge{2019 + i % 7}-01-01",
+            "patient+modality": lambda i: f"/ImagingStudy?patient=Patient/{patients[i % len(patients)]}&modality=CT,MR",
+            "compartment": lambda i: f"/Patient/{patients[i % len(patients)]}/ImagingStudy",
+            "-started sort": lambda i: "/ImagingStudy?status=available&_sort=-started",
+        }
+        rows = []
+        for name, make in queries.items():
+            for i in range(5):  # warm up
+                _time(client, make(i))
+            samples = [_time(client, make(i))[0] for i in range(args.runs)]
+            rows.append((name, *_percentiles(samples)))
+        paging = (
+            ("paging (next × 50)", "/ImagingStudy?status=available&_count=20"),
+            ("paging -started", "/ImagingStudy?status=available&_count=20&_sort=-started"),
+        )
+        for label, first in paging:
+            samples, seen, url_next = [], 0, first
+            while url_next and seen < 1000:
+                elapsed, bundle = _time(client, url_next)
+                samples.append(elapsed)
+                seen += len(bundle.get("entry", []))  # type: ignore[arg-type]
+                links = {link["relation"]: link["url"] for link in bundle["link"]}  # type: ignore[index, union-attr]
+                url_next = None
+                if "next" in links:
+                    parts = urlsplit(links["next"])
+                    url_next = parts.path.removeprefix("/baseR4") + "?" + parts.query
+            rows.append((f"{label} ({seen} results, {sum(samples):.0f} ms in all)", *_percentiles(samples)))
+    print("\n| query (first page of 20) | p50 ms | p95 ms |\n| --- | ---: | ---: |")
+    for name, p50, p95 in rows:
+        flag = "" if p95 < TARGET_P95_MS else " (over target)"
+        print(f"| {name} | {p50:.1f} | {p95:.1f}{flag} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

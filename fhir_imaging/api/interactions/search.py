@@ -1,0 +1,140 @@
+"""search: type (``GET /[type]``, ``POST /[type]/_search``), system (``GET /?_type=…``) and Patient compartment
+(``GET /Patient/[id]/[type]``). https://hl7.org/fhir/R4/http.html#search, https://hl7.org/fhir/R4/search.html
+
+The query string (and, for POST, the form body) is parsed into a typed search (search/query.py), run against the
+store (search/execute.py) and answered with a ``searchset`` Bundle whose ``self`` link shows the search as performed
+and whose ``next`` / ``previous`` links carry a stateless keyset cursor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhir_imaging.api.context import BASE_PATH, base_url, context, endpoint, in_thread, resource_type_of
+from fhir_imaging.api.headers import handling_preference
+from fhir_imaging.api.rendering import fhir_response
+from fhir_imaging.fhir.bundle import searchset_bundle
+from fhir_imaging.fhir.outcome import BadRequest, NotFound, UnsupportedMediaType
+from fhir_imaging.fhir.resource import is_valid_id
+from fhir_imaging.search.execute import run_search
+from fhir_imaging.search.index import indexed_params
+from fhir_imaging.search.paging import CURSOR
+from fhir_imaging.search.query import Compartment, Filter, SearchRequest, parse_search
+from fhir_imaging.search.shape import shape
+from fhir_imaging.storage.base import Version
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def server_bases(request: Request) -> tuple[str, ...]:
+    """What a reference's base may be to point at this server: '' (relative), the public URL, the request's base."""
+    bases = ["", base_url(request), f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"]
+    return tuple(dict.fromkeys(bases))
+
+
+def _version(row: tuple[Any, ...], search: SearchRequest) -> Version:
+    _, resource_type, resource_id, version, last_updated, body = row
+    if search.summary or search.elements is not None:
+        shaped = shape(orjson.loads(body), search.summary, search.elements)
+        if shaped is not None:
+            body = orjson.dumps(shaped)
+    return Version(resource_type, resource_id, version, last_updated, "", body)
+
+
+async def _search(
+    request: Request, path: str, types: tuple[str, ...], items: list[tuple[str, str]], extra: tuple[Filter, ...] = ()
+) -> Response:
+    ctx = context(request)
+    strict = handling_preference(request.headers.get("prefer")) == "strict"
+    search = parse_search(
+        ctx.registry,
+        types,
+        items,
+        strict=strict,
+        default_count=ctx.settings.default_count,
+        max_count=ctx.settings.max_count,
+        extra=extra,
+    )
+    result = await in_thread(run_search, ctx.store, search, server_bases(request))
+    base = base_url(request)
+    url = f"{base}/{path}" if path else base
+    performed = list(search.performed)
+
+    def link(cursor: str | None) -> str:
+        pairs = performed + ([(CURSOR, cursor)] if cursor else [])
+        return f"{url}?{urlencode(pairs)}" if pairs else url
+
+    links = {"self": link(search.cursor)}
+    if search.cursor:
+        links["first"] = link(None)
+    if result.previous_cursor:
+        links["previous"] = link(result.previous_cursor)
+    if result.next_cursor:
+        links["next"] = link(result.next_cursor)
+    total = None if search.total == "none" else result.total
+    bundle = searchset_bundle(
+        base,
+        [_version(row, search) for row in result.matches],
+        links,
+        total,
+        [_version(row, search) for row in result.included],
+    )
+    return fhir_response(request, bundle)
+
+
+@endpoint
+async def search_type(request: Request) -> Response:
+    resource_type = resource_type_of(request)
+    return await _search(request, resource_type, (resource_type,), list(request.query_params.multi_items()))
+
+
+@endpoint
+async def search_type_post(request: Request) -> Response:
+    """``POST /[type]/_search``: the form-encoded body's parameters join the query string's."""
+    resource_type = resource_type_of(request)
+    content_type = (request.headers.get("content-type") or FORM).split(";")[0].strip().lower()
+    if content_type != FORM:
+        raise UnsupportedMediaType(f"POST _search takes {FORM}, not {content_type}", "Content-Type")
+    body = (await request.body()).decode("utf-8", errors="replace")
+    items = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
+    return await _search(request, resource_type, (resource_type,), items)
+
+
+@endpoint
+async def search_system(request: Request) -> Response:
+    """``GET /?_type=A,B&…``: several types at once (only parameters all of them share); no _type: every type."""
+    registry = context(request).registry
+    items = list(request.query_params.multi_items())
+    named = [name.strip() for _, value in items if _ == "_type" for name in value.split(",") if name.strip()]
+    for name in named:
+        if not registry.is_resource_type(name):
+            raise BadRequest(f"_type: '{name}' is not a resource type", "_type")
+    types = tuple(dict.fromkeys(named)) or tuple(sorted(registry.resource_types))
+    return await _search(request, "", types, items)
+
+
+@endpoint
+async def search_compartment(request: Request) -> Response:
+    """``GET /Patient/[id]/[type]``: ``[type]?patient=Patient/[id]`` through every parameter of the Patient
+    CompartmentDefinition for that type (whether or not the Patient exists), plus any other parameters."""
+    registry = context(request).registry
+    if request.path_params["type"] != "Patient":
+        raise NotFound("Only the Patient compartment is supported", "type")
+    patient_id = request.path_params["id"]
+    if not is_valid_id(patient_id):
+        raise NotFound(f"'{patient_id}' is not a valid resource id", "id")
+    resource_type = request.path_params["compartment_type"]
+    if not registry.is_resource_type(resource_type):
+        raise NotFound(f"Unknown resource type '{resource_type}'", resource_type)
+    searchable = {param.code for param in indexed_params(registry, resource_type)}
+    codes = tuple(code for code in registry.patient_compartment.get(resource_type, ()) if code in searchable)
+    if not codes:
+        raise NotFound(f"{resource_type} is not in the Patient compartment", resource_type)
+    items = list(request.query_params.multi_items())
+    path = f"Patient/{patient_id}/{resource_type}"
+    return await _search(request, path, (resource_type,), items, (Compartment(codes, patient_id),))

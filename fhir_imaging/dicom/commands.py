@@ -1,0 +1,111 @@
+"""The two DICOM commands as the CLI runs them: progress bars, the summary, exit codes, ``--watch``.
+
+``fhir-imaging import-dicom`` (``importer.py``) and ``fhir-imaging sync-dicomweb`` (``dicomweb.py``); see
+docs/dicom.md. Exit codes: 0 done, 1 some study could not be written, 2 the PACS or the FHIR server cannot be used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, tzinfo
+from typing import TextIO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fhir_imaging.config import Settings
+from fhir_imaging.dicom.dicomweb import PacsError, SyncSummary, sync_dicomweb
+from fhir_imaging.dicom.importer import import_dicom
+from fhir_imaging.dicom.mapping import MappingOptions, offset_timezone
+from fhir_imaging.dicom.progress import reporting
+from fhir_imaging.dicom.writer import WriteError
+
+
+def parse_timezone(text: str) -> tzinfo:
+    """``--timezone``: an IANA name (``Europe/Paris``) or a fixed offset (``+0100``)."""
+    if text[:1] in "+-":
+        return offset_timezone(text)
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {text!r} (use an IANA name such as Europe/Paris, or +HHMM)") from None
+
+
+def mapping_options(timezone: str | None, patient_id_system: str | None) -> MappingOptions:
+    return MappingOptions(parse_timezone(timezone) if timezone else None, patient_id_system)
+
+
+def _print(lines: Sequence[str], out: TextIO | None) -> None:
+    for line in lines:
+        print(line, file=out or sys.stdout)
+
+
+def run_import(
+    paths: Sequence[str],
+    *,
+    server: str | None,
+    settings: Settings,
+    options: MappingOptions,
+    progress: bool = True,
+    out: TextIO | None = None,
+) -> int:
+    """``import-dicom``: import, print the summary; 1 when a study failed, 2 when the server cannot be used."""
+    try:
+        with reporting(progress) as reporter:
+            summary = asyncio.run(
+                import_dicom(paths, server=server, settings=settings, options=options, reporter=reporter)
+            )
+    except WriteError as exc:
+        print(f"fhir-imaging import-dicom: {exc}", file=sys.stderr)
+        return 2
+    _print(summary.lines(), out)
+    return 1 if summary.tally.failed else 0
+
+
+def _sync_pass(
+    url: str,
+    server: str | None,
+    settings: Settings,
+    options: MappingOptions,
+    since: date | None,
+    full: bool,
+    progress: bool,
+) -> SyncSummary:
+    with reporting(progress) as reporter:
+        run = sync_dicomweb(
+            url, server=server, settings=settings, options=options, since=since, full=full, reporter=reporter
+        )
+        return asyncio.run(run)
+
+
+def run_sync(
+    url: str,
+    *,
+    server: str | None,
+    settings: Settings,
+    options: MappingOptions,
+    since: date | None = None,
+    full: bool = False,
+    watch: float | None = None,
+    progress: bool = True,
+    out: TextIO | None = None,
+) -> int:
+    """``sync-dicomweb``: one pass (or one every ``watch`` seconds until interrupted), printing each summary. An
+    unreachable PACS ends a single pass with 2; under ``--watch`` it is reported and the next pass tries again.
+    ``full`` reads every study again instead of only those whose instance count changed."""
+    try:
+        while True:
+            try:
+                summary = _sync_pass(url, server, settings, options, since, full, progress)
+            except (PacsError, WriteError) as exc:
+                print(f"fhir-imaging sync-dicomweb: {exc}", file=sys.stderr)
+                if watch is None:
+                    return 2
+            else:
+                _print(summary.lines(), out)
+                if watch is None:
+                    return 1 if summary.tally.failed else 0
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return 0 if watch is not None else 130

@@ -1,0 +1,214 @@
+"""``fhir-imaging import-dicom PATH…``: read DICOM files (folders walked, DICOMDIR indexes followed), group them by
+study and series, and write each study with its Patient through the FHIR REST API (``writer.py``).
+
+Spec: DICOM PS3.10 §7 (the Part 10 file: preamble, ``DICM``, file meta) and PS3.3 F.3 (the DICOMDIR's Directory
+Record Sequence and its Referenced File IDs); https://hl7.org/fhir/R4/imagingstudy-mappings.html#dicom.
+
+Only headers are read (``stop_before_pixels``). A file that is not DICOM Part 10, cannot be parsed, or lacks a UID
+or the modality is reported with the reason and skipped; the other files are imported.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from fhir_imaging.client import fhir_client
+from fhir_imaging.config import Settings
+from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
+from fhir_imaging.dicom.progress import Reporter
+from fhir_imaging.dicom.study import group_studies
+from fhir_imaging.dicom.writer import Tally, write_study
+
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class Skip(Exception):
+    """A file that is not imported, with the reason."""
+
+
+@dataclass(slots=True)
+class ReadResult:
+    """What reading the paths found."""
+
+    records: list[InstanceRecord] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    files: int = 0
+    dicomdirs: int = 0
+    duplicates: int = 0  # instances met twice (same SOPInstanceUID in two files)
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    """The outcome of one import: files read and skipped, and what the writes did."""
+
+    read: ReadResult
+    tally: Tally
+    studies: int = 0
+    patients: int = 0
+
+    def lines(self) -> list[str]:
+        tally, read = self.tally, self.read
+        lines = [
+            f"files: {read.files} read, {len(read.records)} instances, {read.dicomdirs} DICOMDIR, "
+            f"{len(read.skipped)} skipped" + (f", {read.duplicates} duplicate instances" if read.duplicates else ""),
+            f"studies: {self.studies} ({tally.studies_created} created, {tally.studies_updated} updated, "
+            f"{tally.studies_unchanged} unchanged, {len(tally.failed)} failed)",
+            f"series added: {tally.series_added}; instances added: {tally.instances_added}",
+            f"patients: {self.patients} ({tally.patients_created} created, {tally.patients_updated} updated)",
+        ]
+        lines += [f"skipped {path}: {reason}" for path, reason in read.skipped]
+        lines += [f"failed study {uid}: {reason}" for uid, reason in tally.failed]
+        return lines
+
+
+def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
+    """Every file under ``paths`` (folders recursively, in name order), each once; missing paths come out as they
+    are, for ``read_paths`` to report."""
+    seen: set[Path] = set()
+    for path in map(Path, paths):
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield candidate
+
+
+def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path]:
+    """The files a DICOMDIR's records reference (Referenced File ID (0004,1500), relative to its folder)."""
+    files = []
+    for record in ds.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if not file_id:
+            continue
+        parts = [file_id] if isinstance(file_id, str) else list(file_id)
+        parts = [piece for part in parts for piece in str(part).replace("/", "\\").split("\\") if piece]
+        files.append(dicomdir.parent.joinpath(*parts))
+    return files
+
+
+def check_complete(ds: Any, fp: BinaryIO, size: int) -> None:
+    """``Skip`` a truncated file. pydicom stops silently where a file ends, so: a file that has the Image Pixel
+    module (Rows) but ends before its pixel data (7FE0,0010), or whose pixel data has a defined length running past
+    the end, is truncated. (A file cut earlier in its header cannot be told from a header-only file.)"""
+    position = fp.tell()  # stop_before_pixels leaves the file at the Pixel Data tag, when there is one
+    if position >= size:
+        if "Rows" in ds:
+            raise Skip("truncated: the file ends before the pixel data (7FE0,0010)")
+        return
+    implicit, little = getattr(ds, "original_encoding", (False, True))
+    head = fp.read(12)
+    order = "<" if little is not False else ">"
+    if implicit:
+        length = struct.unpack(order + "I", head[4:8])[0] if len(head) >= 8 else None
+        start = position + 8
+    else:
+        length = struct.unpack(order + "I", head[8:12])[0] if len(head) >= 12 else None
+        start = position + 12
+    if length is None or (length != UNDEFINED_LENGTH and start + length > size):
+        raise Skip(f"truncated: the pixel data (7FE0,0010) has {length} bytes, the file holds {max(size - start, 0)}")
+
+
+def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path]:
+    """One file → its ``InstanceRecord``, or the files it lists when it is a DICOMDIR; ``Skip`` with the reason."""
+    if not path.is_file():
+        raise Skip("no such file")
+    with warnings.catch_warnings(), open(path, "rb") as fp:
+        warnings.simplefilter("ignore")  # pydicom warns about every odd value; what matters is checked below
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except InvalidDicomError:
+            raise Skip("not a DICOM file (no DICOM Part 10 preamble and 'DICM' prefix)") from None
+        except (OSError, EOFError) as exc:
+            raise Skip(f"cannot read: {exc}") from None
+        except Exception as exc:  # pydicom raises many types on corrupt or truncated headers
+            raise Skip(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
+            return dicomdir_files(ds, path)
+        try:
+            record = from_dicom_dataset(ds, options)
+        except MappingError as exc:
+            raise Skip(str(exc)) from None
+        check_complete(ds, fp, os.fstat(fp.fileno()).st_size)
+        return record
+
+
+def read_paths(
+    paths: Iterable[Path | str], options: MappingOptions, advance: Callable[[int], None] = lambda n: None
+) -> ReadResult:
+    """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file."""
+    result = ReadResult()
+    queue = list(walk(paths))
+    seen = {path.resolve() for path in queue}
+    instances: set[str] = set()
+    listed: set[Path] = set()
+    while queue:
+        path = queue.pop(0)
+        result.files += 1
+        try:
+            read = read_file(path, options)
+        except Skip as skip:
+            reason = str(skip)
+            if path in listed and reason == "no such file":
+                reason = "listed in a DICOMDIR but missing"
+            result.skipped.append((str(path), reason))
+            advance(1)
+            continue
+        if isinstance(read, list):
+            result.dicomdirs += 1
+            for listed_path in read:
+                key = listed_path.resolve()
+                if key not in seen:
+                    seen.add(key)
+                    listed.add(listed_path)
+                    queue.append(listed_path)
+        elif read.sop_uid in instances:
+            result.duplicates += 1
+        else:
+            instances.add(read.sop_uid)
+            result.records.append(read)
+        advance(1)
+    return result
+
+
+async def import_records(client: Any, read: ReadResult, reporter: Reporter | None = None) -> ImportSummary:
+    """Group ``read.records`` by study and write each study through ``client`` (an ``httpx.AsyncClient`` on FHIR)."""
+    groups = group_studies(read.records)
+    summary = ImportSummary(read, Tally(), studies=len(groups))
+    summary.patients = len({str(group.patient["identifier"][0]) for group in groups})
+    task = reporter.task("writing studies", len(groups)) if reporter else None
+    for group in groups:
+        await write_study(client, group, summary.tally)
+        if task is not None:
+            task(1)
+    return summary
+
+
+async def import_dicom(
+    paths: Iterable[Path | str],
+    *,
+    server: str | None = None,
+    settings: Settings | None = None,
+    options: MappingOptions | None = None,
+    reporter: Reporter | None = None,
+) -> ImportSummary:
+    """Read ``paths`` and write their studies to the FHIR server at ``server`` (or in-process on
+    ``settings.database``)."""
+    options = options or MappingOptions()
+    paths = list(paths)
+    files = sum(1 for _ in walk(paths))
+    task = reporter.task("reading DICOM files", files) if reporter else (lambda n: None)
+    read = read_paths(paths, options, task)
+    async with fhir_client(server=server, settings=settings) as client:
+        return await import_records(client, read, reporter)

@@ -1,0 +1,99 @@
+"""Running a typed search against a store: plan → SQL text + parameters → the store executes → rows.
+
+The store only executes what is compiled here (``store.query(sql, params)``); this module decides which statements
+to run for one page: the page itself, the total when asked for, and the _include / _revinclude rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fhir_imaging.search.paging import decode_cursor, encode_cursor
+from fhir_imaging.search.planner import Planner
+from fhir_imaging.search.query import SearchRequest
+from fhir_imaging.search.sql import Select, render
+
+MAX_INCLUDE_ROUNDS = 4
+
+
+class Queryable(Protocol):
+    dialect: Any  # a dialect name, or an object with .name (storage's own dialect table)
+
+    def query(self, sql: str, params: Any) -> list[tuple[Any, ...]]: ...
+
+
+@dataclass
+class SearchResult:
+    matches: list[tuple[Any, ...]]  # (rid, type, id, version, last_updated, body)
+    included: list[tuple[Any, ...]] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+
+
+def dialect_name(store: Queryable) -> str:
+    dialect = getattr(store, "dialect", "sqlite")
+    return str(getattr(dialect, "name", dialect))
+
+
+def _run(store: Queryable, select: Select) -> list[tuple[Any, ...]]:
+    text, params = render(select, dialect_name(store))
+    return store.query(text, params)
+
+
+def run_search(store: Queryable, request: SearchRequest, bases: tuple[str, ...]) -> SearchResult:
+    planner = Planner(bases, dialect_name(store))
+    cursor = decode_cursor(request.cursor, len(request.sort)) if request.cursor else None
+    result = SearchResult([])
+    if request.summary == "count" or request.total == "accurate" or request.total == "estimate":
+        result.total = int(_run(store, planner.count(request))[0][0])
+    if request.summary == "count" or request.count == 0:
+        return result
+    after = (cursor.keys, cursor.rid) if cursor else None
+    backward = bool(cursor and cursor.backward)
+    rows = _run(store, planner.page(request, after, backward))
+    more = len(rows) > request.count
+    rows = rows[: request.count]
+    if backward:
+        rows.reverse()
+    width = len(request.sort)
+    if rows:
+        first, last = rows[0], rows[-1]
+        if (more and not backward) or (backward and cursor is not None):
+            result.next_cursor = encode_cursor(list(last[6 : 6 + width]), last[0], False)
+        if (cursor is not None and not backward) or (backward and more):
+            result.previous_cursor = encode_cursor(list(first[6 : 6 + width]), first[0], True)
+    elif backward and cursor is not None:
+        result.next_cursor = encode_cursor(cursor.keys, cursor.rid - 1, False)
+    result.matches = [row[:6] for row in rows]
+    if result.total is None and cursor is None and not more:
+        result.total = len(rows)
+    if request.includes and rows:
+        result.included = _includes(store, planner, request, result.matches)
+    return result
+
+
+def _includes(
+    store: Queryable, planner: Planner, request: SearchRequest, matches: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    seen = {row[0] for row in matches}
+    included: list[tuple[Any, ...]] = []
+    base = matches
+    for round_number in range(MAX_INCLUDE_ROUNDS):
+        specs = [spec for spec in request.includes if round_number == 0 or spec.iterate]
+        if not specs or not base:
+            break
+        found: list[tuple[Any, ...]] = []
+        for spec in specs:
+            if spec.reverse:
+                select = planner.revincluded(spec, [(row[1], row[2]) for row in base])
+            else:
+                select = planner.included(spec, [row[0] for row in base])
+            for row in _run(store, select):
+                if row[0] not in seen:
+                    seen.add(row[0])
+                    found.append(row)
+        included += found
+        base = found
+    return included

@@ -1,0 +1,263 @@
+"""Typed search → SQL tree: filters, sort keys, keyset paging, counts, _include / _revinclude.
+
+Every filter becomes a condition on the ``resource`` row (alias ``r``): ``r.rid IN (rows of an index table that
+match)``, so each parameter is one indexed lookup and AND-ed parameters intersect. Chains join the reference index
+to the target's ``resource`` row; ``_has`` goes the other way. Paging is keyset paging over (sort keys…, rid): a
+page asks for the rows after (or before) the last (first) row of the page before, never an OFFSET.
+Spec: https://hl7.org/fhir/R4/search.html
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_imaging.search import sql
+from fhir_imaging.search.query import Chain, Clause, Compartment, Filter, Has, Include, SearchRequest, SortKey
+from fhir_imaging.search.types import TABLES, TYPES
+from fhir_imaging.search.types.base import CompileContext
+from fhir_imaging.search.types.token import TokenValue
+
+RESOURCE_COLUMNS = ("rid", "type", "id", "version", "last_updated", "body")
+REFERENCE_TABLE = TABLES["reference"]
+# Sort keys of resources without a value: beyond every stored value, so that they sort last either way.
+MISSING_HIGH = {"date": 2**63 - 1, "number": 1.7e308, "quantity": 1.7e308}
+MISSING_LOW = {"date": -(2**63), "number": -1.7e308, "quantity": -1.7e308}
+
+
+@dataclass
+class Planner:
+    bases: tuple[str, ...]  # '' and this server's absolute base URLs: references that point here
+    dialect: str = "sqlite"
+    _aliases: itertools.count[int] = field(default_factory=itertools.count)
+
+    def alias(self, stem: str) -> str:
+        return f"{stem}{next(self._aliases)}"
+
+    # -- filters -----------------------------------------------------------------------------------------------
+
+    def where(self, filters: tuple[Filter, ...], types: tuple[str, ...], alias: str) -> sql.Expr:
+        conditions: list[sql.Expr] = [sql.eq(sql.Column(alias, "deleted"), 0)]
+        conditions.append(
+            sql.eq(sql.Column(alias, "type"), types[0])
+            if len(types) == 1
+            else sql.InValues(sql.Column(alias, "type"), types)
+        )
+        conditions += [self.filter(item, types, alias) for item in filters]
+        return sql.and_(*conditions)
+
+    def filter(self, item: Filter, types: tuple[str, ...], alias: str) -> sql.Expr:
+        if isinstance(item, Clause):
+            return self.clause(item, types, alias)
+        if isinstance(item, Chain):
+            return self.chain(item, types, alias)
+        if isinstance(item, Has):
+            return self.has(item, types, alias)
+        return self.compartment(item, types, alias)
+
+    def _type_condition(self, column: sql.Expr, types: tuple[str, ...]) -> sql.Expr:
+        return sql.eq(column, types[0]) if len(types) == 1 else sql.InValues(column, types)
+
+    def clause(self, clause: Clause, types: tuple[str, ...], alias: str) -> sql.Expr:
+        rid = sql.Column(alias, "rid")
+        if clause.code == "_id" and clause.missing is None and clause.modifier in (None, "not"):
+            ids = tuple(value.code for value in clause.values if isinstance(value, TokenValue) and value.code)
+            condition = sql.InValues(sql.Column(alias, "id"), ids)
+            return sql.Not(condition) if clause.modifier == "not" else condition
+        index = self.alias("i")
+        match = [self._type_condition(sql.Column(index, "type"), types), sql.eq(sql.Column(index, "param"), clause.key)]
+        if clause.missing is None:
+            kind = TYPES[clause.kind] if clause.table == TYPES[clause.kind].table else TYPES["token"]
+            context = CompileContext(index, self.bases)
+            match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
+        select = sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*match))
+        negated = clause.modifier == "not" or clause.missing is True
+        return sql.InSelect(rid, select, negated=negated)
+
+    def chain(self, chain: Chain, types: tuple[str, ...], alias: str) -> sql.Expr:
+        ref, target = self.alias("c"), self.alias("t")
+        select = sql.Select(
+            ((sql.Column(ref, "rid"), None),),
+            ((REFERENCE_TABLE, ref), ("resource", target)),
+            sql.and_(
+                self._type_condition(sql.Column(ref, "type"), types),
+                sql.eq(sql.Column(ref, "param"), chain.code),
+                sql.InValues(sql.Column(ref, "base"), self.bases),
+                sql.eq(sql.Column(target, "type"), sql.Column(ref, "target_type")),
+                sql.eq(sql.Column(target, "id"), sql.Column(ref, "target_id")),
+                self.where((chain.inner,), chain.target_types, target),
+            ),
+        )
+        return sql.InSelect(sql.Column(alias, "rid"), select)
+
+    def has(self, has: Has, types: tuple[str, ...], alias: str) -> sql.Expr:
+        ref, source = self.alias("h"), self.alias("s")
+        sources = sql.Select(
+            ((sql.Column(source, "rid"), None),),
+            (("resource", source),),
+            self.where((has.inner,), (has.source,), source),
+        )
+        if len(types) == 1:
+            target: sql.Expr = sql.Column(ref, "target_id")
+            outer: sql.Expr = sql.Column(alias, "id")
+        else:
+            target = sql.Concat((sql.Column(ref, "target_type"), sql.Param("/"), sql.Column(ref, "target_id")))
+            outer = sql.Concat((sql.Column(alias, "type"), sql.Param("/"), sql.Column(alias, "id")))
+        select = sql.Select(
+            ((target, None),),
+            ((REFERENCE_TABLE, ref),),
+            sql.and_(
+                sql.eq(sql.Column(ref, "type"), has.source),
+                sql.eq(sql.Column(ref, "param"), has.code),
+                self._type_condition(sql.Column(ref, "target_type"), types),
+                sql.InValues(sql.Column(ref, "base"), self.bases),
+                sql.InSelect(sql.Column(ref, "rid"), sources),
+            ),
+        )
+        return sql.InSelect(outer, select)
+
+    def compartment(self, compartment: Compartment, types: tuple[str, ...], alias: str) -> sql.Expr:
+        index = self.alias("p")
+        select = sql.Select(
+            ((sql.Column(index, "rid"), None),),
+            ((REFERENCE_TABLE, index),),
+            sql.and_(
+                self._type_condition(sql.Column(index, "type"), types),
+                sql.InValues(sql.Column(index, "param"), compartment.codes),
+                sql.eq(sql.Column(index, "target_id"), compartment.patient_id),
+                sql.eq(sql.Column(index, "target_type"), "Patient"),
+                sql.InValues(sql.Column(index, "base"), self.bases),
+            ),
+        )
+        return sql.InSelect(sql.Column(alias, "rid"), select)
+
+    # -- sorting and paging ------------------------------------------------------------------------------------
+
+    def sort_expression(self, key: SortKey, alias: str) -> sql.Expr:
+        """The value a resource sorts by for ``key``; missing values sort last in either direction."""
+        if key.kind == "_id":
+            return sql.Column(alias, "id")
+        if key.kind == "_lastUpdated":
+            return sql.Column(alias, "last_updated")
+        kind = TYPES[key.kind]
+        index = self.alias("k")
+        select = sql.Select(
+            ((kind.sort_key(index, key.descending), None),),
+            ((kind.table, index),),
+            sql.and_(
+                sql.eq(sql.Column(index, "rid"), sql.Column(alias, "rid")), sql.eq(sql.Column(index, "param"), key.code)
+            ),
+        )
+        if key.kind in MISSING_HIGH:
+            missing: Any = MISSING_LOW[key.kind] if key.descending else MISSING_HIGH[key.kind]
+        else:
+            missing = "" if key.descending else sql.DIALECTS[self.dialect].greatest_text
+        return sql.Func("coalesce", (sql.Scalar(select), sql.Param(missing)))
+
+    def page(self, request: SearchRequest, after: tuple[list[Any], int] | None, backward: bool) -> sql.Select:
+        """One page: the first ``count + 1`` rows after (or, ``backward``, before) the keyset position ``after``.
+
+        Columns: the resource columns, then the sort keys (the cursor of the next page is built from them).
+        """
+        where = self.where(request.filters, request.types, "r")
+        keys = [(self.sort_expression(key, "r"), key.descending) for key in request.sort]
+        columns = [(sql.Column("r", name), name) for name in RESOURCE_COLUMNS]
+        columns += [(expression, f"k{number}") for number, (expression, _) in enumerate(keys)]
+        order = [(sql.Column("", f"k{number}"), descending) for number, (_, descending) in enumerate(keys)]
+        order.append((sql.Column("", "rid"), False))
+        if backward:
+            order = [(expression, not descending) for expression, descending in order]
+        limit = request.count + 1
+        if not keys:
+            conditions = [where]
+            if after is not None:
+                conditions.append(sql.Compare(sql.Column("r", "rid"), "<" if backward else ">", sql.Param(after[1])))
+            return sql.Select(
+                tuple(columns),
+                (("resource", "r"),),
+                sql.and_(*conditions),
+                ((sql.Column("r", "rid"), backward),),
+                limit,
+            )
+        inner = sql.Select(tuple(columns), (("resource", "r"),), where)
+        position = None
+        if after is not None:
+            values = [*after[0], after[1]]
+            position = _keyset(order, values)
+        star = tuple(
+            (sql.Column("q", name), None) for name in [*RESOURCE_COLUMNS, *(f"k{n}" for n in range(len(keys)))]
+        )
+        order_q = tuple(
+            (sql.Column("q", expression.name), descending)
+            for expression, descending in order
+            if isinstance(expression, sql.Column)
+        )
+        return sql.Select(star, ((inner, "q"),), position, order_q, limit)
+
+    def count(self, request: SearchRequest) -> sql.Select:
+        return sql.Select(
+            ((sql.Func("count", (sql.Star(),)), None),),
+            (("resource", "r"),),
+            self.where(request.filters, request.types, "r"),
+        )
+
+    # -- _include / _revinclude --------------------------------------------------------------------------------
+
+    def included(self, include: Include, rids: list[int]) -> sql.Select:
+        """Resources the page's resources (``rids``) point at through ``include``."""
+        ref, target = self.alias("n"), self.alias("t")
+        conditions = [
+            sql.InValues(sql.Column(ref, "rid"), tuple(rids)),
+            sql.InValues(sql.Column(ref, "base"), self.bases),
+            sql.eq(sql.Column(target, "type"), sql.Column(ref, "target_type")),
+            sql.eq(sql.Column(target, "id"), sql.Column(ref, "target_id")),
+            sql.eq(sql.Column(target, "deleted"), 0),
+        ]
+        if include.source != "*":
+            conditions.append(sql.eq(sql.Column(ref, "type"), include.source))
+        if include.code is not None:
+            conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
+        if include.target is not None:
+            conditions.append(sql.eq(sql.Column(ref, "target_type"), include.target))
+        columns = tuple((sql.Column(target, name), None) for name in RESOURCE_COLUMNS)
+        return sql.Select(columns, ((REFERENCE_TABLE, ref), ("resource", target)), sql.and_(*conditions), distinct=True)
+
+    def revincluded(self, include: Include, targets: list[tuple[str, str]]) -> sql.Select:
+        """Resources that point at the page's resources (``targets``: (type, id)) through ``include``."""
+        ref, source = self.alias("v"), self.alias("s")
+        by_type: dict[str, list[str]] = {}
+        for kind, identity in targets:
+            by_type.setdefault(kind, []).append(identity)
+        pointing = sql.or_(
+            *(
+                sql.and_(
+                    sql.eq(sql.Column(ref, "target_type"), kind), sql.InValues(sql.Column(ref, "target_id"), tuple(ids))
+                )
+                for kind, ids in by_type.items()
+            )
+        )
+        conditions = [
+            pointing,
+            sql.InValues(sql.Column(ref, "base"), self.bases),
+            sql.eq(sql.Column(source, "rid"), sql.Column(ref, "rid")),
+            sql.eq(sql.Column(source, "deleted"), 0),
+        ]
+        if include.source != "*":
+            conditions.append(sql.eq(sql.Column(ref, "type"), include.source))
+        if include.code is not None:
+            conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
+        columns = tuple((sql.Column(source, name), None) for name in RESOURCE_COLUMNS)
+        return sql.Select(columns, ((REFERENCE_TABLE, ref), ("resource", source)), sql.and_(*conditions), distinct=True)
+
+
+def _keyset(order: list[tuple[sql.Column, bool]], values: list[Any]) -> sql.Expr:
+    """Rows after ``values`` in ``order``: (k0 > v0) OR (k0 = v0 AND k1 > v1) OR … (``<`` for descending keys)."""
+    alternatives = []
+    for position, (column, descending) in enumerate(order):
+        here = sql.Column("q", column.name)
+        equal = [sql.eq(sql.Column("q", order[i][0].name), values[i]) for i in range(position)]
+        alternatives.append(
+            sql.and_(*equal, sql.Compare(here, "<" if descending else ">", sql.Param(values[position])))
+        )
+    return sql.or_(*alternatives)

@@ -1,0 +1,323 @@
+"""Query string → typed search (``SearchRequest``): parameters, modifiers, prefixes, chains, ``_has``, result control.
+
+Pure. Errors are ``BadRequest`` whose issue names the parameter at fault (``expression`` = the parameter name).
+Unknown parameters are left out (and listed in ``unknown``) unless ``strict``, which makes them a 400.
+Spec: https://hl7.org/fhir/R4/search.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fhir_imaging.fhir.outcome import BadRequest, error
+from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.search.types import TYPES
+from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
+from fhir_imaging.search.types.token import parse_token
+
+CURSOR = "_cursor"
+PASSIVE = frozenset({"_format", "_pretty"})  # shape the response, not the search
+TOTALS = ("none", "estimate", "accurate")
+SUMMARIES = ("true", "false", "text", "data", "count")
+UNSUPPORTED_CONTROL = frozenset({"_contained", "_containedType", "_text", "_content", "_query", "_list", "_filter"})
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One parameter with its OR-ed values (the values of one occurrence, comma-separated)."""
+
+    code: str
+    kind: str  # the parameter type
+    modifier: str | None
+    values: tuple[Any, ...]
+    table: str  # the index table the values are compared in
+    key: str  # the param column value there ("identifier", "identifier:of-type", "patient:identifier")
+    missing: bool | None = None  # :missing=true|false
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """``code[:Type].rest``: resources whose reference ``code`` points at a target matching ``inner``."""
+
+    code: str
+    target_types: tuple[str, ...]
+    inner: Filter
+
+
+@dataclass(frozen=True, slots=True)
+class Has:
+    """``_has:Source:code:rest``: resources that some ``Source`` matching ``inner`` points at through ``code``."""
+
+    source: str
+    code: str
+    inner: Filter
+
+
+@dataclass(frozen=True, slots=True)
+class Compartment:
+    """Resources in the compartment of Patient/``patient_id`` (through any of ``codes``)."""
+
+    codes: tuple[str, ...]
+    patient_id: str
+
+
+Filter = Clause | Chain | Has | Compartment
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    code: str
+    kind: str  # parameter type, or "_id" / "_lastUpdated" for resource columns
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    source: str  # resource type holding the reference (or '*')
+    code: str | None  # reference parameter (None: every reference parameter, from "*")
+    target: str | None
+    iterate: bool
+    reverse: bool
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    types: tuple[str, ...]
+    filters: tuple[Filter, ...] = ()
+    sort: tuple[SortKey, ...] = ()
+    count: int = 20
+    total: str | None = None
+    summary: str | None = None
+    elements: tuple[str, ...] | None = None
+    includes: tuple[Include, ...] = ()
+    cursor: str | None = None
+    performed: tuple[tuple[str, str], ...] = ()  # the parameters as applied (for the self link)
+    unknown: tuple[str, ...] = ()
+
+
+def bad(name: str, message: str, code: str = "invalid") -> BadRequest:
+    return BadRequest(issues=[error(code, f"{name}: {message}", name)])
+
+
+def common_param(registry: Registry, types: Iterable[str], code: str) -> SearchParam | None:
+    """The parameter ``code`` if every type has it with one parameter type (system search needs that)."""
+    found = [registry.params_for(name).get(code) for name in types]
+    if not found or any(param is None for param in found):
+        return None
+    if len({param.type for param in found if param}) != 1:
+        return None
+    return found[0]
+
+
+def _searchable(param: SearchParam | None) -> bool:
+    return param is not None and param.type in TYPES and param.expression is not None
+
+
+class _Parser:
+    def __init__(self, registry: Registry, strict: bool) -> None:
+        self.registry = registry
+        self.strict = strict
+        self.unknown: list[str] = []
+
+    def unknown_param(self, name: str, why: str) -> None:
+        if self.strict:
+            raise bad(name, why, "not-supported")
+        self.unknown.append(name)
+
+    def filter(self, types: tuple[str, ...], name: str, spec: str, value: str) -> Filter | None:
+        """Parse ``spec`` (the name, or what is left of it inside a chain) against ``types``."""
+        if spec.startswith("_has:"):
+            return self.has(types, name, spec, value)
+        head, dot, rest = spec.partition(".")
+        code, colon, modifier_text = head.partition(":")
+        modifier = modifier_text if colon else None
+        param = common_param(self.registry, types, code)
+        if not _searchable(param):
+            self.unknown_param(name, f"unknown or unsupported search parameter '{code}' for {', '.join(types)}")
+            return None
+        assert param is not None
+        if dot:
+            return self.chain(types, name, param, modifier, rest, value)
+        return self.clause(types, name, param, modifier, value)
+
+    def clause(
+        self, types: tuple[str, ...], name: str, param: SearchParam, modifier: str | None, value: str
+    ) -> Clause | None:
+        kind = TYPES[param.type]
+        if modifier == "missing":
+            if value not in ("true", "false"):
+                raise bad(name, f":missing takes true or false, not '{value}'")
+            return Clause(param.code, param.type, modifier, (), kind.table, param.code, value == "true")
+        if modifier is not None and modifier not in kind.modifiers and not self.type_modifier(param, modifier):
+            raise bad(name, f"unknown modifier ':{modifier}' for a {param.type} parameter")
+        table, key, parse = kind.table, param.code, kind.parse_value
+        if modifier == "of-type":
+            key = f"{param.code}:of-type"
+        if modifier == "identifier":
+            table, key = TYPES["token"].table, f"{param.code}:identifier"
+            parse = lambda text, _modifier, _param: parse_token(text)  # noqa: E731
+        values = []
+        for text in split_escaped(value, ","):
+            if text == "":
+                continue
+            try:
+                values.append(parse(text, modifier, param))
+            except NotSupportedModifier as exc:
+                raise bad(name, str(exc), "not-supported") from None
+            except InvalidValue as exc:
+                raise bad(name, str(exc)) from None
+        if not values:
+            return None
+        return Clause(param.code, param.type, modifier, tuple(values), table, key)
+
+    def type_modifier(self, param: SearchParam, modifier: str) -> bool:
+        return param.type == "reference" and self.registry.is_resource_type(modifier)
+
+    def chain(
+        self, types: tuple[str, ...], name: str, param: SearchParam, modifier: str | None, rest: str, value: str
+    ) -> Filter | None:
+        if param.type != "reference":
+            raise bad(name, f"'{param.code}' is a {param.type} parameter: only reference parameters chain")
+        if modifier is not None and not self.type_modifier(param, modifier):
+            raise bad(name, f"a chained reference takes a resource type modifier (:{modifier} is not one)")
+        targets = (modifier,) if modifier else param.targets or tuple(sorted(self.registry.resource_types))
+        inner_code = rest.partition(".")[0].partition(":")[0]
+        usable = tuple(
+            target
+            for target in targets
+            if inner_code == "_has" or _searchable(self.registry.params_for(target).get(inner_code))
+        )
+        kinds = {self.registry.params_for(target)[inner_code].type for target in usable if inner_code != "_has"}
+        if not usable:
+            self.unknown_param(name, f"no target of '{param.code}' has a search parameter '{inner_code}'")
+            return None
+        if len(kinds) > 1:
+            raise bad(name, f"'{inner_code}' differs in type between targets: name one with :{usable[0]}")
+        inner = self.filter(usable, name, rest, value)
+        return Chain(param.code, usable, inner) if inner is not None else None
+
+    def has(self, types: tuple[str, ...], name: str, spec: str, value: str) -> Filter | None:
+        parts = spec.split(":", 3)
+        if len(parts) < 4 or not parts[3]:
+            raise bad(name, "_has takes _has:Type:reference-parameter:parameter=value")
+        _, source, code, rest = parts
+        if not self.registry.is_resource_type(source):
+            raise bad(name, f"'{source}' is not a resource type")
+        param = self.registry.params_for(source).get(code)
+        if param is None or param.type != "reference" or not _searchable(param):
+            raise bad(name, f"'{code}' is not a reference parameter of {source}")
+        inner = self.filter((source,), name, rest, value)
+        return Has(source, code, inner) if inner is not None else None
+
+
+def parse_count(value: str, maximum: int) -> int:
+    if not value.isdigit():
+        raise bad("_count", f"_count must be a whole number of 0 or more, not '{value}'")
+    return min(int(value), maximum)
+
+
+def parse_sort(registry: Registry, types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
+    keys = []
+    for item in value.split(","):
+        item = item.strip()
+        descending = item.startswith("-")
+        code = item.lstrip("-")
+        if code in ("_id", "_lastUpdated"):
+            keys.append(SortKey(code, code, descending))
+            continue
+        param = common_param(registry, types, code)
+        if not _searchable(param) or code == "_has":
+            raise bad("_sort", f"cannot sort by '{code}': not a search parameter of {', '.join(types)}")
+        assert param is not None
+        keys.append(SortKey(code, param.type, descending))
+    return tuple(keys)
+
+
+def parse_include(registry: Registry, name: str, value: str) -> Include:
+    iterate = name.endswith((":iterate", ":recurse"))
+    reverse = name.startswith("_revinclude")
+    if value == "*":
+        return Include("*", None, None, iterate, reverse)
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not registry.is_resource_type(parts[0]):
+        raise bad(name, f"'{value}' is not Type:parameter[:TargetType]")
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if code == "*":
+        return Include(source, None, target, iterate, reverse)
+    param = registry.params_for(source).get(code)
+    if param is None or param.type != "reference" or not _searchable(param):
+        raise bad(name, f"'{code}' is not a reference parameter of {source}")
+    if target is not None and not registry.is_resource_type(target):
+        raise bad(name, f"'{target}' is not a resource type")
+    return Include(source, code, target, iterate, reverse)
+
+
+def parse_search(
+    registry: Registry,
+    types: tuple[str, ...],
+    items: Iterable[tuple[str, str]],
+    *,
+    strict: bool = False,
+    default_count: int = 20,
+    max_count: int = 1000,
+    extra: tuple[Filter, ...] = (),
+) -> SearchRequest:
+    """Parse the (name, value) pairs of a search over ``types`` (one type, or several for a system search)."""
+    parser = _Parser(registry, strict)
+    filters: list[Filter] = list(extra)
+    performed: list[tuple[str, str]] = []
+    control: dict[str, Any] = {"count": default_count}
+    includes: list[Include] = []
+    for name, value in items:
+        if name in PASSIVE or name == "_type":
+            continue
+        if name == CURSOR:
+            control["cursor"] = value
+            continue
+        if name == "_count":
+            control["count"] = parse_count(value, max_count)
+        elif name == "_sort":
+            control["sort"] = parse_sort(registry, types, value) if value else ()
+        elif name == "_total":
+            if value not in TOTALS:
+                raise bad(name, f"_total takes {', '.join(TOTALS)}, not '{value}'")
+            control["total"] = value
+        elif name == "_summary":
+            if value not in SUMMARIES:
+                raise bad(name, f"_summary takes {', '.join(SUMMARIES)}, not '{value}'")
+            control["summary"] = None if value == "false" else value
+        elif name == "_elements":
+            control["elements"] = tuple(item.strip() for item in value.split(",") if item.strip())
+        elif name.partition(":")[0] in ("_include", "_revinclude"):
+            if name.partition(":")[2] not in ("", "iterate", "recurse"):
+                raise bad(name, f"unknown modifier on {name.partition(':')[0]}")
+            includes.append(parse_include(registry, name, value))
+        elif name in UNSUPPORTED_CONTROL or (
+            name.startswith("_")
+            and not name.startswith("_has:")
+            and common_param(registry, types, name.partition(":")[0].partition(".")[0]) is None
+        ):
+            parser.unknown_param(name, f"'{name}' is not supported by this server")
+            continue
+        else:
+            found = parser.filter(types, name, name, value)
+            if found is None:
+                continue
+            filters.append(found)
+        performed.append((name, value))
+    return SearchRequest(
+        types=types,
+        filters=tuple(filters),
+        sort=control.get("sort", ()),
+        count=control["count"],
+        total=control.get("total"),
+        summary=control.get("summary"),
+        elements=control.get("elements"),
+        includes=tuple(includes),
+        cursor=control.get("cursor"),
+        performed=tuple(performed),
+        unknown=tuple(parser.unknown),
+    )

@@ -1,0 +1,190 @@
+"""date: https://hl7.org/fhir/R4/search.html#date — every value is an interval set by its precision.
+
+``2024`` is the whole year, ``2024-06-15T10:30`` that minute, ``…:00.5`` that tenth of a second. Stored values are
+intervals too (a Period is [start, end], a Timing the span of its events and bounds). Intervals are kept as
+integers: microseconds since 1970-01-01T00:00:00Z, both ends inclusive; an open end is ±2^62.
+
+Timezones: a value with ``Z`` or an offset is converted to UTC. A dateTime without a zone — and a date, which has
+none — is taken as UTC, both when indexing and when searching (the spec leaves it to the server).
+
+Prefixes compare the target interval [lo, hi] with the search interval [slo, shi] as the R4 spec words them:
+eq: contained; ne: not contained; gt: hi > shi; lt: lo < slo; ge: gt or eq; le: lt or eq; sa: lo > shi;
+eb: hi < slo; ap: overlaps the search interval widened by 10 % of its distance from now (at least one day).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from fhir_imaging.fhir.registry import SearchParam
+from fhir_imaging.search import sql
+from fhir_imaging.search.fhirpath import Node
+from fhir_imaging.search.types.base import CompileContext, InvalidValue, Row, column, split_prefix
+
+LOWEST, HIGHEST = -(2**62), 2**62
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICRO = timedelta(microseconds=1)
+DATE_PATTERN = re.compile(
+    r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+)
+DATE_KINDS = frozenset({"date", "dateTime", "instant"})
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    prefix: str
+    lo: int
+    hi: int
+
+
+def micros(moment: datetime) -> int:
+    return (moment - EPOCH) // MICRO
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    total = moment.month - 1 + months
+    return moment.replace(year=moment.year + total // 12, month=total % 12 + 1)
+
+
+def parse_interval(text: str) -> tuple[int, int]:
+    """A FHIR date / dateTime / instant of any precision → [lo, hi] in microseconds (UTC; no zone = UTC)."""
+    match = DATE_PATTERN.match(text.strip())
+    if match is None:
+        raise InvalidValue(f"'{text}' is not a date, dateTime or instant (YYYY, YYYY-MM, YYYY-MM-DD, …T10:30:00Z)")
+    part = match.groupdict()
+    zone = part["zone"]
+    if zone in (None, "Z"):
+        tz = UTC
+    else:
+        sign = 1 if zone[0] == "+" else -1
+        tz = timezone(sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+    fraction = part["fraction"] or ""
+    try:
+        start = datetime(
+            int(part["year"]),
+            int(part["month"] or 1),
+            int(part["day"] or 1),
+            int(part["hour"] or 0),
+            int(part["minute"] or 0),
+            int(part["second"] or 0),
+            int((fraction[:6]).ljust(6, "0")) if fraction else 0,
+            tzinfo=tz,
+        )
+        if part["month"] is None:
+            end = start.replace(year=start.year + 1) if start.year < 9999 else None
+        elif part["day"] is None:
+            end = _add_months(start, 1) if (start.year, start.month) != (9999, 12) else None
+        elif part["hour"] is None:
+            end = start + timedelta(days=1)
+        elif part["second"] is None:
+            end = start + timedelta(minutes=1)
+        elif not fraction:
+            end = start + timedelta(seconds=1)
+        else:
+            end = start + timedelta(microseconds=10 ** (6 - min(len(fraction), 6)))
+    except (ValueError, OverflowError):
+        raise InvalidValue(f"'{text}' is not a valid date") from None
+    return micros(start), (micros(end) - 1 if end is not None else HIGHEST)
+
+
+def approximate(lo: int, hi: int, now: int) -> tuple[int, int]:
+    """``ap``: widen by 10 % of the distance from now (at least a day)."""
+    distance = max(abs(now - lo), abs(now - hi))
+    slack = max(distance // 10, 86_400_000_000)
+    return lo - slack, hi + slack
+
+
+def parse_date_value(text: str, now: datetime | None = None) -> DateValue:
+    prefix, rest = split_prefix(text, "date")
+    lo, hi = parse_interval(rest)
+    if prefix == "ap":
+        lo, hi = approximate(lo, hi, micros(now or datetime.now(UTC)))
+    return DateValue(prefix, lo, hi)
+
+
+class DateType:
+    name = "date"
+    table = "spidx_date"
+    columns = ("lo", "hi")
+    modifiers: frozenset[str] = frozenset()
+
+    def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
+        return parse_date_value(text)
+
+    def extract(self, node: Node) -> Iterator[Row]:
+        for lo, hi in date_intervals(node):
+            yield ("date", "", (lo, hi))
+
+    def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
+        return compile_range(value.prefix, value.lo, value.hi, context.alias)
+
+    def sort_key(self, alias: str, descending: bool) -> sql.Expr:
+        return sql.Func("max", (column(alias, "hi"),)) if descending else sql.Func("min", (column(alias, "lo"),))
+
+
+def compile_range(prefix: str, slo: int, shi: int, alias: str) -> sql.Expr:
+    """The prefix comparison of a stored interval [lo, hi] with the search interval [slo, shi] (both inclusive)."""
+    lo, hi = column(alias, "lo"), column(alias, "hi")
+
+    def cmp(left: sql.Expr, op: str, value: int) -> sql.Expr:
+        return sql.Compare(left, op, sql.Param(value))
+
+    contained = sql.and_(cmp(lo, ">=", slo), cmp(hi, "<=", shi))
+    conditions = {
+        "eq": contained,
+        "ne": sql.Not(contained),
+        "gt": cmp(hi, ">", shi),
+        "lt": cmp(lo, "<", slo),
+        "ge": sql.or_(cmp(hi, ">", shi), contained),
+        "le": sql.or_(cmp(lo, "<", slo), contained),
+        "sa": cmp(lo, ">", shi),
+        "eb": cmp(hi, "<", slo),
+        "ap": sql.and_(cmp(lo, "<=", shi), cmp(hi, ">=", slo)),
+    }
+    return conditions[prefix]
+
+
+def _point(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_interval(value)
+    except InvalidValue:
+        return None
+
+
+def _period(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, dict):
+        return None
+    start, end = _point(value.get("start")), _point(value.get("end"))
+    if start is None and end is None:
+        return None
+    return (start[0] if start else LOWEST, end[1] if end else HIGHEST)
+
+
+def date_intervals(node: Node) -> Iterator[tuple[int, int]]:
+    value = node.value
+    if node.type in DATE_KINDS or (isinstance(value, str) and node.type == "string"):
+        interval = _point(value)
+        if interval:
+            yield interval
+    elif node.type == "Period":
+        interval = _period(value)
+        if interval:
+            yield interval
+    elif node.type == "Timing" and isinstance(value, dict):
+        for event in value.get("event") or ():
+            interval = _point(event)
+            if interval:
+                yield interval
+        repeat = value.get("repeat")
+        if isinstance(repeat, dict):
+            interval = _period(repeat.get("boundsPeriod"))
+            if interval:
+                yield interval

@@ -1,0 +1,106 @@
+"""Start a real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) on a free loopback port, for the DICOMweb
+tests: a throwaway JSON config and storage in a temporary directory, no DICOM listener, stopped by its process id.
+
+Orthanc listens on every interface; ``RemoteAccessAllowed: false`` makes it refuse anything but loopback clients.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.server import free_port
+
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def orthanc_missing() -> str | None:
+    """Why Orthanc with its DICOMweb plugin cannot run here, or ``None`` when it can."""
+    if shutil.which("Orthanc") is None:
+        return "Orthanc is not installed (scripts/test installs the Debian packages orthanc and orthanc-dicomweb)"
+    if not DICOMWEB_PLUGIN.exists():
+        return f"the Orthanc DICOMweb plugin is missing ({DICOMWEB_PLUGIN}; Debian package orthanc-dicomweb)"
+    return None
+
+
+class OrthancProcess:
+    """One Orthanc process; ``url`` is its REST API, ``dicomweb`` its DICOMweb root (QIDO-RS, WADO-RS, STOW-RS)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "fhir-imaging-tests",
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "storage"),
+            "HttpPort": self.port,
+            "DicomServerEnabled": False,
+            "DicomPort": free_port(),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "SaveJobs": False,
+            "HttpThreadsCount": 8,
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.port}", "Ssl": False},
+        }
+        config_path = workdir / "orthanc.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        self._log = open(workdir / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            ["Orthanc", str(config_path)], stdout=self._log, stderr=self._log, cwd=workdir
+        )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self._log.name}")
+            try:
+                if httpx.get(f"{self.dicomweb}/studies", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"Orthanc did not answer in time; see {self._log.name}")
+
+    def upload(self, path: Path | str) -> dict[str, str]:
+        """Store one DICOM file through the REST API (``POST /instances``)."""
+        response = httpx.post(f"{self.url}/instances", content=Path(path).read_bytes(), timeout=30.0)
+        response.raise_for_status()
+        answer: dict[str, str] = response.json()
+        return answer
+
+    def clear(self) -> None:
+        """Delete every patient (and so every study) Orthanc holds."""
+        for patient in httpx.get(f"{self.url}/patients", timeout=10.0).json():
+            httpx.delete(f"{self.url}/patients/{patient}", timeout=10.0).raise_for_status()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@contextmanager
+def running_orthanc(workdir: Path) -> Iterator[OrthancProcess]:
+    orthanc = OrthancProcess(workdir)
+    try:
+        yield orthanc
+    finally:
+        orthanc.stop()
