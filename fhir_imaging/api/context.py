@@ -61,6 +61,12 @@ def base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"
 
 
+def server_bases(request: Request) -> tuple[str, ...]:
+    """What a reference's base may be to point at this server: '' (relative), the public URL, the request's base."""
+    bases = ["", base_url(request), f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"]
+    return tuple(dict.fromkeys(bases))
+
+
 def resource_type_of(request: Request) -> str:
     name: str = request.path_params["type"]
     if not context(request).registry.is_resource_type(name):

@@ -17,12 +17,12 @@ from starlette.routing import Mount, Route
 from fhir_imaging.api.interactions.bundle import batch_or_transaction
 from fhir_imaging.api.interactions.capabilities import capabilities
 from fhir_imaging.api.interactions.create import create
-from fhir_imaging.api.interactions.delete import delete
+from fhir_imaging.api.interactions.delete import conditional_delete, delete
 from fhir_imaging.api.interactions.history import history_instance, history_system, history_type
-from fhir_imaging.api.interactions.patch import patch
+from fhir_imaging.api.interactions.patch import conditional_patch, patch
 from fhir_imaging.api.interactions.read import read, vread
 from fhir_imaging.api.interactions.search import search_compartment, search_system, search_type, search_type_post
-from fhir_imaging.api.interactions.update import update
+from fhir_imaging.api.interactions.update import conditional_update, update
 from fhir_imaging.api.interactions.validate import validate_instance, validate_type
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -62,6 +62,9 @@ ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/", "GET", search_system, "search-system"),
     (f"/{TYPE}", "POST", create, "create"),
     (f"/{TYPE}", "GET", search_type, "search-type"),
+    (f"/{TYPE}", "PUT", conditional_update, None),
+    (f"/{TYPE}", "PATCH", conditional_patch, None),
+    (f"/{TYPE}", "DELETE", conditional_delete, None),
     (f"/{TYPE}/_search", "POST", search_type_post, "search-type"),
     (f"/{TYPE}/_history", "GET", history_type, "history-type"),
     (f"/{TYPE}/$validate", "POST", validate_type, "$validate"),

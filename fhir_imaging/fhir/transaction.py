@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fhir_imaging.fhir.outcome import BadRequest
-from fhir_imaging.fhir.resource import is_valid_id, new_id
+from fhir_imaging.fhir.resource import is_valid_id
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # HL7: process DELETE, then POST, then PUT/PATCH, then GET/HEAD (http.html#trules).
@@ -35,6 +35,9 @@ class Entry:
     if_none_match: str | None = None
     if_none_exist: str | None = None
     if_modified_since: str | None = None
+    # Set while the Bundle runs (conditional entries are resolved against the database):
+    existing: Any = None  # a conditional create's match: nothing is written, the match is answered
+    delete_ids: list[str] = field(default_factory=list)  # a conditional delete's matches
 
     @property
     def where(self) -> str:
@@ -138,19 +141,9 @@ def is_placeholder(url: str | None) -> bool:
     return isinstance(url, str) and url.startswith(PLACEHOLDER_PREFIXES)
 
 
-def assign_ids(entries: list[Entry]) -> dict[str, str]:
-    """Placeholder or full URL → ``Type/id`` for every entry that creates or updates a known resource.
-
-    POST entries get a new server id (their placeholder fullUrl, if any, maps to it); PUT entries to
-    ``[type]/[id]`` keep their id. Conditional entries are resolved later, against the database.
-    """
-    mapping: dict[str, str] = {}
-    for entry in entries:
-        if entry.method == "POST":
-            entry.resource_id = new_id()
-        if entry.full_url and entry.resource_id and entry.method in ("POST", "PUT"):
-            mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
-    return mapping
+def conditional_references(value: Any) -> set[str]:
+    """The conditional references (``Patient?identifier=…``) in a resource."""
+    return {reference for reference in references_in(value) if "?" in reference and not is_placeholder(reference)}
 
 
 def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:

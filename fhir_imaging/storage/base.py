@@ -49,6 +49,9 @@ class Transaction(Protocol):
 
     def read(self, resource_type: str, resource_id: str) -> Version | None: ...
 
+    def lock(self, key: str) -> None:
+        """Hold a lock on ``key`` until the transaction ends."""
+
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
 
     def update(

@@ -177,6 +177,11 @@ class SqlTransaction:
     def read(self, resource_type: str, resource_id: str) -> Version | None:
         return self.store.read(resource_type, resource_id)  # the same connection: sees this transaction's writes
 
+    def lock(self, key: str) -> None:
+        """Hold a lock on ``key`` until this transaction ends (conditional interactions on the same criteria)."""
+        if self.dialect.advisory_lock is not None:
+            self._execute(self.dialect.advisory_lock, (key,))
+
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
         return self._put(resource_type, resource_id, resource, None, "POST")
 

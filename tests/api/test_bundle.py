@@ -224,3 +224,93 @@ def test_synthea_transaction_bundles_load_with_every_reference_resolved(client: 
             assert not stored["subject"]["reference"].startswith("urn:uuid:")
             patient = client.get("/" + stored["subject"]["reference"])
             assert patient.status_code == 200 and patient.json()["resourceType"] == "Patient"
+
+
+MRN = {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}
+
+
+def _imaging_feed(patient: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+    """What a modality broker sends: the patient (created only if new) and a study pointing at it."""
+    study = dict(study, subject={"reference": "urn:uuid:11111111-1111-4111-8111-111111111111"})
+    study["identifier"] = [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4"}]
+    mrn = "identifier=urn:oid:1.2.36.146.595.217.0.1|12345"
+    study_url = "ImagingStudy?identifier=urn:dicom:uid|urn:oid:1.2.3.4"
+    return _transaction(
+        {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": dict(patient, identifier=[MRN]),
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": mrn}},
+        {"resource": study, "request": {"method": "PUT", "url": study_url}},
+    )  # fmt: skip
+
+
+def test_transaction_with_conditional_create_and_update_is_idempotent(
+    client: TestClient, patient: dict[str, Any], study: dict[str, Any]
+) -> None:
+    first = client.post("", json=_imaging_feed(patient, study))
+    assert first.status_code == 200, first.text
+    assert [e["response"]["status"] for e in first.json()["entry"]] == ["201 Created", "201 Created"]
+    second = client.post("", json=_imaging_feed(patient, study))
+    assert second.status_code == 200, second.text
+    statuses = [e["response"]["status"] for e in second.json()["entry"]]
+    assert statuses == ["200 OK", "200 OK"]
+    patient_location = first.json()["entry"][0]["response"]["location"]
+    assert second.json()["entry"][0]["response"]["location"] == patient_location
+    patients = client.get("/Patient?identifier=12345").json()
+    assert len(patients["entry"]) == 1
+    studies = client.get("/ImagingStudy?identifier=urn:oid:1.2.3.4").json()["entry"]
+    assert len(studies) == 1
+    assert studies[0]["resource"]["subject"]["reference"] == patient_location.rsplit("/_history", 1)[0]
+    assert studies[0]["resource"]["meta"]["versionId"] == "2"
+
+
+def test_transaction_resolves_conditional_references(
+    client: TestClient, patient: dict[str, Any], study: dict[str, Any]
+) -> None:
+    patient_id = client.post("/Patient", json=dict(patient, identifier=[MRN])).json()["id"]
+    study["subject"] = {"reference": "Patient?identifier=urn:oid:1.2.36.146.595.217.0.1|12345"}
+    response = client.post("", json=_transaction(_post(study)))
+    assert response.status_code == 200, response.text
+    location = response.json()["entry"][0]["response"]["location"].rsplit("/_history", 1)[0]
+    assert client.get(f"/{location}").json()["subject"] == {"reference": f"Patient/{patient_id}"}
+
+
+def test_transaction_conditional_reference_without_match_stores_nothing(
+    client: TestClient, study: dict[str, Any]
+) -> None:
+    study["subject"] = {"reference": "Patient?identifier=urn:oid:9|nobody"}
+    response = client.post("", json=_transaction(_post(dict(study, description="x")), _post(study)))
+    assert response.status_code == 412
+    assert "Bundle.entry[0]" in response.json()["issue"][0]["expression"]
+    assert _history_count(client) == 0
+
+
+def test_transaction_conditional_delete_and_batch_search(
+    client: TestClient, patient: dict[str, Any], study: dict[str, Any]
+) -> None:
+    client.post("/Patient", json=dict(patient, identifier=[MRN]))
+    client.post("/ImagingStudy", json=study)
+    deleted = client.post("", json=_transaction({"request": {"method": "DELETE", "url": "Patient?identifier=12345"}}))
+    assert deleted.status_code == 200
+    assert client.get("/Patient?identifier=12345").json().get("entry") is None
+    batch = client.post(
+        "",
+        json=_transaction(
+            {"request": {"method": "GET", "url": "ImagingStudy?modality=CT"}},
+            {"request": {"method": "GET", "url": "ImagingStudy?colour=blue"}},
+            kind="batch",
+        ),
+    )
+    found, unknown = batch.json()["entry"]
+    assert found["response"]["status"] == "200 OK"
+    assert found["resource"]["type"] == "searchset" and len(found["resource"]["entry"]) == 1
+    assert unknown["response"]["status"] == "200 OK"  # lenient: the unknown parameter is ignored
+
+
+def test_transaction_conditional_create_with_several_matches_is_412(
+    client: TestClient, patient: dict[str, Any], study: dict[str, Any]
+) -> None:
+    client.post("/Patient", json=dict(patient, identifier=[MRN]))
+    client.post("/Patient", json=dict(patient, identifier=[MRN]))
+    response = client.post("", json=_imaging_feed(patient, study))
+    assert response.status_code == 412
+    assert response.json()["issue"][0]["expression"][0] == "Bundle.entry[0]"
+    assert client.get("/ImagingStudy").json().get("entry") is None

@@ -7,7 +7,7 @@ import pytest
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.transaction import (
-    assign_ids,
+    conditional_references,
     processing_order,
     read_entries,
     references_in,
@@ -69,18 +69,15 @@ def test_processing_order_is_delete_post_put_get_and_stable() -> None:
     assert order == [3, 2, 4, 1, 0]
 
 
-def test_assign_ids_and_rewrite_references() -> None:
-    bundle = _bundle(("POST", "Patient"), ("PUT", "Practitioner/dr"))
-    bundle["entry"][0]["resource"] = {"resourceType": "Patient"}
-    bundle["entry"][0]["fullUrl"] = "urn:uuid:p"
-    bundle["entry"][1]["fullUrl"] = "urn:uuid:d"
-    entries = read_entries(bundle, KNOWN)
-    mapping = assign_ids(entries)
-    assert mapping["urn:uuid:d"] == "Practitioner/dr"
-    assert mapping["urn:uuid:p"] == f"Patient/{entries[0].resource_id}"
+def test_rewrite_references_and_find_conditional_ones() -> None:
+    mapping = {"urn:uuid:p": "Patient/123", "urn:uuid:d": "Practitioner/dr"}
     resource = {"subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:d"}, "urn:uuid:p"],
-                "other": {"reference": "urn:uuid:unknown"}}  # fmt: skip
+                "other": {"reference": "urn:uuid:unknown"},
+                "basedOn": [{"reference": "ServiceRequest?identifier=http://x|1"}]}  # fmt: skip
     rewrite_references(resource, mapping)
-    assert resource["subject"]["reference"] == mapping["urn:uuid:p"]
-    assert resource["performer"] == [{"reference": "Practitioner/dr"}, mapping["urn:uuid:p"]]
-    assert sorted(references_in(resource)) == sorted([mapping["urn:uuid:p"], "Practitioner/dr", "urn:uuid:unknown"])
+    assert resource["subject"]["reference"] == "Patient/123"
+    assert resource["performer"] == [{"reference": "Practitioner/dr"}, "Patient/123"]
+    assert sorted(references_in(resource)) == sorted(
+        ["Patient/123", "Practitioner/dr", "urn:uuid:unknown", "ServiceRequest?identifier=http://x|1"]
+    )
+    assert conditional_references(resource) == {"ServiceRequest?identifier=http://x|1"}

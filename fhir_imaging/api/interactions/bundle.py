@@ -1,15 +1,18 @@
 """batch and transaction: ``POST /`` with a Bundle (https://hl7.org/fhir/R4/http.html#transaction).
 
-A transaction is all or nothing: every resource is validated first, placeholders (``urn:uuid:``) get their ids and
-every reference to them is rewritten, then all entries run in HL7's order (DELETE, POST, PUT/PATCH, GET) inside one
-database transaction. The first failing entry fails the whole request with an OperationOutcome naming it, and
-nothing is stored. A batch runs each entry on its own and answers each with its own status (and outcome).
-The response Bundle lists the entries in request order; ``Prefer: return=representation`` adds each resource,
-``return=OperationOutcome`` an outcome.
+A transaction is all or nothing. Every resource is validated first. Then, in one database transaction: conditional
+entries are resolved against the database (``ifNoneExist``, ``PUT``/``PATCH``/``DELETE [type]?[search]``), every
+placeholder (``urn:uuid:``) gets its id and conditional references (``Patient?identifier=…``) their target, every
+reference is rewritten, and the entries run in HL7's order (DELETE, POST, PUT/PATCH, GET). The first failing entry
+fails the whole request with an OperationOutcome naming it, and nothing is stored. A batch runs each entry on its
+own and answers each with its own status (and outcome). The response lists the entries in request order;
+``Prefer: return=representation`` adds each resource, ``return=OperationOutcome`` an outcome.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from http import HTTPStatus
 from typing import Any
 
@@ -17,10 +20,21 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import Context, base_url, context, endpoint, ensure_references, in_thread, read_body
+from fhir_imaging.api.conditional import MAX_CONDITIONAL_DELETE, find, find_one
+from fhir_imaging.api.context import (
+    Context,
+    base_url,
+    context,
+    endpoint,
+    ensure_references,
+    in_thread,
+    read_body,
+    server_bases,
+)
 from fhir_imaging.api.formats import check_content_type
+from fhir_imaging.api.headers import handling_preference, return_preference
 from fhir_imaging.api.headers import if_match as parse_if_match
-from fhir_imaging.api.headers import return_preference
+from fhir_imaging.api.interactions.search import search_bundle
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import (
     BadRequest,
@@ -30,6 +44,7 @@ from fhir_imaging.fhir.outcome import (
     NotFound,
     NotSupported,
     PayloadTooLarge,
+    PreconditionFailed,
     Unprocessable,
     operation_outcome,
 )
@@ -37,7 +52,7 @@ from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
 from fhir_imaging.fhir.resource import etag, format_instant, new_id, now, parse_resource_json
 from fhir_imaging.fhir.transaction import (
     Entry,
-    assign_ids,
+    conditional_references,
     is_placeholder,
     processing_order,
     read_entries,
@@ -67,46 +82,91 @@ def _in_entry(entry: Entry, exc: FhirError) -> FhirError:
 class BundleRunner:
     """Runs the entries of one Bundle against the store (in a worker thread: everything here blocks)."""
 
-    def __init__(self, ctx: Context, preference: str, base: str) -> None:
+    def __init__(self, ctx: Context, preference: str, base: str, bases: tuple[str, ...], strict: bool) -> None:
         self.ctx = ctx
         self.preference = preference
         self.base = base
+        self.bases = bases
+        self.strict = strict
         self.patcher = FhirPathPatcher(ctx.validator.schema)
 
-    # -- preparation (no database) ------------------------------------------------------------------------------
+    # -- before the database: what can be checked on the Bundle alone ---------------------------------------------
 
     def prepare(self, entry: Entry) -> None:
-        """Check what can be checked before touching the database: conditional forms, validation."""
-        if entry.conditional or entry.if_none_exist:
-            raise NotSupported("Conditional interactions in Bundles are not supported yet", f"{entry.where}.request")
         if entry.operation is not None and not (entry.method in ("GET", "HEAD") and entry.operation == "_history"):
             raise NotSupported(f"{entry.url} is not supported in a Bundle", f"{entry.where}.request.url")
-        if entry.method in ("GET", "HEAD") and entry.resource_id is None:
-            raise NotSupported("Searches in Bundles are not supported yet", f"{entry.where}.request.url")
-        if entry.resource is not None and entry.method in ("POST", "PUT"):
-            if entry.method == "PUT" and entry.resource.get("id") != entry.resource_id:
+        if entry.method == "POST" and entry.resource is not None:
+            entry.resource.pop("id", None)
+        if entry.method == "PUT" and entry.resource is not None:
+            body_id = entry.resource.get("id")
+            if entry.resource_id is not None and body_id != entry.resource_id:
                 raise BadRequest(
-                    f"The resource id {entry.resource.get('id')!r} does not match the request URL's "
-                    f"{entry.resource_id!r}",
+                    f"The resource id {body_id!r} does not match the request URL's {entry.resource_id!r}",
                     f"{entry.resource_type}.id",
                 )
-            if entry.method == "POST":
-                entry.resource.pop("id", None)
+        if entry.resource is not None and entry.method in ("POST", "PUT"):
             self.ctx.validate(entry.resource)
 
-    # -- execution (inside a database transaction) --------------------------------------------------------------
+    # -- in the database transaction: resolve conditional entries and references, then run ----------------------
+
+    def resolve(self, tx: Transaction, entry: Entry, mapping: dict[str, str]) -> None:
+        """Find the target of a conditional entry, give POSTs their id, and record placeholder → Type/id."""
+        where = f"{entry.where}.request"
+        if entry.method == "POST":
+            if entry.if_none_exist:
+                entry.existing = find_one(
+                    self.ctx, tx, entry.resource_type, entry.if_none_exist, self.bases, f"{where}.ifNoneExist"
+                )
+            entry.resource_id = entry.existing.id if entry.existing is not None else new_id()
+        elif entry.conditional and entry.method in ("PUT", "PATCH"):
+            match = find_one(self.ctx, tx, entry.resource_type, entry.query, self.bases, f"{where}.url")
+            body_id = entry.resource.get("id") if entry.resource and entry.method == "PUT" else None
+            if match is None and entry.method == "PATCH":
+                raise NotFound(f"No {entry.resource_type} matches {entry.url}", f"{where}.url")
+            if match is not None and body_id is not None and body_id != match.id:
+                raise BadRequest(f"The resource id {body_id!r} is not the match's {match.id!r}", f"{where}.url")
+            entry.resource_id = match.id if match is not None else (body_id or new_id())
+        elif entry.conditional and entry.method == "DELETE":
+            matches = find(self.ctx, tx, entry.resource_type, entry.query, self.bases, MAX_CONDITIONAL_DELETE + 1)
+            if len(matches) > MAX_CONDITIONAL_DELETE:
+                raise PreconditionFailed(f"{entry.url} matches more than {MAX_CONDITIONAL_DELETE} resources", where)
+            entry.delete_ids = [match.id for match in matches]
+        if entry.full_url and entry.resource_id and entry.method in ("POST", "PUT"):
+            mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
+
+    def resolve_references(self, tx: Transaction, entry: Entry, mapping: dict[str, str]) -> None:
+        """Rewrite placeholders and conditional references; an unresolvable one fails the entry."""
+        if entry.resource is None:
+            return
+        for reference in conditional_references(entry.resource) - mapping.keys():
+            target_type, _, criteria = reference.partition("?")
+            if not self.ctx.registry.is_resource_type(target_type):
+                raise BadRequest(f"The conditional reference {reference} names no resource type", entry.where)
+            match = find_one(self.ctx, tx, target_type, criteria, self.bases, f"{entry.where}.resource")
+            if match is None:
+                raise PreconditionFailed(f"The conditional reference {reference} matches no resource", entry.where)
+            mapping[reference] = f"{target_type}/{match.id}"
+        rewrite_references(entry.resource, mapping)
+        for reference in references_in(entry.resource):
+            if is_placeholder(reference):
+                raise BadRequest(f"The reference {reference} names no entry of this Bundle", f"{entry.where}.resource")
 
     def execute(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
-        assert entry.resource_id is not None
         version_wanted = parse_if_match(entry.if_match) if entry.if_match else None
         if entry.method == "DELETE":
-            deleted = tx.delete(entry.resource_type, entry.resource_id, version_wanted)
+            ids = entry.delete_ids if entry.conditional else [entry.resource_id]
+            deleted = [tx.delete(entry.resource_type, i, version_wanted) for i in ids if i is not None]
             response: dict[str, Any] = {"status": _status(204)}
-            if deleted is not None:
-                response["etag"] = etag(deleted.version)
+            if len(deleted) == 1 and deleted[0] is not None:
+                response["etag"] = etag(deleted[0].version)
             return {"response": response}
+        if entry.method in ("GET", "HEAD") and entry.resource_id is None:
+            return self._search(entry)
+        assert entry.resource_id is not None
         if entry.method == "POST":
             assert entry.resource is not None
+            if entry.existing is not None:
+                return self._written(entry.existing, 200)
             created = tx.create(entry.resource_type, entry.resource_id, entry.resource).version
             return self._written(created, 201)
         if entry.method == "PUT":
@@ -116,12 +176,6 @@ class BundleRunner:
         if entry.method == "PATCH":
             return self._patch(tx, entry, version_wanted)
         return self._read(tx, entry)
-
-    def _execute_checked(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
-        result = self.execute(tx, entry)
-        if entry.resource is not None and entry.method in ("POST", "PUT"):
-            ensure_references(self.ctx, self.base, entry.resource, tx)
-        return result
 
     def _written(self, version: Version, status: int) -> dict[str, Any]:
         response = {
@@ -143,8 +197,7 @@ class BundleRunner:
         current = self._current(tx, entry)
         resource = orjson.loads(current.body or b"{}")
         if entry.resource.get("resourceType") == "Binary":
-            document = orjson.loads(_binary_data(entry))
-            patched = apply_json_patch(resource, document)
+            patched = apply_json_patch(resource, orjson.loads(_binary_data(entry)))
         else:
             patched = self.patcher.apply(resource, entry.resource)
         if patched.get("resourceType") != entry.resource_type or patched.get("id") != entry.resource_id:
@@ -152,6 +205,7 @@ class BundleRunner:
         self.ctx.validate(patched)
         expected = version_wanted if version_wanted is not None else current.version
         result = tx.update(entry.resource_type, entry.resource_id, patched, expected)
+        entry.resource = patched
         return self._written(result.version, 200)
 
     def _current(self, tx: Transaction, entry: Entry) -> Version:
@@ -179,6 +233,19 @@ class BundleRunner:
             result["resource"] = orjson.Fragment(version.body or b"{}")
         return result
 
+    def _search(self, entry: Entry) -> dict[str, Any]:
+        bundle = search_bundle(
+            self.ctx, entry.resource_type, (entry.resource_type,), entry.query, self.base, self.bases, self.strict
+        )
+        result: dict[str, Any] = {"response": {"status": _status(200)}}
+        if entry.method == "GET":
+            result["resource"] = bundle
+        return result
+
+    def _check_references(self, tx: Transaction, entry: Entry) -> None:
+        if entry.resource is not None and entry.method in ("POST", "PUT", "PATCH") and entry.existing is None:
+            ensure_references(self.ctx, self.base, entry.resource, tx)
+
     # -- the two kinds of Bundle --------------------------------------------------------------------------------
 
     def transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
@@ -187,19 +254,16 @@ class BundleRunner:
                 self.prepare(entry)
             except FhirError as exc:
                 raise _in_entry(entry, exc) from None
-        _check_distinct_targets(entries)
-        mapping = assign_ids(entries)
-        for entry in entries:
-            if entry.resource is not None:
-                rewrite_references(entry.resource, mapping)
-                for reference in references_in(entry.resource):
-                    if is_placeholder(reference):
-                        raise BadRequest(
-                            f"{entry.where}: the reference {reference} names no entry of this Bundle",
-                            f"{entry.where}.resource",
-                        )
 
         def work(tx: Transaction) -> list[dict[str, Any]]:
+            mapping: dict[str, str] = {}
+            for step in (self.resolve, self.resolve_references):
+                for entry in entries:
+                    try:
+                        step(tx, entry, mapping)
+                    except FhirError as exc:
+                        raise _in_entry(entry, exc) from None
+            _check_distinct_targets(entries)
             results: dict[int, dict[str, Any]] = {}
             for entry in processing_order(entries):
                 try:
@@ -207,11 +271,10 @@ class BundleRunner:
                 except FhirError as exc:
                     raise _in_entry(entry, exc) from None
             for entry in entries:  # once every entry is written: references may point at later entries
-                if entry.resource is not None and entry.method in ("POST", "PUT"):
-                    try:
-                        ensure_references(self.ctx, self.base, entry.resource, tx)
-                    except FhirError as exc:
-                        raise _in_entry(entry, exc) from None
+                try:
+                    self._check_references(tx, entry)
+                except FhirError as exc:
+                    raise _in_entry(entry, exc) from None
             return [results[index] for index in range(len(entries))]
 
         return self.ctx.store.transact(work)
@@ -221,34 +284,41 @@ class BundleRunner:
         for entry in entries:
             try:
                 self.prepare(entry)
-                if entry.method == "POST":
-                    entry.resource_id = new_id()
-                results.append(self.ctx.store.transact(lambda tx, entry=entry: self._execute_checked(tx, entry)))
+                results.append(self.ctx.store.transact(lambda tx, entry=entry: self._run_alone(tx, entry)))
             except FhirError as exc:
                 outcome = operation_outcome(_in_entry(entry, exc).issues)
                 results.append({"response": {"status": _status(exc.status), "outcome": outcome}})
         return results
 
+    def _run_alone(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+        mapping: dict[str, str] = {}
+        self.resolve(tx, entry, mapping)
+        self.resolve_references(tx, entry, mapping)
+        result = self.execute(tx, entry)
+        self._check_references(tx, entry)
+        return result
+
 
 def _check_distinct_targets(entries: list[Entry]) -> None:
     seen: dict[tuple[str, str], int] = {}
     for entry in entries:
-        if entry.method in ("GET", "HEAD") or entry.resource_id is None:
+        targets = entry.delete_ids if entry.method == "DELETE" and entry.conditional else [entry.resource_id]
+        if entry.method in ("GET", "HEAD") or entry.existing is not None:
             continue
-        key = (entry.resource_type, entry.resource_id)
-        if key in seen:
-            raise BadRequest(
-                f"{entry.where} and Bundle.entry[{seen[key]}] both change {key[0]}/{key[1]}: a transaction may "
-                "change a resource once",
-                entry.where,
-            )
-        seen[key] = entry.index
+        for target in targets:
+            if target is None:
+                continue
+            key = (entry.resource_type, target)
+            if key in seen:
+                raise BadRequest(
+                    f"{entry.where} and Bundle.entry[{seen[key]}] both change {key[0]}/{key[1]}: a transaction may "
+                    "change a resource once",
+                    entry.where,
+                )
+            seen[key] = entry.index
 
 
 def _binary_data(entry: Entry) -> bytes:
-    import base64
-    import binascii
-
     assert entry.resource is not None
     try:
         return base64.b64decode(entry.resource.get("data", ""), validate=True)
@@ -270,7 +340,10 @@ async def batch_or_transaction(request: Request) -> Response:
     limit = ctx.settings.max_bundle_entries
     if len(entries) > limit:
         raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}", "Bundle.entry")
-    runner = BundleRunner(ctx, return_preference(request.headers.get("prefer")), base_url(request))
+    strict = handling_preference(request.headers.get("prefer")) == "strict"
+    runner = BundleRunner(
+        ctx, return_preference(request.headers.get("prefer")), base_url(request), server_bases(request), strict
+    )
     results = await in_thread(runner.transaction if kind == "transaction" else runner.batch, entries)
     response = {
         "resourceType": "Bundle",

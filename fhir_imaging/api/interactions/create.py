@@ -1,10 +1,15 @@
-"""create: https://hl7.org/fhir/R4/http.html#create — the server assigns the id; any id in the body is ignored."""
+"""create: https://hl7.org/fhir/R4/http.html#create — the server assigns the id; any id in the body is ignored.
+
+Conditional create (``If-None-Exist: [search parameters]``, http.html#ccreate): no match → create (201); one match →
+nothing is written and the existing resource is returned (200); several → 412.
+"""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_imaging.api.conditional import find_one
 from fhir_imaging.api.context import (
     base_url,
     context,
@@ -13,27 +18,32 @@ from fhir_imaging.api.context import (
     in_thread,
     read_resource,
     resource_type_of,
+    server_bases,
 )
 from fhir_imaging.api.rendering import write_response
-from fhir_imaging.fhir.outcome import NotSupported
 from fhir_imaging.fhir.resource import new_id
-from fhir_imaging.storage.base import Transaction, WriteResult
+from fhir_imaging.storage.base import Transaction, Version
 
 
 @endpoint
 async def create(request: Request) -> Response:
     ctx = context(request)
     resource_type = resource_type_of(request)
-    if request.headers.get("if-none-exist"):
-        raise NotSupported("Conditional create (If-None-Exist) is not supported yet", "If-None-Exist")
+    criteria = request.headers.get("if-none-exist")
     resource = await read_resource(request, resource_type)
     resource.pop("id", None)
     ctx.validate(resource)
-    base = base_url(request)
+    base, bases = base_url(request), server_bases(request)
 
-    def write(tx: Transaction) -> WriteResult:
+    def write(tx: Transaction) -> tuple[Version, bool]:
+        if criteria:
+            existing = find_one(ctx, tx, resource_type, criteria, bases, "If-None-Exist")
+            if existing is not None:
+                return existing, False
         ensure_references(ctx, base, resource, tx)
-        return tx.create(resource_type, new_id(), resource)
+        return tx.create(resource_type, new_id(), resource).version, True
 
-    version = (await in_thread(ctx.store.transact, write)).version
+    version, created = await in_thread(ctx.store.transact, write)
+    if not created:
+        return write_response(request, base, version, 200, f"{resource_type}/{version.id} already matches")
     return write_response(request, base, version, 201, f"Created {resource_type}/{version.id}")

@@ -3,7 +3,7 @@
 
 The patched resource is validated like any update and stored as a new version. The patch applies to the version
 read: when another write slips in between, it is applied again to the newer version (a few times at most), unless
-the client pinned a version with ``If-Match`` (then 412).
+the client pinned a version with ``If-Match`` (then 412). Conditional patch: ``PATCH /[type]?[search]``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_imaging.api.conditional import find_one
 from fhir_imaging.api.context import (
     base_url,
     context,
@@ -23,6 +24,7 @@ from fhir_imaging.api.context import (
     read_body,
     resource_id_of,
     resource_type_of,
+    server_bases,
 )
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import if_match
@@ -48,8 +50,24 @@ def _patch_document(body: bytes) -> Any:
 
 @endpoint
 async def patch(request: Request) -> Response:
+    return await _patch(request, resource_type_of(request), resource_id_of(request))
+
+
+@endpoint
+async def conditional_patch(request: Request) -> Response:
+    """``PATCH /[type]?[search]``: the one match is patched; none → 404; several → 412."""
     ctx = context(request)
-    resource_type, resource_id = resource_type_of(request), resource_id_of(request)
+    resource_type = resource_type_of(request)
+    criteria = list(request.query_params.multi_items())
+    bases = server_bases(request)
+    match = await in_thread(ctx.store.transact, lambda tx: find_one(ctx, tx, resource_type, criteria, bases))
+    if match is None:
+        raise NotFound(f"No {resource_type} matches the criteria", "url")
+    return await _patch(request, resource_type, match.id)
+
+
+async def _patch(request: Request, resource_type: str, resource_id: str) -> Response:
+    ctx = context(request)
     header = request.headers.get("content-type")
     is_json_patch = (header or "").split(";", 1)[0].strip().lower() == JSON_PATCH
     if not is_json_patch:

@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import BASE_PATH, base_url, context, endpoint, in_thread, resource_type_of
+from fhir_imaging.api.context import Context, base_url, context, endpoint, in_thread, resource_type_of, server_bases
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.bundle import searchset_bundle
@@ -31,12 +31,6 @@ from fhir_imaging.storage.base import Version
 FORM = "application/x-www-form-urlencoded"
 
 
-def server_bases(request: Request) -> tuple[str, ...]:
-    """What a reference's base may be to point at this server: '' (relative), the public URL, the request's base."""
-    bases = ["", base_url(request), f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"]
-    return tuple(dict.fromkeys(bases))
-
-
 def _version(row: tuple[Any, ...], search: SearchRequest) -> Version:
     _, resource_type, resource_id, version, last_updated, body = row
     if search.summary or search.elements is not None:
@@ -46,11 +40,17 @@ def _version(row: tuple[Any, ...], search: SearchRequest) -> Version:
     return Version(resource_type, resource_id, version, last_updated, "", body)
 
 
-async def _search(
-    request: Request, path: str, types: tuple[str, ...], items: list[tuple[str, str]], extra: tuple[Filter, ...] = ()
-) -> Response:
-    ctx = context(request)
-    strict = handling_preference(request.headers.get("prefer")) == "strict"
+def search_bundle(
+    ctx: Context,
+    path: str,
+    types: tuple[str, ...],
+    items: list[tuple[str, str]],
+    base: str,
+    bases: tuple[str, ...],
+    strict: bool,
+    extra: tuple[Filter, ...] = (),
+) -> dict[str, Any]:
+    """Parse, run and answer one search as a ``searchset`` Bundle (blocking: call it off the event loop)."""
     search = parse_search(
         ctx.registry,
         types,
@@ -60,8 +60,7 @@ async def _search(
         max_count=ctx.settings.max_count,
         extra=extra,
     )
-    result = await in_thread(run_search, ctx.store, search, server_bases(request))
-    base = base_url(request)
+    result = run_search(ctx.store, search, bases)
     url = f"{base}/{path}" if path else base
     performed = list(search.performed)
 
@@ -77,12 +76,22 @@ async def _search(
     if result.next_cursor:
         links["next"] = link(result.next_cursor)
     total = None if search.total == "none" else result.total
-    bundle = searchset_bundle(
+    return searchset_bundle(
         base,
         [_version(row, search) for row in result.matches],
         links,
         total,
         [_version(row, search) for row in result.included],
+    )
+
+
+async def _search(
+    request: Request, path: str, types: tuple[str, ...], items: list[tuple[str, str]], extra: tuple[Filter, ...] = ()
+) -> Response:
+    ctx = context(request)
+    strict = handling_preference(request.headers.get("prefer")) == "strict"
+    bundle = await in_thread(
+        search_bundle, ctx, path, types, items, base_url(request), server_bases(request), strict, extra
     )
     return fhir_response(request, bundle)
 
