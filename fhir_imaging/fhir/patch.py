@@ -21,6 +21,7 @@ import jsonpatch
 import jsonpointer
 from fhirpathpy import evaluate as fhirpath_evaluate
 
+from fhir_imaging.fhir.fhirpath_text import split_top_level
 from fhir_imaging.fhir.outcome import BadRequest, Unprocessable
 from fhir_imaging.validation.schema import COMPLEX, RESOURCE, Prop, Schema, Structure
 
@@ -60,22 +61,7 @@ class Node:
 
 def split_path(path: str) -> list[str]:
     """Split a FHIRPath on its top-level dots (not inside parentheses or quotes)."""
-    steps, depth, start, quote = [], 0, 0, ""
-    for index, char in enumerate(path):
-        if quote:
-            if char == quote:
-                quote = ""
-        elif char in "'\"`":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "." and depth == 0:
-            steps.append(path[start:index].strip())
-            start = index + 1
-    steps.append(path[start:].strip())
-    return steps
+    return split_top_level(path, ".")
 
 
 class FhirPathPatcher:

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from fhir_imaging.fhir.fhirpath_text import split_top_level
+
 COMMON_BASES = ("Resource", "DomainResource")
 # Resources that are not DomainResources do not take DomainResource's parameters (_text).
 NOT_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
@@ -62,21 +64,7 @@ class Registry:
 
 def split_union(expression: str) -> list[str]:
     """Split a FHIRPath expression on its top-level ``|`` operators."""
-    parts, depth, start, quoted = [], 0, 0, False
-    for index, char in enumerate(expression):
-        if char == "'":
-            quoted = not quoted
-        elif quoted:
-            continue
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(expression[start:index].strip())
-            start = index + 1
-    parts.append(expression[start:].strip())
-    return [part for part in parts if part]
+    return split_top_level(expression, "|")
 
 
 def _head_type(part: str) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import free_port
+from tests.e2e.server import free_port, wait_until_answers
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
@@ -55,24 +54,15 @@ class OrthancProcess:
         config_path = workdir / "orthanc.json"
         config_path.write_text(json.dumps(config, indent=2))
         self._log = open(workdir / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            ["Orthanc", str(config_path)], stdout=self._log, stderr=self._log, cwd=workdir
-        )
+        self.process = subprocess.Popen(["Orthanc", str(config_path)], stdout=self._log, stderr=self._log, cwd=workdir)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                if httpx.get(f"{self.dicomweb}/studies", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"Orthanc did not answer in time; see {self._log.name}")
+        try:
+            wait_until_answers(self.process, f"{self.dicomweb}/studies", "Orthanc", timeout)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; see {self._log.name}") from None
 
     def upload(self, path: Path | str) -> dict[str, str]:
         """Store one DICOM file through the REST API (``POST /instances``)."""

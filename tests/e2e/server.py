@@ -22,6 +22,21 @@ def free_port() -> int:
         return port
 
 
+def wait_until_answers(process: subprocess.Popen[bytes], url: str, name: str, timeout: float = 20.0) -> None:
+    """Poll ``url`` until it answers 200; RuntimeError when the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not answer {url} in time")
+
+
 class ServerProcess:
     def __init__(self, database: str, port: int | None = None, extra: tuple[str, ...] = (), log: Path | None = None):
         self.port = port or free_port()
@@ -39,17 +54,7 @@ class ServerProcess:
             raise
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.base}/metadata", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not answer /metadata in time")
+        wait_until_answers(self.process, f"{self.base}/metadata", "server", timeout)
 
     def kill(self) -> None:
         """``kill -9``: no shutdown, no flush."""
