@@ -4,9 +4,12 @@ rewriting of references (https://hl7.org/fhir/R4/http.html#transaction). Pure: n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
 
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.resource import is_valid_id
@@ -141,9 +144,35 @@ def is_placeholder(url: str | None) -> bool:
     return isinstance(url, str) and url.startswith(PLACEHOLDER_PREFIXES)
 
 
-def conditional_references(value: Any) -> set[str]:
-    """The conditional references (``Patient?identifier=…``) in a resource."""
-    return {reference for reference in references_in(value) if "?" in reference and not is_placeholder(reference)}
+# Scanning the serialised resource (orjson writes no spaces) finds references at C speed; the Python walk below
+# then runs only for the resources that hold something to rewrite.
+REFERENCE_VALUE = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
+PLACEHOLDER_VALUE = re.compile(rb'"(urn:(?:uuid|oid):(?:[^"\\]|\\.)*)"')
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode() if b"\\" not in raw else str(orjson.loads(b'"' + raw + b'"'))
+
+
+def scan_references(data: bytes) -> list[str]:
+    """Every ``reference`` string in a serialised resource."""
+    return [_decode(raw) for raw in REFERENCE_VALUE.findall(data)]
+
+
+def conditional_references(references: list[str]) -> set[str]:
+    """The conditional references (``Patient?identifier=…``) among ``references``."""
+    return {reference for reference in references if "?" in reference and not is_placeholder(reference)}
+
+
+def needs_rewrite(data: bytes, references: list[str], mapping: dict[str, str]) -> bool:
+    """Whether a serialised resource holds a string that ``mapping`` rewrites (so the walk is worth it)."""
+    if not mapping:
+        return False
+    if any(reference in mapping for reference in references):
+        return True
+    if any(_decode(raw) in mapping for raw in PLACEHOLDER_VALUE.findall(data)):
+        return True
+    return any(not is_placeholder(key) and key.encode() in data for key in mapping)
 
 
 def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:

@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.transaction import (
     conditional_references,
+    needs_rewrite,
     processing_order,
     read_entries,
     references_in,
     rewrite_references,
+    scan_references,
 )
 
 KNOWN = load_registry().is_resource_type
@@ -80,4 +83,17 @@ def test_rewrite_references_and_find_conditional_ones() -> None:
     assert sorted(references_in(resource)) == sorted(
         ["Patient/123", "Practitioner/dr", "urn:uuid:unknown", "ServiceRequest?identifier=http://x|1"]
     )
-    assert conditional_references(resource) == {"ServiceRequest?identifier=http://x|1"}
+    assert conditional_references(references_in(resource)) == {"ServiceRequest?identifier=http://x|1"}
+
+
+def test_scanning_the_serialised_resource_finds_the_same_references() -> None:
+    resource = {"resourceType": "ImagingStudy", "subject": {"reference": "urn:uuid:p"},
+                "note": [{"text": 'a "quoted" reference'}],
+                "basedOn": [{"reference": 'ServiceRequest?identifier=a\\"b'}],
+                "extension": [{"url": "http://x", "valueUri": "urn:uuid:d"}]}  # fmt: skip
+    data = orjson.dumps(resource)
+    assert sorted(scan_references(data)) == sorted(references_in(resource))
+    assert needs_rewrite(data, scan_references(data), {"urn:uuid:d": "Practitioner/1"})
+    assert needs_rewrite(data, scan_references(data), {"urn:uuid:p": "Patient/1"})
+    assert not needs_rewrite(data, scan_references(data), {"urn:uuid:other": "Patient/2"})
+    assert not needs_rewrite(data, scan_references(data), {})

@@ -54,10 +54,11 @@ from fhir_imaging.fhir.transaction import (
     Entry,
     conditional_references,
     is_placeholder,
+    needs_rewrite,
     processing_order,
     read_entries,
-    references_in,
     rewrite_references,
+    scan_references,
 )
 from fhir_imaging.storage.base import Transaction, Version
 
@@ -138,7 +139,9 @@ class BundleRunner:
         """Rewrite placeholders and conditional references; an unresolvable one fails the entry."""
         if entry.resource is None:
             return
-        for reference in conditional_references(entry.resource) - mapping.keys():
+        data = orjson.dumps(entry.resource)
+        references = scan_references(data)
+        for reference in conditional_references(references) - mapping.keys():
             target_type, _, criteria = reference.partition("?")
             if not self.ctx.registry.is_resource_type(target_type):
                 raise BadRequest(f"The conditional reference {reference} names no resource type", entry.where)
@@ -146,8 +149,10 @@ class BundleRunner:
             if match is None:
                 raise PreconditionFailed(f"The conditional reference {reference} matches no resource", entry.where)
             mapping[reference] = f"{target_type}/{match.id}"
-        rewrite_references(entry.resource, mapping)
-        for reference in references_in(entry.resource):
+        if needs_rewrite(data, references, mapping):
+            rewrite_references(entry.resource, mapping)
+            references = scan_references(orjson.dumps(entry.resource))
+        for reference in references:
             if is_placeholder(reference):
                 raise BadRequest(f"The reference {reference} names no entry of this Bundle", f"{entry.where}.resource")
 
