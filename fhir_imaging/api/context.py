@@ -42,6 +42,14 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(function, *args)
 
 
+async def read_quickly(ctx: Context, function: Callable[..., T], *args: Any) -> T:
+    """A point read: on the event loop when the store's reads are local and short (SQLite: tens of microseconds,
+    less than the hop to a worker thread), else in a worker thread (PostgreSQL: a network round trip)."""
+    if ctx.store.reads_inline:
+        return function(*args)
+    return await anyio.to_thread.run_sync(function, *args)
+
+
 def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Wrap an interaction: negotiate the response format before anything else is done."""
 

@@ -6,9 +6,10 @@ no stack trace: it is logged with a request id, which the OperationOutcome and t
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
-import uuid
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -23,6 +24,13 @@ from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
 log = logging.getLogger("fhir_imaging")
 
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+_PROCESS_TAG = secrets.token_hex(4)
+_REQUEST_NUMBERS = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """Unique across processes and restarts (a random tag per process, then a counter), and cheap."""
+    return f"{_PROCESS_TAG}-{next(_REQUEST_NUMBERS):x}"
 
 
 def _outcome_response(request: Request, status: int, issues: list[Issue], headers: dict[str, str]) -> Response:
@@ -59,7 +67,7 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex[:16]
+        request_id = next_request_id()
         started = time.perf_counter()
         status = 500
         response_started = False

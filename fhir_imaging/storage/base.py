@@ -64,6 +64,8 @@ class Transaction(Protocol):
 class Store(Protocol):
     """What the API needs from a backend. Every method is one database transaction."""
 
+    reads_inline: bool  # point reads are cheap enough to run on the event loop
+
     def read(self, resource_type: str, resource_id: str) -> Version | None:
         """The current version (a deletion marker when deleted), or None when it never existed."""
 

@@ -35,6 +35,7 @@ def path_from_url(url: str) -> str:
 
 class SQLiteStore(SqlStore):
     dialect = SQLITE
+    reads_inline = True
 
     def __init__(self, url: str, synchronous: str = "full") -> None:
         self.path = path_from_url(url)

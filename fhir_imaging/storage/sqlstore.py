@@ -35,6 +35,7 @@ def _version(row: tuple[Any, ...]) -> Version:
 
 class SqlStore:
     dialect: Dialect
+    reads_inline = False  # point reads cheap enough to run on the event loop (see api.context.read_quickly)
 
     def _connection(self) -> AbstractContextManager[Any]:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from fhir_imaging.api.context import (
     base_url,
     context,
     endpoint,
-    in_thread,
+    read_quickly,
     resource_id_of,
     resource_type_of,
     version_id_of,
@@ -22,7 +22,8 @@ from fhir_imaging.fhir.outcome import Gone, NotFound
 @endpoint
 async def read(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
-    version = await in_thread(context(request).store.read, resource_type, resource_id)
+    ctx = context(request)
+    version = await read_quickly(ctx, ctx.store.read, resource_type, resource_id)
     if version is None:
         raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
     headers = version_headers(base_url(request), version)
@@ -39,10 +40,10 @@ async def read(request: Request) -> Response:
 async def vread(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     number = version_id_of(request)
-    store = context(request).store
-    version = await in_thread(store.vread, resource_type, resource_id, number)
+    ctx = context(request)
+    version = await read_quickly(ctx, ctx.store.vread, resource_type, resource_id, number)
     if version is None:
-        if await in_thread(store.read, resource_type, resource_id) is None:
+        if await read_quickly(ctx, ctx.store.read, resource_type, resource_id) is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
         raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
     headers = version_headers(base_url(request), version)
