@@ -7,12 +7,12 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import Registry, SearchParam, load_registry
-from fhir_imaging.search.fhirpath import Node, compile_expression
+from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import Row
 
@@ -29,17 +29,48 @@ def _params(resource_type: str) -> tuple[SearchParam, ...]:
     return tuple(indexed_params(load_registry(), resource_type))
 
 
+Extract = Callable[[dict[str, Any]], list[Row]]
+
+
+@cache
+def compile_extractor(expression: str, resource_type: str, param_type: str) -> Extract:
+    """resource → its index rows for one parameter (deduplicated, in order), compiled once per expression."""
+    plan, _ = compile_plan(expression, resource_type)
+    kind = TYPES[param_type]
+    run = plan.run
+    if plan.kind is not None:  # every value has one type: no Node built
+        rows_of = kind.extractor(plan.kind)
+
+        def extract(resource: dict[str, Any]) -> list[Row]:
+            rows = rows_of(run([resource]))
+            return list(dict.fromkeys(rows)) if len(rows) > 1 else rows
+
+        return extract
+
+    extractor = kind.extractor
+
+    def extract_nodes(resource: dict[str, Any]) -> list[Row]:
+        rows: list[Row] = []
+        for node in run([resource]):
+            rows += extractor(node.type)([node.value])
+        return list(dict.fromkeys(rows)) if len(rows) > 1 else rows
+
+    return extract_nodes
+
+
 def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
     """Every index row ``param`` gives for ``resource`` (deduplicated, in order)."""
     assert param.expression is not None
-    root = resource["resourceType"]
-    step, _ = compile_expression(param.expression, root)
-    kind = TYPES[param.type]
-    rows: dict[Row, None] = {}
-    for node in step([Node(root, resource, root)]):
-        for row in kind.extract(node):
-            rows[row] = None
-    return list(rows)
+    return compile_extractor(param.expression, resource["resourceType"], param.type)(resource)
+
+
+@cache
+def _extractors(resource_type: str) -> tuple[tuple[str, Extract], ...]:
+    """(code, extractor) for every indexed parameter of a type."""
+    return tuple(
+        (param.code, compile_extractor(param.expression or "", resource_type, param.type))
+        for param in _params(resource_type)
+    )
 
 
 def extract_rows(
@@ -51,6 +82,7 @@ def extract_rows(
             yield TABLES[kind], (param.code if not sub else f"{param.code}:{sub}", *columns)
 
 
+@cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     kind = next(kind for kind in TYPES.values() if kind.table == table)
     names = (*INDEX_PREFIX, *kind.columns)
@@ -63,8 +95,18 @@ def index_statements(
     """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``."""
     resource_type = resource["resourceType"]
     by_table: dict[str, list[tuple[Any, ...]]] = {}
-    for table, row in extract_rows(resource):
-        by_table.setdefault(table, []).append((rid, resource_type, *row))
+    tables = TABLES
+    for code, extract in _extractors(resource_type):
+        rows = extract(resource)
+        if not rows:
+            continue
+        head = (rid, resource_type, code)
+        for kind, sub, columns in rows:
+            table = tables[kind]
+            out = by_table.get(table)
+            if out is None:
+                out = by_table[table] = []
+            out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
     return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
 
 

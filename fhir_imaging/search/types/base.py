@@ -6,8 +6,9 @@ Spec: https://hl7.org/fhir/R4/search.html#ptypes (types), #prefix (prefixes), #e
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from fhir_imaging.fhir.registry import SearchParam
@@ -20,6 +21,8 @@ PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # The sub-key is '' for the parameter itself, or names a derived form kept in the same table under
 # ``code:sub`` (a reference's identifier → token table ``patient:identifier``; an identifier's type → ``:of-type``).
 Row = tuple[str, str, tuple[Any, ...]]
+# Index rows for a list of values all of one FHIR type, in order: what ``extract`` gives for each, concatenated.
+Extractor = Callable[[list[Any]], list[Row]]
 
 
 class InvalidValue(ValueError):
@@ -49,6 +52,9 @@ class SearchType(Protocol):
 
     def extract(self, node: Node) -> Iterator[Row]:
         """Index rows for one value found by the parameter's expression."""
+
+    def extractor(self, kind: str) -> Extractor:
+        """``extract`` for a list of values of FHIR type ``kind`` (what the write path calls)."""
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         """A condition on one index row (alias ``context.alias``) true when the row matches ``value``."""
@@ -91,6 +97,12 @@ def normalize(text: str) -> str:
     """Case- and accent-insensitive form used by string search (``Müller`` → ``muller``)."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+
+
+@lru_cache(maxsize=65536)
+def normalize_cached(text: str) -> str:
+    """``normalize``, remembered: extraction folds the same displays and names again and again."""
+    return normalize(text)
 
 
 def split_prefix(text: str, name: str) -> tuple[str, str]:

@@ -18,12 +18,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cache, lru_cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
-from fhir_imaging.search.types.base import CompileContext, InvalidValue, Row, column, split_prefix
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 LOWEST, HIGHEST = -(2**62), 2**62
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,8 +119,10 @@ class DateType:
         return parse_date_value(text)
 
     def extract(self, node: Node) -> Iterator[Row]:
-        for lo, hi in date_intervals(node):
-            yield ("date", "", (lo, hi))
+        return iter(date_extractor(node.type)([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return date_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         return compile_range(value.prefix, value.lo, value.hi, context.alias)
@@ -150,13 +153,16 @@ def compile_range(prefix: str, slo: int, shi: int, alias: str) -> sql.Expr:
     return conditions[prefix]
 
 
-def _point(value: Any) -> tuple[int, int] | None:
-    if not isinstance(value, str):
-        return None
+@lru_cache(maxsize=16384)
+def _interval(text: str) -> tuple[int, int] | None:
     try:
-        return parse_interval(value)
+        return parse_interval(text)
     except InvalidValue:
         return None
+
+
+def _point(value: Any) -> tuple[int, int] | None:
+    return _interval(value) if isinstance(value, str) else None
 
 
 def _period(value: Any) -> tuple[int, int] | None:
@@ -168,23 +174,39 @@ def _period(value: Any) -> tuple[int, int] | None:
     return (start[0] if start else LOWEST, end[1] if end else HIGHEST)
 
 
+def _timing(value: Any) -> list[tuple[int, int] | None]:
+    if not isinstance(value, dict):
+        return []
+    intervals = [_point(event) for event in value.get("event") or ()]
+    repeat = value.get("repeat")
+    if isinstance(repeat, dict):
+        intervals.append(_period(repeat.get("boundsPeriod")))
+    return intervals
+
+
+def _points(values: list[Any]) -> list[Row]:
+    return [("date", "", interval) for value in values if (interval := _point(value))]
+
+
+def _periods(values: list[Any]) -> list[Row]:
+    return [("date", "", interval) for value in values if (interval := _period(value))]
+
+
+def _timings(values: list[Any]) -> list[Row]:
+    return [("date", "", interval) for value in values for interval in _timing(value) if interval]
+
+
+def _none(values: list[Any]) -> list[Row]:
+    return []
+
+
+@cache
+def date_extractor(kind: str) -> Extractor:
+    """Date rows for values of FHIR type ``kind``: date, dateTime, instant (and string), Period, Timing."""
+    if kind in DATE_KINDS or kind == "string":
+        return _points
+    return {"Period": _periods, "Timing": _timings}.get(kind, _none)
+
+
 def date_intervals(node: Node) -> Iterator[tuple[int, int]]:
-    value = node.value
-    if node.type in DATE_KINDS or (isinstance(value, str) and node.type == "string"):
-        interval = _point(value)
-        if interval:
-            yield interval
-    elif node.type == "Period":
-        interval = _period(value)
-        if interval:
-            yield interval
-    elif node.type == "Timing" and isinstance(value, dict):
-        for event in value.get("event") or ():
-            interval = _point(event)
-            if interval:
-                yield interval
-        repeat = value.get("repeat")
-        if isinstance(repeat, dict):
-            interval = _period(repeat.get("boundsPeriod"))
-            if interval:
-                yield interval
+    return (columns for _, _, columns in date_extractor(node.type)([node.value]))

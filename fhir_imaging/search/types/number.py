@@ -11,12 +11,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
-from fhir_imaging.search.types.base import CompileContext, InvalidValue, Row, column, split_prefix
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 NUMBER_PATTERN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 UNBOUNDED = 1e308
@@ -88,17 +89,34 @@ class NumberType:
         return parse_number(rest, prefix)
 
     def extract(self, node: Node) -> Iterator[Row]:
-        number = number_of(node.value)
-        if number is not None:
-            yield ("number", "", (number, number))
-        elif node.type == "Range" and isinstance(node.value, dict):
-            low, high = node.value.get("low") or {}, node.value.get("high") or {}
-            lo, hi = number_of(low.get("value")), number_of(high.get("value"))
-            if lo is not None or hi is not None:
-                yield ("number", "", (lo if lo is not None else -UNBOUNDED, hi if hi is not None else UNBOUNDED))
+        return iter(number_extractor(node.type)([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return number_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         return compile_number(value, context.alias)
 
     def sort_key(self, alias: str, descending: bool) -> sql.Expr:
         return sql.Func("max", (column(alias, "hi"),)) if descending else sql.Func("min", (column(alias, "lo"),))
+
+
+def _number_rows(values: list[Any], ranges: bool) -> list[Row]:
+    out: list[Row] = []
+    for value in values:
+        number = number_of(value)
+        if number is not None:
+            out.append(("number", "", (number, number)))
+        elif ranges and isinstance(value, dict):
+            low, high = value.get("low") or {}, value.get("high") or {}
+            lo, hi = number_of(low.get("value")), number_of(high.get("value"))
+            if lo is not None or hi is not None:
+                out.append(("number", "", (lo if lo is not None else -UNBOUNDED, hi if hi is not None else UNBOUNDED)))
+    return out
+
+
+@cache
+def number_extractor(kind: str) -> Extractor:
+    """Number rows for values of FHIR type ``kind``: numbers (and numeric strings) as points, a Range its bounds."""
+    ranges = kind == "Range"
+    return lambda values: _number_rows(values, ranges)

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
-from fhir_imaging.search.types.base import CompileContext, Row, column, split_escaped, split_prefix, unescape
+from fhir_imaging.search.types.base import (
+    CompileContext,
+    Extractor,
+    Row,
+    column,
+    split_escaped,
+    split_prefix,
+    unescape,
+)
 from fhir_imaging.search.types.number import UNBOUNDED, NumberValue, compile_number, number_of, parse_number
 
 QUANTITY_KINDS = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
@@ -43,33 +52,10 @@ class QuantityType:
         return QuantityValue(number, system, code)
 
     def extract(self, node: Node) -> Iterator[Row]:
-        value = node.value
-        if not isinstance(value, dict):
-            return
-        if node.type == "Range":
-            low, high = value.get("low") or {}, value.get("high") or {}
-            lo, hi = number_of(low.get("value")), number_of(high.get("value"))
-            if lo is None and hi is None:
-                return
-            unit = low if lo is not None else high
-            yield (
-                "quantity",
-                "",
-                (*_unit(unit), lo if lo is not None else -UNBOUNDED, hi if hi is not None else UNBOUNDED),
-            )
-        elif node.type == "SampledData":
-            origin = value.get("origin") or {}
-            number = number_of(origin.get("value"))
-            if number is not None:
-                yield ("quantity", "", (*_unit(origin), number, number))
-        else:
-            number = number_of(value.get("value"))
-            if number is not None:
-                if node.type == "Money":
-                    currency = value.get("currency") if isinstance(value.get("currency"), str) else None
-                    yield ("quantity", "", ("urn:iso:std:iso:4217", currency, currency, number, number))
-                else:
-                    yield ("quantity", "", (*_unit(value), number, number))
+        return iter(quantity_extractor(node.type)([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return quantity_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         alias = context.alias
@@ -95,3 +81,38 @@ def _unit(quantity: dict[str, Any]) -> tuple[str | None, str | None, str | None]
         return item if isinstance(item, str) else None
 
     return text("system"), text("code"), text("unit")
+
+
+def _quantity_rows(value: Any, kind: str) -> Iterator[Row]:
+    if not isinstance(value, dict):
+        return
+    if kind == "Range":
+        low, high = value.get("low") or {}, value.get("high") or {}
+        lo, hi = number_of(low.get("value")), number_of(high.get("value"))
+        if lo is None and hi is None:
+            return
+        unit = low if lo is not None else high
+        yield (
+            "quantity",
+            "",
+            (*_unit(unit), lo if lo is not None else -UNBOUNDED, hi if hi is not None else UNBOUNDED),
+        )
+    elif kind == "SampledData":
+        origin = value.get("origin") or {}
+        number = number_of(origin.get("value"))
+        if number is not None:
+            yield ("quantity", "", (*_unit(origin), number, number))
+    else:
+        number = number_of(value.get("value"))
+        if number is not None:
+            if kind == "Money":
+                currency = value.get("currency") if isinstance(value.get("currency"), str) else None
+                yield ("quantity", "", ("urn:iso:std:iso:4217", currency, currency, number, number))
+            else:
+                yield ("quantity", "", (*_unit(value), number, number))
+
+
+@cache
+def quantity_extractor(kind: str) -> Extractor:
+    """Quantity rows for values of FHIR type ``kind``: Quantity (and its kinds), Money, Range, SampledData."""
+    return lambda values: [row for value in values for row in _quantity_rows(value, kind)]

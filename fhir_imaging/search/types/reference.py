@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
@@ -18,13 +19,14 @@ from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node, reference_target
 from fhir_imaging.search.types.base import (
     CompileContext,
+    Extractor,
     InvalidValue,
     NotSupportedModifier,
     Row,
     column,
     unescape,
 )
-from fhir_imaging.search.types.token import token_rows
+from fhir_imaging.search.types.token import identifier_rows
 
 HISTORY = "/_history/"
 
@@ -78,17 +80,10 @@ class ReferenceType:
         return parse_reference(unescape(text), types)
 
     def extract(self, node: Node) -> Iterator[Row]:
-        value = node.value
-        if isinstance(value, dict):
-            reference = value.get("reference")
-            if isinstance(reference, str) and reference and not reference.startswith("#"):
-                yield ("reference", "", reference_row(reference))
-            identifier = value.get("identifier")
-            if isinstance(identifier, dict):
-                for _, _, row in token_rows(Node("Identifier", identifier)):
-                    yield ("token", "identifier", row)
-        elif isinstance(value, str) and value and not value.startswith("#"):  # canonical, uri
-            yield ("reference", "", reference_row(value))
+        return iter(reference_rows([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return reference_rows
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         return compile_reference(value, context)
@@ -97,6 +92,23 @@ class ReferenceType:
         return sql.Func("max" if descending else "min", (column(alias, "url"),))
 
 
+def reference_rows(values: list[Any]) -> list[Row]:
+    """Reference rows for References (and the ``:identifier`` token rows of their identifiers) or canonicals."""
+    out: list[Row] = []
+    for value in values:
+        if isinstance(value, dict):
+            reference = value.get("reference")
+            if isinstance(reference, str) and reference and reference[0] != "#":
+                out.append(("reference", "", reference_row(reference)))
+            identifier = value.get("identifier")
+            if isinstance(identifier, dict):
+                out += [("token", "identifier", row) for _, _, row in identifier_rows(identifier)]
+        elif isinstance(value, str) and value and value[0] != "#":  # canonical, uri
+            out.append(("reference", "", reference_row(value)))
+    return out
+
+
+@lru_cache(maxsize=16384)
 def reference_row(reference: str) -> tuple[Any, ...]:
     url = strip_reference(reference)
     target = reference_target(url)

@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
-from fhir_imaging.search.types.base import CompileContext, InvalidValue, Row, column, normalize, unescape
+from fhir_imaging.search.types.base import (
+    CompileContext,
+    Extractor,
+    InvalidValue,
+    Row,
+    column,
+    normalize,
+    normalize_cached,
+    unescape,
+)
 
 NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
@@ -39,8 +49,10 @@ class StringType:
         return StringValue(value, normalize(value))
 
     def extract(self, node: Node) -> Iterator[Row]:
-        for text in string_parts(node):
-            yield ("string", "", (normalize(text), text))
+        return iter(string_extractor(node.type)([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return string_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         norm, exact = column(context.alias, "norm"), column(context.alias, "exact")
@@ -56,14 +68,28 @@ class StringType:
         return sql.Func("max" if descending else "min", (column(alias, "norm"),))
 
 
+def _parts(parts: tuple[str, ...]) -> Extractor:
+    def extract(values: list[Any]) -> list[Row]:
+        out: list[Row] = []
+        for value in values:
+            if isinstance(value, str):
+                out.append(("string", "", (normalize_cached(value), value)))
+            elif isinstance(value, dict):
+                for part in parts:
+                    item = value.get(part)
+                    for text in item if isinstance(item, list) else (item,):
+                        if isinstance(text, str) and text:
+                            out.append(("string", "", (normalize_cached(text), text)))
+        return out
+
+    return extract
+
+
+@cache
+def string_extractor(kind: str) -> Extractor:
+    """String rows for values of FHIR type ``kind``: strings, and the parts of a HumanName or an Address."""
+    return _parts(NAME_PARTS if kind == "HumanName" else ADDRESS_PARTS if kind == "Address" else ())
+
+
 def string_parts(node: Node) -> Iterator[str]:
-    value = node.value
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        parts = NAME_PARTS if node.type == "HumanName" else ADDRESS_PARTS if node.type == "Address" else ()
-        for part in parts:
-            item = value.get(part)
-            for text in item if isinstance(item, list) else (item,):
-                if isinstance(text, str) and text:
-                    yield text
+    return (text for _, _, (_, text) in string_extractor(node.type)([node.value]))

@@ -8,8 +8,9 @@ An Identifier also yields ``:of-type`` rows (system = type's system|code, code =
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
@@ -17,18 +18,18 @@ from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import (
     CompileContext,
+    Extractor,
     InvalidValue,
     NotSupportedModifier,
     Row,
     column,
     normalize,
+    normalize_cached,
     split_escaped,
     unescape,
 )
 
 TERMINOLOGY_MODIFIERS = frozenset({"in", "not-in", "above", "below"})
-CODING_TYPES = frozenset({"Coding"})
-CODEABLE_TYPES = frozenset({"CodeableConcept"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,10 @@ class TokenType:
         return parse_token(text)
 
     def extract(self, node: Node) -> Iterator[Row]:
-        yield from token_rows(node)
+        return token_rows(node)
+
+    def extractor(self, kind: str) -> Extractor:
+        return token_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         return compile_token(value, context.alias)
@@ -106,54 +110,111 @@ def compile_token(value: Any, alias: str) -> sql.Expr:
 
 
 def _text(value: Any) -> str | None:
-    return normalize(value) if isinstance(value, str) and value else None
+    return normalize_cached(value) if isinstance(value, str) and value else None
 
 
 def _coding_row(coding: Any, text: str | None) -> Row | None:
     if not isinstance(coding, dict):
         return None
-    code, system = coding.get("code"), coding.get("system")
-    display = _text(coding.get("display")) or text
-    if not isinstance(code, str) and display is None:
-        return None
-    return ("token", "", (system if isinstance(system, str) else "", code if isinstance(code, str) else None, display))
+    code, system, display = coding.get("code"), coding.get("system"), coding.get("display")
+    display = (normalize_cached(display) if isinstance(display, str) and display else None) or text
+    if not isinstance(code, str):
+        if display is None:
+            return None
+        code = None
+    return ("token", "", (system if isinstance(system, str) else "", code, display))
+
+
+def _scalar(value: Any) -> list[Row]:
+    """A primitive's row (and what any type gives for a primitive value): booleans as true/false."""
+    if isinstance(value, bool):
+        return [("token", "", ("", "true" if value else "false", None))]
+    if isinstance(value, str | int | float):
+        return [("token", "", ("", str(value), None))]
+    return []
+
+
+def _scalars(values: list[Any]) -> list[Row]:
+    out = [("token", "", ("", value, None)) for value in values if value.__class__ is str]
+    if len(out) == len(values):
+        return out
+    return [row for value in values for row in _scalar(value)]
+
+
+def _codings(values: list[Any]) -> list[Row]:
+    """``_coding_row`` for each value, inlined, and once per (code, system, display): a study has a sopClass Coding
+    per instance, mostly the same few."""
+    out: list[Row] = []
+    seen: set[tuple[Any, Any, Any]] = set()
+    for coding in values:
+        if isinstance(coding, dict):
+            get = coding.get
+            code, system, display = key = get("code"), get("system"), get("display")
+            try:
+                if key in seen:  # equal keys give equal rows
+                    continue
+                seen.add(key)
+            except TypeError:  # a list or an object where a string belongs: not remembered
+                pass
+            display = normalize_cached(display) if isinstance(display, str) and display else None
+            if not isinstance(code, str):
+                if not display:
+                    continue
+                code = None
+            out.append(("token", "", (system if isinstance(system, str) else "", code, display or None)))
+    return out
+
+
+def _concept(value: Any) -> list[Row]:
+    if not isinstance(value, dict):
+        return _scalar(value)
+    text = _text(value.get("text"))
+    out = [row for coding in value.get("coding") or () if (row := _coding_row(coding, None))]
+    if text:
+        out.append(("token", "", ("", None, text)))
+    return out
+
+
+def identifier_rows(value: Any) -> list[Row]:
+    """An Identifier's rows: (system, value, type text) and one ``of-type`` row per coded type."""
+    if not isinstance(value, dict):
+        return _scalar(value)
+    identifier, system = value.get("value"), value.get("system")
+    system = system if isinstance(system, str) else ""
+    kind_of = value.get("type") if isinstance(value.get("type"), dict) else {}
+    text = _text(kind_of.get("text"))
+    if isinstance(identifier, str):
+        out: list[Row] = [("token", "", (system, identifier, text))]
+        for coding in kind_of.get("coding") or ():
+            if isinstance(coding, dict) and coding.get("code"):
+                type_system = f"{coding.get('system') or ''}|{coding['code']}"
+                out.append(("token", "of-type", (type_system, identifier, None)))
+        return out
+    return [("token", "", (system, None, text))] if text else []
+
+
+def _contact(value: Any) -> list[Row]:
+    if not isinstance(value, dict):
+        return _scalar(value)
+    if not isinstance(value.get("value"), str):
+        return []
+    system = value.get("system")
+    return [("token", "", (system if isinstance(system, str) else "", value["value"], None))]
+
+
+def _each(one: Callable[[Any], list[Row]]) -> Extractor:
+    return lambda values: [row for value in values for row in one(value)]
+
+
+@cache
+def token_extractor(kind: str) -> Extractor:
+    """Token rows for values of FHIR type ``kind``: Coding, CodeableConcept, Identifier, ContactPoint, primitives."""
+    if kind == "Coding":
+        return _codings
+    one = {"CodeableConcept": _concept, "Identifier": identifier_rows, "ContactPoint": _contact}.get(kind)
+    return _each(one) if one is not None else _scalars
 
 
 def token_rows(node: Node) -> Iterator[Row]:
     """Token index rows for one typed value."""
-    value, kind = node.value, node.type
-    if kind == "Coding":
-        row = _coding_row(value, None)
-        if row:
-            yield row
-    elif kind == "CodeableConcept" and isinstance(value, dict):
-        text = _text(value.get("text"))
-        for coding in value.get("coding") or ():
-            row = _coding_row(coding, None)
-            if row:
-                yield row
-        if text:
-            yield ("token", "", ("", None, text))
-    elif kind == "Identifier" and isinstance(value, dict):
-        identifier, system = value.get("value"), value.get("system")
-        system = system if isinstance(system, str) else ""
-        kind_of = value.get("type") if isinstance(value.get("type"), dict) else {}
-        text = _text(kind_of.get("text"))
-        if isinstance(identifier, str):
-            yield ("token", "", (system, identifier, text))
-            for coding in kind_of.get("coding") or ():
-                if isinstance(coding, dict) and coding.get("code"):
-                    type_system = f"{coding.get('system') or ''}|{coding['code']}"
-                    yield ("token", "of-type", (type_system, identifier, None))
-        elif text:
-            yield ("token", "", (system, None, text))
-    elif kind == "ContactPoint" and isinstance(value, dict):
-        if isinstance(value.get("value"), str):
-            system = value.get("system")
-            yield ("token", "", (system if isinstance(system, str) else "", value["value"], None))
-    elif kind == "boolean" and isinstance(value, bool):
-        yield ("token", "", ("", "true" if value else "false", None))
-    elif isinstance(value, str | int | float) and not isinstance(value, bool):
-        yield ("token", "", ("", str(value), None))
-    elif isinstance(value, bool):
-        yield ("token", "", ("", "true" if value else "false", None))
+    return iter(token_extractor(node.type)([node.value]))

@@ -11,7 +11,7 @@ from typing import Any
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
-from fhir_imaging.search.types.base import CompileContext, InvalidValue, Row, column, unescape
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, unescape
 
 TOP = "\U0010ffff"
 
@@ -29,8 +29,10 @@ class UriType:
         return value
 
     def extract(self, node: Node) -> Iterator[Row]:
-        if isinstance(node.value, str) and node.value:
-            yield ("uri", "", (node.value,))
+        return iter(uri_rows([node.value]))
+
+    def extractor(self, kind: str) -> Extractor:
+        return uri_rows
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         uri = column(context.alias, "uri")
@@ -43,3 +45,7 @@ class UriType:
 
     def sort_key(self, alias: str, descending: bool) -> sql.Expr:
         return sql.Func("max" if descending else "min", (column(alias, "uri"),))
+
+
+def uri_rows(values: list[Any]) -> list[Row]:
+    return [("uri", "", (value,)) for value in values if isinstance(value, str) and value]
