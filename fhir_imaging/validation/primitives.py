@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 PrimitiveCheck = Callable[[Any], "str | None"]
@@ -81,3 +82,109 @@ def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCh
 def compile_primitives(table: Mapping[str, Mapping[str, str]]) -> dict[str, PrimitiveCheck]:
     """Primitive type code → checker, from the ``primitives`` table of the package data."""
     return {code: make_check(code, spec["json"], spec.get("regex")) for code, spec in table.items()}
+
+
+# -- yes/no tests for the fast pass (fast.py) ---------------------------------------------------------------------
+
+PrimitiveOk = Callable[[Any], bool]
+
+# Integer regexes of the R4 table → the least value whose decimal form (``str(int)``) they all match: with these, an
+# int in [least, INT_MAX] is exactly a valid value and the regex need not run.
+_INT_LEAST = {r"-?([0]|([1-9][0-9]*))": INT_MIN, r"[0]|([1-9][0-9]*)": 0, r"[1-9][0-9]*": 1}
+# The decimal regex matches the decimal form of every int (floats still go through it: ``inf``, ``1e+20``).
+_DECIMAL = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+# String regexes → a cheaper test that implies a match (when it fails, the regex decides). ``isprintable()`` is
+# false for every ASCII whitespace but the space (\t \n \r \f \v are control characters).
+_IMPLIES_MATCH: dict[str, Callable[[str], bool]] = {
+    r"[ \r\n\t\S]+": str.isprintable,  # string, markdown: no \f, \v
+    r"\S*": lambda value: value.isprintable() and " " not in value,  # uri, url, canonical: no whitespace
+    r"[^\s]+(\s[^\s]+)*": lambda value: value.isprintable() and " " not in value,  # code: no whitespace at all
+}
+# Valid strings remembered per type (system URLs, codes and display texts repeat across a study's instances), except
+# for the identifier types: their values (DICOM uids) rarely repeat, remembering them would only cost.
+MEMO_SIZE, MEMO_MAX_LENGTH = 4096, 256
+_NO_MEMO = frozenset({"id", "oid", "uuid"})
+
+
+@dataclass(frozen=True, slots=True)
+class PrimitiveTest:
+    """``ok(value)`` is exactly ``make_check(...)(value) is None``; the rest lets callers inline the common case."""
+
+    ok: PrimitiveOk
+    memo: set[str] | None = None  # strings known valid (a str in it is valid; the set only grows, or is cleared)
+    int_least: int | None = None  # when set: valid ⇔ ``type(value) is int and int_least <= value <= INT_MAX``
+    fullmatch: Callable[[str], Any] | None = None  # when set: valid ⇔ a non-empty str and ``fullmatch(value)``
+
+
+def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTest:
+    """The yes/no test of ``type_code`` values, equivalent to ``make_check`` (the same JSON type and regex)."""
+    match = re.compile(regex, re.ASCII).fullmatch if regex is not None else None
+
+    if json_type == "boolean":
+
+        def ok(value: Any) -> bool:
+            return value is True or value is False
+
+        return PrimitiveTest(ok)
+
+    if json_type == "integer":
+        least = INT_MIN if regex is None else _INT_LEAST.get(regex)
+        if least is not None:
+
+            def ok(value: Any) -> bool:
+                return type(value) is int and least <= value <= INT_MAX
+
+            return PrimitiveTest(ok, int_least=least)
+
+        def ok(value: Any) -> bool:
+            return type(value) is int and INT_MIN <= value <= INT_MAX and match(str(value)) is not None  # type: ignore[misc]
+
+        return PrimitiveTest(ok)
+
+    if json_type == "number":
+        ints_match = match is None or regex == _DECIMAL
+
+        def ok(value: Any) -> bool:
+            kind = type(value)
+            if kind is not int and kind is not float:
+                return False
+            return (kind is int and ints_match) or match is None or match(str(value)) is not None
+
+        return PrimitiveTest(ok)
+
+    if match is None:
+
+        def ok(value: Any) -> bool:
+            return type(value) is str and value != ""
+
+        return PrimitiveTest(ok)
+
+    if type_code in _NO_MEMO:
+
+        def ok(value: Any) -> bool:
+            return type(value) is str and value != "" and match(value) is not None
+
+        return PrimitiveTest(ok, fullmatch=match)
+
+    implies = _IMPLIES_MATCH.get(regex)  # type: ignore[arg-type]
+    valid: set[str] = set()  # bounded; cleared when full (set operations are atomic: safe between threads)
+
+    def ok(value: Any) -> bool:
+        if type(value) is not str:
+            return False
+        if value in valid:
+            return True
+        if not value or not ((implies is not None and implies(value)) or match(value) is not None):
+            return False
+        if len(value) <= MEMO_MAX_LENGTH:
+            if len(valid) >= MEMO_SIZE:
+                valid.clear()
+            valid.add(value)
+        return True
+
+    return PrimitiveTest(ok, memo=valid)
+
+
+def compile_tests(table: Mapping[str, Mapping[str, str]]) -> dict[str, PrimitiveTest]:
+    """Primitive type code → yes/no test, from the ``primitives`` table of the package data."""
+    return {code: make_test(code, spec["json"], spec.get("regex")) for code, spec in table.items()}

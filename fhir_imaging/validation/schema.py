@@ -60,7 +60,8 @@ class Schema:
         self.abstract = frozenset(types["abstract"])
         self.resource_types = frozenset(self._raw_resources) - self.abstract
         self.datatypes = frozenset(self._raw_complex)
-        self.checks = compile_primitives(types["primitives"])
+        self.primitive_table: Mapping[str, Mapping[str, str]] = types["primitives"]
+        self.checks = compile_primitives(self.primitive_table)
         self._expansions: Mapping[str, Mapping[str, list[str]]] = valuesets["expansions"]
         self.unexpandable = frozenset(valuesets["unexpandable"])
         self._bindings: dict[str, tuple[frozenset[str], frozenset[tuple[str, str]]]] = {}

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from fhir_imaging.fhir.outcome import Issue
+from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 
 # references.html#literal: a relative literal reference is [type]/[id] (optionally /_history/[vid]).
@@ -36,6 +37,7 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
+        self._fast = FastPass(schema, _RELATIVE_REFERENCE.fullmatch)
 
     @classmethod
     def load(cls) -> Validator:
@@ -47,6 +49,8 @@ class Validator:
 
     def validate(self, resource: Any) -> list[Issue]:
         """Every issue of ``resource`` (errors and warnings); an empty list when it is valid."""
+        if self._fast.clean(resource):  # the common case: no issue, no locations to build (fast.py)
+            return []
         issues: list[Issue] = []
         self._resource(resource, "", issues)
         return issues

@@ -1,0 +1,243 @@
+"""Validate a resource (parsed FHIR JSON) against the R4 definitions; report every issue found, with its location.
+
+Spec: https://hl7.org/fhir/R4/validation.html (what a validator checks), https://hl7.org/fhir/R4/json.html (FHIR
+JSON rules), https://hl7.org/fhir/R4/elementdefinition.html (cardinality, types, bindings),
+https://hl7.org/fhir/R4/references.html (Reference) and https://hl7.org/fhir/R4/fhirpath.html (``expression``).
+
+One walk over the JSON, driven by the compiled ``Structure`` tables of ``schema.py``. Issue codes: ``structure``
+for FHIR JSON shape faults (unknown element, array vs single value, empty array or object, ``null``, several types
+of one choice, missing or unknown ``resourceType``); ``value`` for primitive values of the wrong JSON type or
+lexical form; ``required`` for missing required elements; ``code-invalid`` for codes outside a required binding;
+and, as warnings only, ``invalid`` for relative references to an unknown resource type or to one the element does
+not allow (four of HL7's own examples do that; references need not resolve in this server).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from fhir_imaging.fhir.outcome import Issue
+from tests.unit.validation_reference.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+
+# references.html#literal: a relative literal reference is [type]/[id] (optionally /_history/[vid]).
+_RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?")
+
+
+def _error(code: str, message: str, path: str, *more: str) -> Issue:
+    return Issue("error", code, message, (path, *more))
+
+
+class Validator:
+    """Validates resources against the R4 definitions; build it once with ``Validator.load()``; thread-safe."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    @classmethod
+    def load(cls) -> Validator:
+        """The validator over the shipped package data (``fhir_imaging/validation/data``)."""
+        data = resources.files("fhir_imaging.validation") / "data"
+        types = orjson.loads((data / "types.json").read_bytes())
+        valuesets = orjson.loads((data / "valuesets.json").read_bytes())
+        return cls(Schema(types, valuesets))
+
+    def validate(self, resource: Any) -> list[Issue]:
+        """Every issue of ``resource`` (errors and warnings); an empty list when it is valid."""
+        issues: list[Issue] = []
+        self._resource(resource, "", issues)
+        return issues
+
+    def validate_value(self, type_code: str, value: Any, path: str | None = None) -> list[Issue]:
+        """Issues of one value of a datatype (primitive or complex), e.g. for tests of single datatypes."""
+        issues: list[Issue] = []
+        path = path or type_code
+        check = self.schema.checks.get(type_code)
+        if check is not None:
+            reason = check(value) if value is not None else "null is not a value"
+            if reason is not None:
+                issues.append(_error("value", f"{path}: {reason}", path))
+        elif type_code in self.schema.datatypes:
+            prop = Prop(type_code, type_code, COMPLEX, False, type_code, type_ref=type_code)
+            self._value(prop, value, path, issues)
+        else:
+            raise ValueError(f"unknown FHIR datatype {type_code!r}")
+        return issues
+
+    # -- the walk -------------------------------------------------------------------------------------------------
+
+    def _resource(self, resource: Any, path: str, issues: list[Issue]) -> None:
+        where = path or "(resource)"
+        if type(resource) is not dict:
+            issues.append(_error("structure", f"{where}: a resource must be a JSON object", where))
+            return
+        type_name = resource.get("resourceType")
+        if type_name is None:
+            issues.append(_error("structure", f"{where}: resourceType is missing", where))
+            return
+        struct = self.schema.resource(type_name) if type(type_name) is str else None
+        if struct is None:
+            issues.append(_error("structure", f"{where}: unknown resource type {type_name!r}", where))
+            return
+        self._object(resource, struct, path or type_name, issues)
+
+    def _object(self, obj: dict[str, Any], struct: Structure, path: str, issues: list[Issue]) -> None:
+        props = struct.props
+        choices: dict[str, str] | None = None
+        for key, value in obj.items():
+            prop = props.get(key)
+            if prop is None:
+                if key != "resourceType" or not struct.is_resource:
+                    issues.append(_error("structure", f"{path}: unknown element '{key}'", f"{path}.{key}"))
+                continue
+            if prop.choice and prop.kind != EXTENSION_OF:
+                if choices is None:
+                    choices = {}
+                if prop.choice in choices:
+                    other = props[choices[prop.choice]].segment
+                    issues.append(
+                        _error(
+                            "structure",
+                            f"{path}: only one of the types of {prop.choice} may be present "
+                            f"({choices[prop.choice]}, {key})",
+                            f"{path}.{other}",
+                            f"{path}.{prop.segment}",
+                        )
+                    )
+                else:
+                    choices[prop.choice] = key
+            if not prop.array:
+                if (  # fast path: a valid primitive needs no location
+                    prop.kind == PRIMITIVE
+                    and value is not None
+                    and type(value) is not list
+                    and prop.check(value) is None  # type: ignore[misc]
+                    and (prop.codes is None or value in prop.codes)
+                ):
+                    continue
+                where = f"{path}.{prop.segment}"
+                if type(value) is list:
+                    issues.append(_error("structure", f"{where}: a single value is expected, not an array", where))
+                elif value is None:
+                    issues.append(_error("structure", f"{where}: null is not allowed here", where))
+                else:
+                    self._value(prop, value, where, issues)
+                continue
+            where = f"{path}.{prop.segment}"
+            if type(value) is not list:
+                issues.append(_error("structure", f"{where}: an array is expected (max cardinality *)", where))
+            elif not value:
+                issues.append(_error("structure", f"{where}: arrays must not be empty in FHIR JSON", where))
+            else:
+                self._array(obj, prop, value, where, issues)
+        for name, keys in struct.required:
+            for key in keys:
+                if key in obj:
+                    break
+            else:
+                issues.append(
+                    _error(
+                        "required", f"{path}: required element {name} is missing", f"{path}.{name.removesuffix('[x]')}"
+                    )
+                )
+
+    def _array(self, obj: dict[str, Any], prop: Prop, items: list[Any], where: str, issues: list[Issue]) -> None:
+        """An array of values; ``null`` items only where the sibling array (``x`` ↔ ``_x``) has a value."""
+        partner_key = prop.key[1:] if prop.kind == EXTENSION_OF else "_" + prop.key
+        partner = obj.get(partner_key) if (prop.kind == PRIMITIVE or prop.kind == EXTENSION_OF) else None
+        if type(partner) is list and len(partner) != len(items) and prop.kind == PRIMITIVE:
+            issues.append(
+                _error("structure", f"{where}: {prop.key} and {partner_key} must have the same length", where)
+            )
+        for i, item in enumerate(items):
+            item_path = f"{where}[{i}]"
+            if item is None:
+                if type(partner) is not list or i >= len(partner) or partner[i] is None:
+                    issues.append(
+                        _error(
+                            "structure",
+                            f"{item_path}: null is only allowed in a primitive array "
+                            f"whose {partner_key} counterpart has a value at the same index",
+                            item_path,
+                        )
+                    )
+                continue
+            self._value(prop, item, item_path, issues)
+
+    def _value(self, prop: Prop, value: Any, where: str, issues: list[Issue]) -> None:
+        kind = prop.kind
+        if kind == PRIMITIVE:
+            reason = prop.check(value)  # type: ignore[misc]
+            if reason is not None:
+                issues.append(_error("value", f"{where}: {reason}", where))
+            elif prop.codes is not None and value not in prop.codes:
+                issues.append(
+                    _error("code-invalid", f"{where}: {value!r} is not in the required value set {prop.binding}", where)
+                )
+            return
+        if kind == RESOURCE:
+            self._resource(value, where, issues)
+            return
+        if type(value) is not dict:
+            what = "an array" if type(value) is list else repr(value)[:40]
+            label = "primitive extension object" if kind == EXTENSION_OF else prop.type_code
+            issues.append(_error("structure", f"{where}: a JSON object ({label}) is expected, not {what}", where))
+            return
+        if not value:
+            issues.append(_error("structure", f"{where}: objects must not be empty in FHIR JSON", where))
+            return
+        self._object(value, prop.struct or self.schema.resolve(prop), where, issues)
+        if prop.system_codes is not None:
+            self._coded(prop, value, where, issues)
+        elif prop.targets is not None or prop.type_code == "Reference":
+            self._reference(prop, value, where, issues)
+
+    def _coded(self, prop: Prop, value: dict[str, Any], where: str, issues: list[Issue]) -> None:
+        """Required binding on a CodeableConcept (at least one coding from the value set) or a Coding."""
+        codings = value.get("coding") if prop.type_code == "CodeableConcept" else [value]
+        if type(codings) is not list:
+            return
+        found = False
+        for coding in codings:
+            if type(coding) is not dict or type(coding.get("code")) is not str:
+                continue
+            found = True
+            system = coding.get("system")
+            if (system, coding["code"]) in prop.system_codes or (system is None and coding["code"] in prop.codes):  # type: ignore[operator]
+                return
+        if found:
+            issues.append(
+                _error("code-invalid", f"{where}: no coding is in the required value set {prop.binding}", where)
+            )
+
+    def _reference(self, prop: Prop, value: dict[str, Any], where: str, issues: list[Issue]) -> None:
+        """Warn when a relative literal reference names an unknown resource type or one the element does not allow."""
+        reference = value.get("reference")
+        if type(reference) is not str:
+            return
+        match = _RELATIVE_REFERENCE.fullmatch(reference)
+        if match is None:
+            return
+        target = match.group(1)
+        if target not in self.schema.resource_types:
+            issues.append(
+                Issue(
+                    "warning",
+                    "invalid",
+                    f"{where}: {reference!r} refers to an unknown resource type",
+                    (f"{where}.reference",),
+                )
+            )
+        elif prop.targets is not None and target not in prop.targets:
+            allowed = ", ".join(sorted(prop.targets))
+            issues.append(
+                Issue(
+                    "warning",
+                    "invalid",
+                    f"{where}: {reference!r} refers to a {target}; allowed: {allowed}",
+                    (f"{where}.reference",),
+                )
+            )
