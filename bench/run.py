@@ -1,0 +1,308 @@
+"""``python -m bench run``: preload each server with the corpus, run every workload against it, write the report.
+
+For each scale: the corpus is generated once (cached as NDJSON), the request files are built once, then each target
+in turn is preloaded, started, probed and measured workload by workload (a warm-up run, then the measured run), and
+stopped. Only one server runs at a time. Nothing but 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import floor as floor_app
+from bench import generate, targets
+from bench.loadgen import run_wrk
+from bench.workloads import BY_NAME, WORKLOADS, Corpus, Workload, probe
+
+REPO = targets.REPO
+TARGET_NAMES = ("floor", "ours", "ours-granian", "peer")
+EXPERIMENTS = {  # what-if variants (bench/experiments.py), only when named in --targets
+    "ours-control": "bench.granian_app:create_app",  # unpatched, launched like the variants (python -m uvicorn)
+    "ours-switch-interval": "bench.experiments:short_switch_interval",
+}
+
+
+@dataclass
+class Measurement:
+    scale: int
+    target: str
+    workload: str
+    skipped: str | None = None  # why, when skipped
+    requests: int = 0
+    seconds: float = 0.0
+    rate: float = 0.0  # requests/s
+    resources_rate: float = 0.0  # resources/s (transactions: 100 per request)
+    mib_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    errors: int = 0
+    error_detail: dict[str, int] = field(default_factory=dict)
+    rss_mib: float = 0.0  # server RSS at the end of the run
+    rss_peak_mib: float = 0.0
+    server_cpu: float = 0.0  # cores busy (1.0 = one core) during the run
+    client_cpu: float = 0.0
+    other_cpu: float = 0.0  # cores busy with other processes of the machine during the run (noise)
+
+
+@dataclass
+class TargetRun:
+    scale: int
+    target: str
+    description: str
+    preload_seconds: float = 0.0
+    start_seconds: float = 0.0
+    rss_idle_mib: float = 0.0
+    source: str = ""  # hash of fhir_imaging/*.py when the target started (the tree may change during a run)
+    error: str | None = None
+
+
+@dataclass
+class Options:
+    scales: list[int]
+    seed: int = 1
+    duration: float = 10.0
+    warmup: float = 2.0
+    targets: tuple[str, ...] = TARGET_NAMES
+    workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
+    workers: int = 1
+    cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
+    work_dir: Path | None = None
+    peer_heap_mib: int = 16384
+    slow_limit: float = 2.0  # seconds: a workload whose single request is slower is skipped
+    out: Path | None = None
+    log: Callable[[str], None] = print
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def corpus_file(opts: Options, scale: int) -> Path:
+    """The corpus as NDJSON, cached by scale, seed and the generator's source."""
+    key = _hash_files([REPO / "bench" / "generate.py"])
+    path = opts.cache_dir / f"corpus-{scale}-{opts.seed}-{key}.ndjson"
+    if not path.exists():
+        opts.log(f"  generating the corpus ({scale} studies) → {path}")
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as out:
+            for resource in generate.generate_corpus(scale, opts.seed):
+                out.write(orjson.dumps(resource) + b"\n")
+        tmp.rename(path)
+    return path
+
+
+def batched(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def read_corpus(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as f:
+        for line in f:
+            yield orjson.loads(line)
+
+
+def source_hash() -> str:
+    return _hash_files(list((REPO / "fhir_imaging").rglob("*.py")))
+
+
+def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
+    """Copy a preloaded database into ``into``; build it (through ``SQLiteStore.create``) when not cached.
+
+    The cache key covers the server's source, so a change of schema or indexing rebuilds it. Returns the seconds
+    the preload took (0 when cached)."""
+    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), REPO / "bench" / "generate.py"])
+    template = opts.cache_dir / f"ours-{scale}-{opts.seed}-{key}.db"
+    seconds = 0.0
+    if not template.exists():
+        from fhir_imaging.storage.sqlite import SQLiteStore
+
+        opts.log(f"  preloading our database ({scale} studies) through SQLiteStore.create")
+        tmp = template.with_suffix(".tmp.db")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        started = time.monotonic()
+        store = SQLiteStore(f"sqlite:///{tmp}", synchronous="off")
+        for batch in batched(read_corpus(corpus), 500):
+            if hasattr(store, "transact"):  # 500 creates per transaction
+                store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
+            else:
+                for r in batch:
+                    store.create(r["resourceType"], r["id"], r)
+        store.close()
+        seconds = time.monotonic() - started
+        tmp.rename(template)
+        for stale in opts.cache_dir.glob(f"ours-{scale}-{opts.seed}-*.db"):  # templates of older sources
+            if stale != template:
+                stale.unlink()
+        opts.log(f"  preloaded in {seconds:.1f} s")
+    shutil.copyfile(template, into)
+    return seconds
+
+
+def build_target(name: str, opts: Options, scale: int, corpus: Path, work: Path) -> tuple[targets.Target, float]:
+    """The target, preloaded with the corpus; also the preload time in seconds."""
+    started = time.monotonic()
+    if name in ("ours", "ours-granian", *EXPERIMENTS):
+        db = work / f"{name}-{scale}.db"
+        built = ours_database(opts, scale, corpus, db)
+        if name in EXPERIMENTS:
+            target = targets.ours_variant(name, EXPERIMENTS[name], db)
+        else:
+            target = targets.ours(db, opts.workers) if name == "ours" else targets.ours_granian(db, opts.workers)
+        return target, built or (time.monotonic() - started)
+    if name == "floor":
+        db = work / f"floor-{scale}.db"
+        floor_app.preload(str(db), read_corpus(corpus))
+        return targets.floor(db), time.monotonic() - started
+    if name == "peer":
+        targets.install_peer()
+        return targets.peer(corpus, opts.peer_heap_mib), 0.0  # preloaded by the process itself (start time)
+    raise ValueError(f"unknown target {name}")
+
+
+def measure(target: targets.Target, workload: Workload, requests: Path, opts: Options, scale: int) -> Measurement:
+    m = Measurement(scale, target.name, workload.name)
+    why = probe(target, workload, requests, opts.slow_limit)
+    if why:
+        m.skipped = why
+        return m
+    if opts.warmup > 0:
+        run_wrk(target.base_url, requests, workload.connections, opts.warmup, workload.follow)
+        drain(target)
+    peak = [0]
+
+    def sample() -> None:
+        peak[0] = max(peak[0], target.rss())
+
+    cpu_before, busy_before = target.cpu(), targets.machine_busy_seconds()
+    result = run_wrk(target.base_url, requests, workload.connections, opts.duration, workload.follow, during=sample)
+    cpu_after, busy_after = target.cpu(), targets.machine_busy_seconds()
+    rss = target.rss()
+    drain(target)
+    m.requests, m.seconds, m.rate = result.requests, result.seconds, result.rate
+    m.resources_rate = result.rate * workload.resources_per_request
+    m.mib_per_s = result.bytes / result.seconds / 2**20 if result.seconds else 0.0
+    m.p50_ms, m.p95_ms, m.p99_ms, m.max_ms = result.p50_ms, result.p95_ms, result.p99_ms, result.max_ms
+    m.errors, m.error_detail = result.errors, result.error_detail
+    m.rss_mib, m.rss_peak_mib = rss / 2**20, max(peak[0], rss) / 2**20
+    m.server_cpu = (cpu_after - cpu_before) / result.seconds if result.seconds else 0.0
+    m.client_cpu = result.client_cpu / result.seconds if result.seconds else 0.0
+    if result.seconds:
+        others = (busy_after - busy_before) - (cpu_after - cpu_before) - result.client_cpu
+        m.other_cpu = max(0.0, others / result.seconds)
+    return m
+
+
+def drain(target: targets.Target, limit_s: float = 300) -> None:
+    """Wait until the server has answered what wrk left queued (a cheap request answers quickly again)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        status, _ = target.request("GET", target.ready_path, timeout=limit_s)
+        if status and time.monotonic() - started < 0.5:
+            return
+        time.sleep(0.5)
+
+
+def run(opts: Options) -> tuple[list[TargetRun], list[Measurement], Path]:
+    opts.cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=opts.work_dir or opts.cache_dir))
+    runs: list[TargetRun] = []
+    results: list[Measurement] = []
+    try:
+        for scale in opts.scales:
+            opts.log(f"scale {scale}")
+            corpus = corpus_file(opts, scale)
+            request_dir = work / f"requests-{scale}"
+            request_dir.mkdir()
+            chosen = [BY_NAME[name] for name in opts.workloads]
+            files = {w.name: w.write_requests(Corpus(scale, opts.seed), request_dir) for w in chosen}
+            for name in opts.targets:
+                opts.log(f"  {name}")
+                target, preload_seconds = build_target(name, opts, scale, corpus, work)
+                run_info = TargetRun(scale, name, target.description, preload_seconds, source=source_hash())
+                runs.append(run_info)
+                try:
+                    target.start(work / f"{name}-{scale}.log", timeout_s=120 + scale / 200)
+                    run_info.start_seconds = target.start_seconds
+                    if name == "peer":
+                        run_info.preload_seconds = target.start_seconds
+                    run_info.rss_idle_mib = target.rss() / 2**20
+                    for workload in chosen:
+                        m = measure(target, workload, files[workload.name], opts, scale)
+                        results.append(m)
+                        opts.log(
+                            f"    {workload.name:<24} "
+                            + (
+                                f"skipped: {m.skipped}"
+                                if m.skipped
+                                else f"{m.rate:9.1f} req/s  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:7.2f} ms  "
+                                f"errors {m.errors}  rss {m.rss_mib:6.0f} MiB  cpu server {m.server_cpu:.2f} "
+                                f"client {m.client_cpu:.2f} others {m.other_cpu:.2f}"
+                            )
+                        )
+                except Exception as exc:
+                    run_info.error = str(exc)[-500:]
+                    opts.log(f"    failed: {run_info.error}")
+                finally:
+                    target.stop()
+                    for db in work.glob(f"{name}-{scale}.db*"):
+                        db.unlink()
+    finally:
+        for request_dir in work.glob("requests-*"):
+            shutil.rmtree(request_dir, ignore_errors=True)
+    return runs, results, work
+
+
+def save_json(
+    path: Path, opts: Options, command: str, machine: dict[str, Any], runs: list[TargetRun], results: list[Measurement]
+) -> None:
+    options = {
+        k: v
+        for k, v in asdict(opts).items()
+        if k in ("scales", "seed", "duration", "warmup", "targets", "workloads", "workers", "slow_limit")
+    }
+    data = {
+        "command": command,
+        "options": options,
+        "machine": machine,
+        "runs": [asdict(r) for r in runs],
+        "results": [asdict(m) for m in results],
+    }
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def load_json(path: Path) -> tuple[Options, str, dict[str, Any], list[TargetRun], list[Measurement]]:
+    """The inverse of ``save_json`` (for ``python -m bench report FILE.json``)."""
+    data = orjson.loads(path.read_bytes())
+    o = data["options"]
+    opts = Options(
+        scales=o["scales"],
+        seed=o["seed"],
+        duration=o["duration"],
+        warmup=o["warmup"],
+        targets=tuple(o["targets"]),
+        workloads=tuple(o["workloads"]),
+        workers=o["workers"],
+        slow_limit=o.get("slow_limit", 2.0),
+    )
+    runs = [TargetRun(**r) for r in data["runs"]]
+    results = [Measurement(**m) for m in data["results"]]
+    return opts, data["command"], data["machine"], runs, results
