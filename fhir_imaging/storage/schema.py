@@ -81,6 +81,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX spidx_reference_rid ON spidx_reference (rid, param)",
         "CREATE INDEX resource_by_type_id ON resource (type, rid)",
     ),
+    # 3: most token rows (instance UIDs, codes without display) have no text: index only those that do.
+    (
+        "DROP INDEX spidx_token_text",
+        "CREATE INDEX spidx_token_text ON spidx_token (type, param, text, rid) WHERE text IS NOT NULL",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

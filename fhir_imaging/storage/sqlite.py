@@ -14,13 +14,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fhir_imaging.storage.dialect import SQLITE
 from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 60_000
+WRITER_CACHE_KIB = 256 * 1024  # the writer's page cache: the index B-trees of a large database stay in memory
+READER_CACHE_KIB = 8 * 1024
 
 
 def path_from_url(url: str) -> str:
@@ -31,6 +33,23 @@ def path_from_url(url: str) -> str:
     if rest in ("", "/", "/:memory:"):
         return ":memory:"
     return rest[1:] if rest.startswith("/") else rest
+
+
+class _Job:
+    """One caller's piece of work in a group commit."""
+
+    __slots__ = ("done", "error", "result", "work")
+
+    def __init__(self, work: Callable[[SqlTransaction], object]) -> None:
+        self.work = work
+        self.done = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class SQLiteStore(SqlStore):
@@ -45,43 +64,74 @@ class SQLiteStore(SqlStore):
         self.synchronous = synchronous.upper()
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Job] = []
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        with self._write() as conn:
-            self._apply_migrations(conn)
+        self._writer = self._open(WRITER_CACHE_KIB)  # the one connection that writes, used under the write lock
+        self.transact(lambda tx: self._apply_migrations(tx.conn))
+
+    def _open(self, cache_kib: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
 
     def _thread_connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        """This thread's connection for reads; inside a write transaction, the writer's."""
+        conn: sqlite3.Connection | None = getattr(self._local, "writing", None) or getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+            conn = self._local.conn = self._open(READER_CACHE_KIB)
         return conn
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection (inside a write transaction, the transaction's)."""
         yield self._thread_connection()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._thread_connection()
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
-        with self._write() as conn:
-            return work(SqlTransaction(self, conn))
+        """Group commit: the thread that gets the write lock runs every queued piece of work, each in a savepoint
+        of one transaction, and commits them together (one flush for all); each caller gets its own result or
+        error. A piece that fails is rolled back to its savepoint alone."""
+        job = _Job(work)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._write_lock:
+            if not job.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._local.writing = self._writer
+                try:
+                    self._run_batch(self._writer, batch)
+                finally:
+                    self._local.writing = None
+        return job.outcome()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.result = job.work(SqlTransaction(self, conn))
+                except Exception as exc:  # handed to the job's own caller; the others go on
+                    conn.execute("ROLLBACK TO job")
+                    job.error = exc
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the batch cannot commit: nothing of it is stored, every caller learns why
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in batch:
+                job.result, job.error = None, job.error or exc
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            for job in batch:
+                job.done = True
 
     def close(self) -> None:
         with self._connections_lock:
