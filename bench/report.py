@@ -16,7 +16,7 @@ from bench.run import Measurement, Options, TargetRun
 from bench.targets import PEER_DIR, REPO
 from bench.workloads import BY_NAME
 
-TARGET_ORDER = ("ours", "ours-granian", "ours-control", "ours-switch-interval", "floor", "peer")
+TARGET_ORDER = ("ours", "ours-granian", "ours-postgres", "ours-control", "ours-switch-interval", "floor", "peer")
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -139,6 +139,18 @@ def render(
                 f"{_rate(ms['peer'])} | {_ratio(ms['ours'], ms['floor'])} | {_ratio(ms['ours'], ms['peer'])} | "
                 f"{_ratio(ms['ours-granian'], ms['ours'])} |"
             )
+        if "ours-postgres" in opts.targets:
+            lines += [
+                "",
+                "| workload | ours (SQLite) | ours-postgres | postgres / SQLite |",
+                "|---|---:|---:|---:|",
+            ]
+            for name in opts.workloads:
+                ms = {t: by_key.get((scale, t, name)) for t in TARGET_ORDER}
+                lines.append(
+                    f"| {name} | {_rate(ms['ours'])} | {_rate(ms['ours-postgres'])} | "
+                    f"{_ratio(ms['ours-postgres'], ms['ours'])} |"
+                )
         lines += ["", "Transactions are counted in resources/s (100 per request).", ""]
         for name in opts.workloads:
             workload = BY_NAME[name]

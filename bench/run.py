@@ -26,6 +26,7 @@ from bench.workloads import BY_NAME, WORKLOADS, Corpus, Workload, probe
 
 REPO = targets.REPO
 TARGET_NAMES = ("floor", "ours", "ours-granian", "peer")
+POSTGRES_TARGET = "ours-postgres"  # only when named in --targets, with --postgres URL
 EXPERIMENTS = {  # what-if variants (bench/experiments.py), only when named in --targets
     "ours-control": "bench.granian_app:create_app",  # unpatched, launched like the variants (python -m uvicorn)
     "ours-switch-interval": "bench.experiments:short_switch_interval",
@@ -77,6 +78,7 @@ class Options:
     targets: tuple[str, ...] = TARGET_NAMES
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     workers: int = 1
+    postgres: str | None = None  # a PostgreSQL server for ours-postgres (a fresh database is made per scale)
     cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
     work_dir: Path | None = None
     peer_heap_mib: int = 16384
@@ -156,6 +158,26 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
     return seconds
 
 
+def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
+    """A fresh database on ``opts.postgres`` preloaded with the corpus through ``PostgresStore`` (500 a transaction)."""
+    import psycopg
+
+    from fhir_imaging.storage.postgres import PostgresStore
+
+    assert opts.postgres
+    name = f"bench_{scale}_{int(time.time())}"
+    with psycopg.connect(opts.postgres, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = opts.postgres.rsplit("/", 1)[0] + f"/{name}"
+    opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through PostgresStore")
+    store = PostgresStore(url)
+    for batch in batched(read_corpus(corpus), 500):
+        store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
+    store.transact(lambda tx: tx.conn.execute("ANALYZE"))
+    store.close()
+    return url
+
+
 def build_target(name: str, opts: Options, scale: int, corpus: Path, work: Path) -> tuple[targets.Target, float]:
     """The target, preloaded with the corpus; also the preload time in seconds."""
     started = time.monotonic()
@@ -167,6 +189,11 @@ def build_target(name: str, opts: Options, scale: int, corpus: Path, work: Path)
         else:
             target = targets.ours(db, opts.workers) if name == "ours" else targets.ours_granian(db, opts.workers)
         return target, built or (time.monotonic() - started)
+    if name == POSTGRES_TARGET:
+        if not opts.postgres:
+            raise ValueError("ours-postgres needs --postgres URL")
+        url = postgres_database(opts, scale, corpus)
+        return targets.ours(url, opts.workers, name=POSTGRES_TARGET), time.monotonic() - started
     if name == "floor":
         db = work / f"floor-{scale}.db"
         floor_app.preload(str(db), read_corpus(corpus))

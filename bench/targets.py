@@ -157,20 +157,23 @@ class Target:
             conn.close()
 
 
-def ours(database: Path, workers: int = 1, extra: tuple[str, ...] = ()) -> Target:
+def ours(database: Path | str, workers: int = 1, extra: tuple[str, ...] = (), name: str = "ours") -> Target:
+    """``fhir-imaging serve`` on a SQLite file (a Path) or on a database URL (PostgreSQL)."""
     port = free_port()
+    url = database if isinstance(database, str) else f"sqlite:///{database}"
     command = [
         str(VENV_BIN / "fhir-imaging"),
         "serve",
         "--port",
         str(port),
         "--database",
-        f"sqlite:///{database}",
+        url,
         "--workers",
         str(workers),
         *extra,
     ]
-    return Target("ours", f"fhir-imaging serve (uvicorn, {workers} worker)", command, port=port)
+    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    return Target(name, f"fhir-imaging serve (uvicorn, {workers} worker, {backend})", command, port=port)
 
 
 def ours_granian(database: Path, workers: int = 1) -> Target:
