@@ -198,43 +198,25 @@ def ours_granian(database: Path, workers: int = 1) -> Target:
     )
 
 
+def _uvicorn_factory(factory: str, port: int) -> list[str]:
+    """``python -m uvicorn --factory FACTORY`` on 127.0.0.1:PORT, quiet."""
+    return [
+        str(VENV_BIN / "python"), "-m", "uvicorn", "--factory", factory,
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
 def ours_variant(name: str, factory: str, database: Path) -> Target:
     """A what-if variant of our app (bench/experiments.py) on uvicorn, like ``fhir-imaging serve``."""
     port = free_port()
-    command = [
-        str(VENV_BIN / "python"),
-        "-m",
-        "uvicorn",
-        "--factory",
-        factory,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    command = _uvicorn_factory(factory, port)
     env = {"FHIR_IMAGING_DATABASE": f"sqlite:///{database}"}
     return Target(name, f"what-if: {factory} on uvicorn (1 worker)", command, env, port=port)
 
 
 def floor(database: Path, synchronous: str = "full") -> Target:
     port = free_port()
-    command = [
-        str(VENV_BIN / "python"),
-        "-m",
-        "uvicorn",
-        "--factory",
-        "bench.floor:create_app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
+    command = _uvicorn_factory("bench.floor:create_app", port)
     env = {"FLOOR_DATABASE": str(database), "FLOOR_SYNCHRONOUS": synchronous}
     return Target("floor", "raw ASGI app on uvicorn: parse, insert, return; read a row by key", command, env, port=port)
 

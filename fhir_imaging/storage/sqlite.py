@@ -1,10 +1,11 @@
 """SQLite backend (stdlib ``sqlite3``): WAL journal, one writer at a time, concurrent readers.
 
-Each thread has its own connection. Writes take an in-process lock and ``BEGIN IMMEDIATE``, so writers queue instead
-of failing; ``busy_timeout`` covers writers in other processes (``--workers``). ``synchronous=FULL`` (default) makes
-every acknowledged write durable across a crash of the process or of the machine; ``normal`` survives a crash of the
-process (``kill -9``) but may lose the last commits on power loss. The statements are shared with PostgreSQL
-(``sqlstore.py``).
+Each thread reads on its own connection. Writes go through one writer connection under an in-process lock, with
+``BEGIN IMMEDIATE``, so writers queue instead of failing, and the writes that queued up commit together (group
+commit, ``transact``); ``busy_timeout`` covers writers in other processes (``--workers``).
+``synchronous=FULL`` (default) makes every acknowledged write durable across a crash of the process or of the
+machine; ``normal`` survives a crash of the process (``kill -9``) but may lose the last commits on power loss.
+The statements are shared with PostgreSQL (``sqlstore.py``).
 """
 
 from __future__ import annotations

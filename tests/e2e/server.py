@@ -22,6 +22,17 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Terminate a process, kill it if it does not stop within ``timeout`` seconds, and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_until_answers(process: subprocess.Popen[bytes], url: str, name: str, timeout: float = 20.0) -> None:
     """Poll ``url`` until it answers 200; RuntimeError when the process exits or time runs out."""
     deadline = time.monotonic() + timeout
@@ -63,13 +74,7 @@ class ServerProcess:
         self._close_output()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self._close_output()
 
     def _close_output(self) -> None:
