@@ -45,10 +45,7 @@ async def update(request: Request) -> Response:
         ensure_references(ctx, base, resource, tx)
         return tx.update(resource_type, resource_id, resource, expected_version)
 
-    result = await in_thread(ctx.store.transact, write)
-    status = 201 if result.created else 200
-    verb = "Created" if result.created else "Updated"
-    return write_response(request, base, result.version, status, f"{verb} {resource_type}/{resource_id}")
+    return _answer(request, base, await in_thread(ctx.store.transact, write))
 
 
 @endpoint
@@ -60,9 +57,8 @@ async def conditional_update(request: Request) -> Response:
     criteria = list(request.query_params.multi_items())
     expected_version = if_match(request.headers.get("if-match"))
     resource = await read_resource(request, resource_type)
+    check_id_element(resource, None)
     body_id = resource.get("id")
-    if body_id is not None and not is_valid_id(body_id):
-        raise BadRequest(f"'{body_id}' is not a valid id", f"{resource_type}.id")
     ctx.validate(resource)
     base, bases = base_url(request), server_bases(request)
 
@@ -77,7 +73,13 @@ async def conditional_update(request: Request) -> Response:
         ensure_references(ctx, base, resource, tx)
         return tx.update(resource_type, target, resource, expected_version)
 
-    result = await in_thread(ctx.store.transact, write)
-    status = 201 if result.created else 200
+    return _answer(request, base, await in_thread(ctx.store.transact, write))
+
+
+def _answer(request: Request, base: str, result: WriteResult) -> Response:
+    """201 when the write created the resource, else 200 (shaped by ``Prefer``)."""
+    version = result.version
     verb = "Created" if result.created else "Updated"
-    return write_response(request, base, result.version, status, f"{verb} {resource_type}/{result.version.id}")
+    return write_response(
+        request, base, version, 201 if result.created else 200, f"{verb} {version.resource_type}/{version.id}"
+    )
