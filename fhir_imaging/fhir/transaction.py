@@ -193,19 +193,3 @@ def rewrite_references(value: Any, mapping: dict[str, str]) -> Any:
             elif isinstance(item, dict | list):
                 rewrite_references(item, mapping)
     return value
-
-
-def references_in(value: Any) -> list[str]:
-    """Every ``reference`` string in a resource (for placeholders left unresolved and conditional references)."""
-    found: list[str] = []
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            reference = node.get("reference")
-            if isinstance(reference, str):
-                found.append(reference)
-            stack.extend(child for child in node.values() if isinstance(child, dict | list))
-        elif isinstance(node, list):
-            stack.extend(child for child in node if isinstance(child, dict | list))
-    return found

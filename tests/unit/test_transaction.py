@@ -6,13 +6,13 @@ import orjson
 import pytest
 
 from fhir_imaging.fhir.outcome import BadRequest
+from fhir_imaging.fhir.references import literal_references
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.transaction import (
     conditional_references,
     needs_rewrite,
     processing_order,
     read_entries,
-    references_in,
     rewrite_references,
     scan_references,
 )
@@ -70,6 +70,10 @@ def test_processing_order_is_delete_post_put_get_and_stable() -> None:
     bundle["entry"][4]["resource"] = {"resourceType": "Basic"}
     order = [entry.index for entry in processing_order(read_entries(bundle, KNOWN))]
     assert order == [3, 2, 4, 1, 0]
+
+
+def references_in(resource: dict[str, Any]) -> list[str]:
+    return [reference for _, reference in literal_references(resource)]
 
 
 def test_rewrite_references_and_find_conditional_ones() -> None:
