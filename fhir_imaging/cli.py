@@ -43,8 +43,9 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fhir-imaging",
-        description=f"A FHIR R{FHIR_VERSION} server for medical imaging, served at http://HOST:PORT/baseR4.",
-        epilog="Every option also reads an environment variable FHIR_IMAGING_<OPTION>; an option wins over it.",
+        description=f"A FHIR R4 ({FHIR_VERSION}) server for medical imaging, served at http://HOST:PORT/baseR4.",
+        epilog="Every option of serve (and --database elsewhere) also reads an environment variable "
+        "FHIR_IMAGING_<OPTION>; an option wins over it.",
     )
     parser.add_argument("--version", action="version", version=f"fhir-imaging {__version__} (FHIR {FHIR_VERSION})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
