@@ -28,7 +28,7 @@ REPO = targets.REPO
 TARGET_NAMES = ("floor", "ours", "ours-granian", "peer")
 POSTGRES_TARGET = "ours-postgres"  # only when named in --targets, with --postgres URL
 EXPERIMENTS = {  # what-if variants (bench/experiments.py), only when named in --targets
-    "ours-control": "bench.granian_app:create_app",  # unpatched, launched like the variants (python -m uvicorn)
+    "ours-control": "fhir_imaging.app:app_from_environment",  # unpatched, launched like the variants
     "ours-switch-interval": "bench.experiments:short_switch_interval",
 }
 

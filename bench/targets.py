@@ -190,7 +190,7 @@ def ours_granian(database: Path, workers: int = 1) -> Target:
         "--workers",
         str(workers),
         "--no-access-log",
-        "bench.granian_app:create_app",
+        "fhir_imaging.app:app_from_environment",
     ]
     env = {"FHIR_IMAGING_DATABASE": f"sqlite:///{database}"}
     return Target(

@@ -18,6 +18,7 @@ from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.resource import format_instant, now
+from fhir_imaging.logs import configure_logging
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator, has_errors, status_for
 
@@ -65,5 +66,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def app_from_environment() -> Starlette:
-    """Factory for server workers: settings come from ``FHIR_IMAGING_*`` variables."""
-    return create_app(load_settings())
+    """Factory for server workers: settings come from ``FHIR_IMAGING_*`` variables; the request log is set up as
+    ``fhir-imaging serve`` sets it up (each worker is a process of its own)."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

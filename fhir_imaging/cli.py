@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from typing import Any
 
 from fhir_imaging import FHIR_VERSION, __version__
 from fhir_imaging.config import SETTINGS, Settings, load_settings, to_environ
+from fhir_imaging.logs import configure_logging
 
 SERVE_SETTINGS = tuple(SETTINGS)
 
@@ -141,16 +141,12 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
 def serve(settings: Settings) -> int:
     import uvicorn
 
     from fhir_imaging.storage import open_store
 
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         open_store(settings).close()  # fail fast on a bad database URL, and migrate before workers start
     except Exception as exc:

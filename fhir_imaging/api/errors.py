@@ -20,8 +20,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fhir_imaging.api.formats import FHIR_JSON
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
+from fhir_imaging.logs import REQUEST_LOGGER
 
 log = logging.getLogger("fhir_imaging")
+request_log = logging.getLogger(REQUEST_LOGGER)
 
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
 _PROCESS_TAG = secrets.token_hex(4)
@@ -98,4 +100,4 @@ class RequestLogMiddleware:
             await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed, request_id)
+            request_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed, request_id)

@@ -12,7 +12,8 @@ from typing import Any
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router, get_route_path
+from starlette.types import Receive, Scope, Send
 
 from fhir_imaging.api.interactions.bundle import batch_or_transaction
 from fhir_imaging.api.interactions.capabilities import capabilities
@@ -105,12 +106,60 @@ def _dispatch(handlers: dict[str, Handler]) -> Handler:
     return by_method
 
 
+def _is_type_name(segment: str) -> bool:
+    """``ResourceTypeConvertor.regex`` (``[A-Z][A-Za-z]*``) without a regex."""
+    return segment[:1].isupper() and segment.isascii() and segment.isalpha()
+
+
+def _is_id_segment(segment: str) -> bool:
+    """``ResourceIdConvertor.regex`` (``[^/_$][^/]*``, within one segment) without a regex."""
+    return segment != "" and segment[0] not in "_$"
+
+
+class FhirRouter(Router):
+    """Starlette's router over the routes under the base, with the two hot paths — ``/{type}/{id}`` (read, update,
+    patch, delete) and ``/{type}`` (search, create) — found by splitting the path rather than by trying the regex of
+    every route in turn. Anything else, and a method those routes do not take, goes through Starlette's matching
+    (which answers 404 and 405)."""
+
+    def __init__(self, routes: list[Route], instance_route: Route, type_route: Route) -> None:
+        super().__init__(routes=routes)
+        self._by_segments = {2: type_route, 3: instance_route}
+
+    def hot_route(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """The route and path parameters for ``path`` (relative to the base) when it is a hot path."""
+        segments = path.split("/")
+        route = self._by_segments.get(len(segments))
+        if (
+            route is None
+            or route.methods is None
+            or method not in route.methods
+            or not _is_type_name(segments[1])
+            or (len(segments) == 3 and not _is_id_segment(segments[2]))
+        ):
+            return None
+        return route, ({"type": segments[1]} if len(segments) == 2 else {"type": segments[1], "id": segments[2]})
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot_route(scope["method"], get_route_path(scope)) if scope["type"] == "http" else None
+        if hot is None:
+            await super().app(scope, receive, send)
+            return
+        route, params = hot
+        scope["router"] = self
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {**scope.get("path_params", {}), **params}
+        await route.handle(scope, receive, send)
+
+
 def starlette_routes(base_path: str) -> list[Any]:
     """The routes under ``base_path``: one Starlette route per path, so that a wrong method is a 405 whose Allow
     header lists every method; the base itself answers with and without its trailing slash."""
     by_path: dict[str, dict[str, Handler]] = {}
     for path, method, handler, _ in ROUTES:
         by_path.setdefault(path, {})[method] = handler
-    routes: list[Any] = [Route(path, _dispatch(handlers), methods=list(handlers)) for path, handlers in by_path.items()]
+    routes = {path: Route(path, _dispatch(handlers), methods=list(handlers)) for path, handlers in by_path.items()}
+    router = FhirRouter(list(routes.values()), instance_route=routes[f"/{TYPE}/{ID}"], type_route=routes[f"/{TYPE}"])
     root = [Route(base_path, _dispatch(by_path["/"]), methods=list(by_path["/"]))] if "/" in by_path else []
-    return [*root, Mount(base_path, routes=routes)]
+    return [*root, Mount(base_path, app=router)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import orjson
@@ -43,9 +42,18 @@ def parse_instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(instant: str) -> str:
-    """An RFC 9110 HTTP-date (for ``Last-Modified``) from a stored instant."""
-    return format_datetime(parse_instant(instant), usegmt=True)
+    """An RFC 9110 IMF-fixdate (for ``Last-Modified``) from a stored instant: ``Sun, 06 Nov 1994 08:49:37 GMT``.
+    (What ``email.utils.format_datetime(…, usegmt=True)`` writes, at a fraction of its cost: it is on every read.)"""
+    m = parse_instant(instant)
+    return (
+        f"{_DAYS[m.weekday()]}, {m.day:02d} {_MONTHS[m.month - 1]} {m.year:04d} "
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d} GMT"
+    )
 
 
 def etag(version: int) -> str:
@@ -77,19 +85,20 @@ def stamp(resource: dict[str, Any], resource_id: str, version: int, last_updated
 
 
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when objects and arrays nest deeper than ``limit`` levels."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    """True when objects and arrays nest deeper than ``limit`` levels. (Level by level, no recursion; on every
+    write, so written for speed: exact type checks, no tuples per node.)"""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        deeper = []
+        for node in level:
+            for child in node.values() if type(node) is dict else node:
+                if type(child) is dict or type(child) is list:
+                    deeper.append(child)
+        level = deeper
     return False
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
 import orjson
 import pytest
 
@@ -32,6 +35,13 @@ def test_instant_round_trip_and_http_date() -> None:
     moment = parse_instant("2024-06-15T12:30:00.123+02:00")
     assert format_instant(moment) == "2024-06-15T10:30:00.123Z"
     assert http_date("2024-06-15T10:30:00.123Z") == "Sat, 15 Jun 2024 10:30:00 GMT"
+
+
+def test_http_date_is_what_the_email_module_writes() -> None:
+    moment = datetime(1999, 12, 31, 23, 59, 58, 999000, tzinfo=UTC)
+    for days in range(0, 3000, 7):
+        instant = format_instant(moment + timedelta(days=days, hours=days % 24, seconds=days % 61))
+        assert http_date(instant) == format_datetime(parse_instant(instant), usegmt=True)
 
 
 def test_etag_round_trip() -> None:
