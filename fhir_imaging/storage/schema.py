@@ -1,7 +1,8 @@
 """The database schema, as versioned migrations (oldest first).
 
 ``resource`` holds the current version of every resource (``rid`` is the surrogate key index tables refer to);
-``resource_history`` holds every version, ``seq`` ordering the server-wide history.
+``resource_history`` holds every version, ``seq`` ordering the server-wide history. The body of a current version is
+stored once, in ``resource``: its history row holds NULL until a newer version supersedes it (storage/sqlstore.py).
 """
 
 from __future__ import annotations

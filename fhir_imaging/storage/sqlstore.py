@@ -24,7 +24,10 @@ from fhir_imaging.storage.schema import MIGRATIONS
 
 T = TypeVar("T")
 REINDEX_BATCH = 500
-VERSION_COLUMNS = "type, id, version, last_updated, method, body, seq"
+# The current version's body is stored once, in ``resource``; its history row holds NULL until a newer version
+# supersedes it (``_supersede``). History reads take the body from whichever holds it.
+VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, COALESCE(h.body, r.body), h.seq"
+VERSIONS = "resource_history h LEFT JOIN resource r ON r.rid = h.rid AND r.version = h.version"
 CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0"
 
 
@@ -70,7 +73,7 @@ class SqlStore:
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
         rows = self._rows(
-            f"SELECT {VERSION_COLUMNS} FROM resource_history WHERE type = ? AND id = ? AND version = ?",
+            f"SELECT {VERSION_COLUMNS} FROM {VERSIONS} WHERE h.type = ? AND h.id = ? AND h.version = ?",
             (resource_type, resource_id, version),
         )
         return _version(rows[0]) if rows else None
@@ -85,18 +88,18 @@ class SqlStore:
         where: list[str] = []
         params: list[Any] = []
         for clause, value in (
-            ("type = ?", query.resource_type),
-            ("id = ?", query.id),
-            ("last_updated >= ?", query.since),
-            ("seq <= ?", query.at_or_before_seq),
+            ("h.type = ?", query.resource_type),
+            ("h.id = ?", query.id),
+            ("h.last_updated >= ?", query.since),
+            ("h.seq <= ?", query.at_or_before_seq),
         ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        sql = f"SELECT {VERSION_COLUMNS} FROM resource_history"
+        sql = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY seq DESC LIMIT ?"
+        sql += " ORDER BY h.seq DESC LIMIT ?"
         params.append(query.count + 1)
         rows = self._rows(sql, params)
         versions = [_version(row) for row in rows[: query.count]]
@@ -198,6 +201,7 @@ class SqlTransaction:
             return None
         rid, version = current[0], current[1] + 1
         last_updated = format_instant(now())
+        self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?",
             (version, last_updated, rid),
@@ -228,6 +232,7 @@ class SqlTransaction:
         last_updated = format_instant(now())
         document = stamped(resource, resource_id, version, last_updated)
         body = orjson.dumps(document)
+        self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
             (version, last_updated, body, rid),
@@ -246,9 +251,19 @@ class SqlTransaction:
         fresh: bool,
     ) -> WriteResult:
         resource_type, resource_id = document["resourceType"], document["id"]
-        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, body)
+        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, None)
         self.store._on_write(self.conn, rid, document, fresh)
         return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
+
+    def _supersede(self, rid: int, resource_type: str, resource_id: str, version: int) -> None:
+        """Before ``resource`` takes a newer version: copy the body of ``version`` (its current one) into its history
+        row, which held NULL while it was current. (Histories written before the body was stored once already hold
+        it: the copy is the same bytes.)"""
+        self._execute(
+            "UPDATE resource_history SET body = (SELECT body FROM resource WHERE rid = ?) "
+            "WHERE type = ? AND id = ? AND version = ?",
+            (rid, resource_type, resource_id, version),
+        )
 
     def _append_history(
         self,
