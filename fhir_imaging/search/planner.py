@@ -1,16 +1,19 @@
 """Typed search → SQL tree: filters, sort keys, keyset paging, counts, _include / _revinclude.
 
 Every filter becomes a condition on the ``resource`` row (alias ``r``): ``r.rid IN (rows of an index table that
-match)``, so each parameter is one indexed lookup and AND-ed parameters intersect. Chains join the reference index
-to the target's ``resource`` row; ``_has`` goes the other way. Paging is keyset paging over (sort keys…, rid): a
-page asks for the rows after (or before) the last (first) row of the page before, never an OFFSET.
+match)``, so each parameter is one indexed lookup and AND-ed parameters intersect. A *broad* filter (one that
+matches much of its type: the caller says which, see execute.py) becomes ``EXISTS (its index rows of r.rid)``
+instead, checked row by row: a page in rid order then stops after ``count + 1`` matches rather than first
+listing every match. Chains join the reference index to the target's ``resource`` row; ``_has`` goes the other
+way. Paging is keyset paging over (sort keys…, rid): a page asks for the rows after (or before) the last (first)
+row of the page before, never an OFFSET.
 Spec: https://hl7.org/fhir/R4/search.html
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_imaging.search import sql
@@ -37,47 +40,75 @@ class Planner:
 
     # -- filters -----------------------------------------------------------------------------------------------
 
-    def where(self, filters: tuple[Filter, ...], types: tuple[str, ...], alias: str) -> sql.Expr:
+    def where(
+        self, filters: tuple[Filter, ...], types: tuple[str, ...], alias: str, broad: frozenset[int] = frozenset()
+    ) -> sql.Expr:
+        """The condition on the resource row ``alias``: current, of ``types``, matching every filter (those at the
+        positions in ``broad`` as ``EXISTS``)."""
         conditions: list[sql.Expr] = [sql.eq(sql.Column(alias, "deleted"), 0)]
         conditions.append(
             sql.eq(sql.Column(alias, "type"), types[0])
             if len(types) == 1
             else sql.InValues(sql.Column(alias, "type"), types)
         )
-        conditions += [self.filter(item, types, alias) for item in filters]
+        conditions += [self.filter(item, types, alias, number in broad) for number, item in enumerate(filters)]
         return sql.and_(*conditions)
 
-    def filter(self, item: Filter, types: tuple[str, ...], alias: str) -> sql.Expr:
-        if isinstance(item, Clause):
-            return self.clause(item, types, alias)
-        if isinstance(item, Chain):
-            return self.chain(item, types, alias)
+    def filter(self, item: Filter, types: tuple[str, ...], alias: str, broad: bool = False) -> sql.Expr:
+        """``alias.rid IN (the filter's index rows)``; ``broad``: ``EXISTS (those of alias.rid)``, which the database
+        checks per resource row instead of listing them all first (only where ``may_be_broad``)."""
         if isinstance(item, Has):
             return self.has(item, types, alias)
-        return self.compartment(item, types, alias)
+        if isinstance(item, Chain):
+            return sql.InSelect(sql.Column(alias, "rid"), self.chain(item, types))
+        if isinstance(item, Clause) and _by_id(item):
+            return self.ids(item, alias)
+        if broad and may_be_broad(item):
+            return sql.Exists(self.rows(item, types, alias))
+        return sql.InSelect(sql.Column(alias, "rid"), self.rows(item, types), negated=_negated(item))
+
+    def probe(self, item: Filter, types: tuple[str, ...], limit: int) -> sql.Select | None:
+        """How many index rows match ``item``, counting no further than ``limit`` (None: ``item`` is never broad)."""
+        if isinstance(item, (Has, Chain)) or not may_be_broad(item):
+            return None
+        rows = replace(self.rows(item, types), limit=limit)
+        return sql.Select(((sql.Func("count", (sql.Star(),)), None),), ((rows, self.alias("b")),))
+
+    def rows(self, item: Clause | Compartment, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
+        """The index rows (first column: their rid) that make a resource of ``types`` match ``item``; with
+        ``outer``, only those of the resource row of that alias (correlated, for ``EXISTS``)."""
+        if isinstance(item, Clause):
+            return self.clause(item, types, outer)
+        return self.compartment(item, types, outer)
 
     def _type_condition(self, column: sql.Expr, types: tuple[str, ...]) -> sql.Expr:
         return sql.eq(column, types[0]) if len(types) == 1 else sql.InValues(column, types)
 
-    def clause(self, clause: Clause, types: tuple[str, ...], alias: str) -> sql.Expr:
-        rid = sql.Column(alias, "rid")
-        if clause.code == "_id" and clause.missing is None and clause.modifier in (None, "not"):
-            ids = tuple(value.code for value in clause.values if isinstance(value, TokenValue) and value.code)
-            condition = sql.InValues(sql.Column(alias, "id"), ids)
-            return sql.Not(condition) if clause.modifier == "not" else condition
+    def _owner(self, index: str, types: tuple[str, ...], outer: str | None) -> sql.Expr:
+        """Index rows of resources of ``types``, or (``outer``) of that resource row only. An index row has its
+        resource's type, so the latter leaves the type out: no index led by it then competes with ``(rid, param)``
+        (SQLite's statistics average over every value, and would favour ``(type, param, code…)``)."""
+        if outer is None:
+            return self._type_condition(sql.Column(index, "type"), types)
+        return sql.eq(sql.Column(index, "rid"), sql.Column(outer, "rid"))
+
+    def ids(self, clause: Clause, alias: str) -> sql.Expr:
+        ids = tuple(value.code for value in clause.values if isinstance(value, TokenValue) and value.code)
+        condition = sql.InValues(sql.Column(alias, "id"), ids)
+        return sql.Not(condition) if clause.modifier == "not" else condition
+
+    def clause(self, clause: Clause, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
         index = self.alias("i")
-        match = [self._type_condition(sql.Column(index, "type"), types), sql.eq(sql.Column(index, "param"), clause.key)]
+        match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
         if clause.missing is None:
             kind = TYPES[clause.kind] if clause.table == TYPES[clause.kind].table else TYPES["token"]
             context = CompileContext(index, self.bases)
             match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
-        select = sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*match))
-        negated = clause.modifier == "not" or clause.missing is True
-        return sql.InSelect(rid, select, negated=negated)
+        return sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*match))
 
-    def chain(self, chain: Chain, types: tuple[str, ...], alias: str) -> sql.Expr:
+    def chain(self, chain: Chain, types: tuple[str, ...]) -> sql.Select:
         ref, target = self.alias("c"), self.alias("t")
-        select = sql.Select(
+        return sql.Select(
             ((sql.Column(ref, "rid"), None),),
             ((REFERENCE_TABLE, ref), ("resource", target)),
             sql.and_(
@@ -89,7 +120,6 @@ class Planner:
                 self.where((chain.inner,), chain.target_types, target),
             ),
         )
-        return sql.InSelect(sql.Column(alias, "rid"), select)
 
     def has(self, has: Has, types: tuple[str, ...], alias: str) -> sql.Expr:
         ref, source = self.alias("h"), self.alias("s")
@@ -117,20 +147,19 @@ class Planner:
         )
         return sql.InSelect(outer, select)
 
-    def compartment(self, compartment: Compartment, types: tuple[str, ...], alias: str) -> sql.Expr:
+    def compartment(self, compartment: Compartment, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
         index = self.alias("p")
-        select = sql.Select(
+        return sql.Select(
             ((sql.Column(index, "rid"), None),),
             ((REFERENCE_TABLE, index),),
             sql.and_(
-                self._type_condition(sql.Column(index, "type"), types),
+                self._owner(index, types, outer),
                 sql.InValues(sql.Column(index, "param"), compartment.codes),
                 sql.eq(sql.Column(index, "target_id"), compartment.patient_id),
                 sql.eq(sql.Column(index, "target_type"), "Patient"),
                 sql.InValues(sql.Column(index, "base"), self.bases),
             ),
         )
-        return sql.InSelect(sql.Column(alias, "rid"), select)
 
     # -- sorting and paging ------------------------------------------------------------------------------------
 
@@ -155,12 +184,19 @@ class Planner:
             missing = "" if key.descending else sql.DIALECTS[self.dialect].greatest_text
         return sql.Func("coalesce", (sql.Scalar(select), sql.Param(missing)))
 
-    def page(self, request: SearchRequest, after: tuple[list[Any], int] | None, backward: bool) -> sql.Select:
+    def page(
+        self,
+        request: SearchRequest,
+        after: tuple[list[Any], int] | None,
+        backward: bool,
+        broad: frozenset[int] = frozenset(),
+    ) -> sql.Select:
         """One page: the first ``count + 1`` rows after (or, ``backward``, before) the keyset position ``after``.
 
         Columns: the resource columns, then the sort keys (the cursor of the next page is built from them).
+        ``broad``: the positions of the filters to check as ``EXISTS`` (see ``filter``).
         """
-        where = self.where(request.filters, request.types, "r")
+        where = self.where(request.filters, request.types, "r", broad)
         keys = [(self.sort_expression(key, "r"), key.descending) for key in request.sort]
         columns = [(sql.Column("r", name), name) for name in RESOURCE_COLUMNS]
         columns += [(expression, f"k{number}") for number, (expression, _) in enumerate(keys)]
@@ -249,6 +285,26 @@ class Planner:
             conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
         columns = tuple((sql.Column(source, name), None) for name in RESOURCE_COLUMNS)
         return sql.Select(columns, ((REFERENCE_TABLE, ref), ("resource", source)), sql.and_(*conditions), distinct=True)
+
+
+def may_be_broad(item: Filter) -> bool:
+    """Whether ``item`` can be checked as ``EXISTS`` when broad. Not ``_has`` (it matches ids, not rids), nor
+    ``_id`` (no index table), nor a chain (both its probe and its ``EXISTS`` list the targets' matches first:
+    measured slower, not faster), nor a negated filter: the broader its rows, the fewer resources match it, and
+    a row-by-row check would walk far to fill a page."""
+    if isinstance(item, (Has, Chain)):
+        return False
+    return not (isinstance(item, Clause) and (_by_id(item) or _negated(item)))
+
+
+def _negated(item: Filter) -> bool:
+    """``:not`` and ``:missing=true`` match the resources *without* such index rows (``NOT IN``)."""
+    return isinstance(item, Clause) and (item.modifier == "not" or item.missing is True)
+
+
+def _by_id(clause: Clause) -> bool:
+    """``_id`` (or ``_id:not``) compares the resource row's own id: no index table."""
+    return clause.code == "_id" and clause.missing is None and clause.modifier in (None, "not")
 
 
 def _keyset(order: list[tuple[sql.Column, bool]], values: list[Any]) -> sql.Expr:

@@ -1,5 +1,7 @@
 """Differential tests: for random imaging corpora and random queries, the SQL search (through the store) returns
-exactly what the in-Python oracle (search/match.py) returns, in the same order, across every page.
+exactly what the in-Python oracle (search/match.py) returns, in the same order, across every page — both as the
+store plans it by default and with tiny broad-filter thresholds, which turn filters into ``EXISTS`` (all, or only
+those matching more than a few rows; search/execute.py).
 
 One hypothesis test per parameter type. Each example writes its resources with ids and a ``_tag`` of its own into
 one store per test, and every query carries that ``_tag``, so examples do not see each other.
@@ -33,6 +35,9 @@ EXAMPLES = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 COUNTER = itertools.count()
+# Probe thresholds (search/execute.py): the store's default (IN everywhere at these sizes), every filter with a
+# match broad, and a mix (this example's few resources narrow, the filters matching across examples broad).
+BROAD_ROWS = (None, 1, 8)
 
 
 @pytest.fixture(scope="module")
@@ -194,17 +199,21 @@ def check(
     items = [("_tag", f"{TAG_SYSTEM}|{ns}"), *query, ("_count", "3")]
     request = parse_search(REGISTRY, (resource_type,), items)
     expected = [resource["id"] for resource in oracle_search(Corpus(REGISTRY, stored, BASES), request)]
-    got: list[str] = []
-    cursor = None
-    for _ in range(50):
-        page = run_search(
-            store, parse_search(REGISTRY, (resource_type,), items + ([("_cursor", cursor)] if cursor else [])), BASES
-        )
-        got += [row[2] for row in page.matches]
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    assert got == expected, (query, got, expected)
+    for broad_rows in BROAD_ROWS:
+        got: list[str] = []
+        cursor = None
+        for _ in range(50):
+            page = run_search(
+                store,
+                parse_search(REGISTRY, (resource_type,), items + ([("_cursor", cursor)] if cursor else [])),
+                BASES,
+                broad_rows,
+            )
+            got += [row[2] for row in page.matches]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert got == expected, (query, broad_rows, got, expected)
 
 
 PREFIX = st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"])

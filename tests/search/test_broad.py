@@ -1,0 +1,160 @@
+"""Broad filters (search/execute.py, planner.py): a filter whose probe reaches the threshold is checked as
+``EXISTS`` per resource row, so a page in rid order stops after ``count + 1`` matches; the pages, forward and
+backward, stay exactly those of the ``IN`` form.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fhir_imaging.config import Settings
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.execute import broad_filters, dialect_name, run_search
+from fhir_imaging.search.planner import Planner
+from fhir_imaging.search.query import SearchRequest, parse_search
+from fhir_imaging.search.sql import render
+from fhir_imaging.storage import open_store
+from fhir_imaging.storage.base import Store
+
+REGISTRY = load_registry()
+BASES = ("", "http://testserver/baseR4")
+THRESHOLD = 10
+
+
+def _study(number: int) -> dict[str, Any]:
+    """30 studies: 24 available, every fifth cancelled; two of patient p0; started one month apart from 2023."""
+    return {
+        "resourceType": "ImagingStudy",
+        "id": f"s{number:02d}",
+        "status": "cancelled" if number % 5 == 4 else "available",
+        "subject": {"reference": f"Patient/p{number % 15}"},
+        "started": f"{2023 + number // 12}-{1 + number % 12:02d}-01T10:00:00Z",
+        "modality": [{"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "CT"}],
+    }
+
+
+STUDIES = [_study(number) for number in range(30)]
+
+
+@pytest.fixture
+def store(database: str) -> Iterator[Store]:
+    opened = open_store(Settings(database=database, sqlite_synchronous="off", pool_size=2))
+    for study in STUDIES:
+        opened.update("ImagingStudy", str(study["id"]), study)
+    yield opened
+    opened.close()
+
+
+def _request(query: list[tuple[str, str]]) -> SearchRequest:
+    return parse_search(REGISTRY, ("ImagingStudy",), query)
+
+
+@pytest.mark.parametrize(
+    ("query", "broad"),
+    [
+        ([("status", "available")], {0}),  # 24 rows
+        ([("status", "cancelled")], set()),  # 6
+        ([("patient", "p0"), ("status", "available")], {1}),
+        ([("started", "ge2023-01-01"), ("modality", "CT,MR")], {0, 1}),
+        ([("started:missing", "false")], {0}),
+        ([("status:not", "cancelled")], set()),  # negated: never
+        ([("status:missing", "true")], set()),
+        ([("patient.gender", "male")], set()),  # chains: never
+        ([("_id", "s01,s02")], set()),
+        ([("status", "available"), ("_sort", "-started")], set()),  # sorted pages list every match anyway
+    ],
+)
+def test_a_filter_is_broad_when_its_probe_reaches_the_threshold(
+    store: Store, query: list[tuple[str, str]], broad: set[int]
+) -> None:
+    planner = Planner(BASES, dialect_name(store))
+    assert broad_filters(store, planner, _request(query), THRESHOLD) == broad
+    assert broad_filters(store, planner, _request(query), None) == frozenset()
+
+
+def test_a_broad_filter_is_an_exists_on_the_resource_row_and_a_narrow_one_an_in() -> None:
+    request = _request([("patient", "p0"), ("status", "available")])
+    text, params = render(Planner(BASES).page(request, None, False, frozenset({1})))
+    assert "r.rid IN (SELECT i0.rid FROM spidx_reference i0 WHERE (i0.type = ? AND i0.param = ?" in text
+    # no type on the index row: SQLite would rather walk (type, param, code…) than (rid, param)
+    assert "EXISTS (SELECT i1.rid FROM spidx_token i1 WHERE (i1.rid = r.rid AND i1.param = ? AND i1.code = ?))" in text
+    assert params[-2:] == ["status", "available"]
+    select = Planner(BASES).probe(request.filters[1], request.types, 7)
+    assert select is not None
+    probe, _ = render(select)
+    assert probe.startswith("SELECT count(*) FROM (SELECT i0.rid FROM spidx_token i0 WHERE")
+    assert probe.endswith("LIMIT 7) b1")
+
+
+def _pages(store: Store, query: list[tuple[str, str]], broad_rows: int | None) -> tuple[list[str], list[str]]:
+    """The ids following ``next`` to the end, then those following ``previous`` back to the start."""
+    forward: list[str] = []
+    backward: list[str] = []
+    cursor: str | None = None
+    last = None
+    for _ in range(30):
+        page = run_search(store, _request([*query, ("_count", "4"), *([("_cursor", cursor)] if cursor else [])]),
+                          BASES, broad_rows)  # fmt: skip
+        forward += [row[2] for row in page.matches]
+        last, cursor = page, page.next_cursor
+        if cursor is None:
+            break
+    cursor = last.previous_cursor if last else None
+    while cursor is not None:
+        page = run_search(store, _request([*query, ("_count", "4"), ("_cursor", cursor)]), BASES, broad_rows)
+        backward = [row[2] for row in page.matches] + backward
+        cursor = page.previous_cursor
+    return forward, backward
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ([("status", "available")], [s["id"] for s in STUDIES if s["status"] == "available"]),
+        ([("started", "ge2024-06-01")], [s["id"] for s in STUDIES if str(s["started"]) >= "2024-06"]),
+        ([("status", "available"), ("started", "lt2024-06-01"), ("modality", "CT")],
+         [s["id"] for s in STUDIES if s["status"] == "available" and str(s["started"]) < "2024-06"]),
+        ([("patient", "p1"), ("status", "available")], ["s01", "s16"]),
+        ([("status", "available"), ("status:not", "available")], []),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("broad_rows", [1, THRESHOLD, None])
+def test_broad_filters_page_forward_and_back_like_narrow_ones(
+    store: Store, query: list[tuple[str, str]], expected: list[str], broad_rows: int | None
+) -> None:
+    forward, backward = _pages(store, query, broad_rows)
+    assert forward == expected
+    assert backward == expected[: len(expected) - (len(expected) % 4 or 4)] if expected else backward == []
+
+
+def test_a_broad_page_does_not_list_every_match_first(tmp_path: Any) -> None:
+    """On SQLite, ``IN`` builds the whole list before the page's LIMIT applies (``LIST SUBQUERY``)."""
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    store = open_store(Settings(database=url, sqlite_synchronous="off"))
+    try:
+        for study in STUDIES:
+            store.update("ImagingStudy", str(study["id"]), study)
+    finally:
+        store.close()
+    request = _request([("status", "available")])
+    planner = Planner(BASES)
+    conn = sqlite3.connect(tmp_path / "plan.db")
+    try:
+
+        class Probe:
+            dialect = "sqlite"
+
+            def query(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+                return conn.execute(sql, params).fetchall()
+
+        broad = broad_filters(Probe(), planner, request, THRESHOLD)
+        text, params = render(planner.page(request, None, False, broad))
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params)]
+    finally:
+        conn.close()
+    assert not any("LIST SUBQUERY" in step or "TEMP B-TREE" in step for step in plan), plan
+    assert any("spidx_token_rid" in step for step in plan), plan
