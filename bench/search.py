@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT DISTINCT target_id FROM spidx_reference WHERE type = 'ImagingStudy' AND param = 'patient' LIMIT 100"
         )
         patients = [row[0] for row in store.query(sample, [])]
+        # Instants after which the newest 8, 5 and 3 % of the studies were written: _lastUpdated follows rid order,
+        # as dates do when data arrives in date order, so these matches all sit at the far end of a walk in rid order.
+        studies = store.query("SELECT count(*) FROM resource WHERE type = 'ImagingStudy'", [])[0][0]
+        newest = "SELECT last_updated FROM resource WHERE type = 'ImagingStudy' ORDER BY rid LIMIT 1 OFFSET ?"
+        recent = [store.query(newest, [int(studies * (1 - share))])[0][0] for share in (0.08, 0.05, 0.03)]
         queries: dict[str, Callable[[int], str]] = {
             "patient": lambda i: f"/ImagingStudy?patient=Patient/{patients[i % len(patients)]}",
             "modality": lambda i: f"/ImagingStudy?modality={('CT', 'MR', 'US', 'DX', 'CR')[i % 5]}",
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "started=ge": lambda i: f"/ImagingStudy?started=ge{2019 + i % 7}-01-01",
             "patient+modality": lambda i: f"/ImagingStudy?patient=Patient/{patients[i % len(patients)]}&modality=CT,MR",
             "compartment": lambda i: f"/Patient/{patients[i % len(patients)]}/ImagingStudy",
+            "_lastUpdated=ge (newest 3–8 %)": lambda i: f"/ImagingStudy?_lastUpdated=ge{recent[i % 3]}",
             "-started sort": lambda i: "/ImagingStudy?status=available&_sort=-started",
         }
         rows = []

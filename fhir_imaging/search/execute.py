@@ -11,6 +11,13 @@ reaching it, ``EXISTS`` is cheaper. Measured at 100,000 studies: ``IN`` costs ~0
 ~7 µs, so they break even near 5,000 matches; the probe itself costs at most ~0.1–0.2 µs a row. PostgreSQL's
 planner weighs IN against EXISTS itself from its own statistics: no probe there. Only pages in rid order probe:
 a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
+
+The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
+drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
+when the data came in date order — ``started=ge`` last year), the walk would cross every older row first. So such
+a page first walks at most ``WALK_ROWS`` rows: when the window holds ``count + 1`` matches they are the page (no
+match can come before them); otherwise the page is listed with ``IN`` after all. The worst case costs one bounded
+walk (~``WALK_ROWS`` × 7 µs) more than ``IN`` alone.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from fhir_imaging.search.sql import Select, render
 MAX_INCLUDE_ROUNDS = 4
 # Index rows from which a filter counts as broad, per dialect (None: never probe). See the module docstring.
 BROAD_ROWS: dict[str, int | None] = {"sqlite": 5000, "postgres": None}
+WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead
 
 
 class Queryable(Protocol):
@@ -66,10 +74,35 @@ def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, th
     return frozenset(broad)
 
 
+def _page(
+    store: Queryable,
+    planner: Planner,
+    request: SearchRequest,
+    after: tuple[list[Any], int] | None,
+    backward: bool,
+    broad: frozenset[int],
+    walk_rows: int,
+) -> list[tuple[Any, ...]]:
+    """The page's rows; when every filter is broad, first within a walk of ``walk_rows`` resources (see above)."""
+    if broad and len(broad) == len(request.filters):
+        walked, bound = _run(store, planner.walk(request.types, after[1] if after else None, backward, walk_rows))[0]
+        if walked >= walk_rows:  # more rows lie beyond: bound the walk, and fall back if the window is too sparse
+            rows = _run(store, planner.page(request, after, backward, broad, bound))
+            if len(rows) > request.count:
+                return rows
+            broad = frozenset()
+    return _run(store, planner.page(request, after, backward, broad))
+
+
 def run_search(
-    store: Queryable, request: SearchRequest, bases: tuple[str, ...], broad_rows: int | None = None
+    store: Queryable,
+    request: SearchRequest,
+    bases: tuple[str, ...],
+    broad_rows: int | None = None,
+    walk_rows: int = WALK_ROWS,
 ) -> SearchResult:
-    """One page of ``request``. ``broad_rows``: the probe threshold (default: the dialect's ``BROAD_ROWS``)."""
+    """One page of ``request``. ``broad_rows``: the probe threshold (default: the dialect's ``BROAD_ROWS``);
+    ``walk_rows``: see ``WALK_ROWS`` (both parameters for tests)."""
     dialect = dialect_name(store)
     planner = Planner(bases, dialect)
     cursor = decode_cursor(request.cursor, len(request.sort)) if request.cursor else None
@@ -81,7 +114,7 @@ def run_search(
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)
     broad = broad_filters(store, planner, request, broad_rows if broad_rows is not None else BROAD_ROWS.get(dialect))
-    rows = _run(store, planner.page(request, after, backward, broad))
+    rows = _page(store, planner, request, after, backward, broad, walk_rows)
     more = len(rows) > request.count
     rows = rows[: request.count]
     if backward:

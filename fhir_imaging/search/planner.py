@@ -190,11 +190,13 @@ class Planner:
         after: tuple[list[Any], int] | None,
         backward: bool,
         broad: frozenset[int] = frozenset(),
+        bound: int | None = None,
     ) -> sql.Select:
         """One page: the first ``count + 1`` rows after (or, ``backward``, before) the keyset position ``after``.
 
         Columns: the resource columns, then the sort keys (the cursor of the next page is built from them).
-        ``broad``: the positions of the filters to check as ``EXISTS`` (see ``filter``).
+        ``broad``: the positions of the filters to check as ``EXISTS`` (see ``filter``). ``bound`` (pages in rid
+        order only): no row beyond this rid in the direction of travel (see ``walk``).
         """
         where = self.where(request.filters, request.types, "r", broad)
         keys = [(self.sort_expression(key, "r"), key.descending) for key in request.sort]
@@ -209,6 +211,8 @@ class Planner:
             conditions = [where]
             if after is not None:
                 conditions.append(sql.Compare(sql.Column("r", "rid"), "<" if backward else ">", sql.Param(after[1])))
+            if bound is not None:
+                conditions.append(sql.Compare(sql.Column("r", "rid"), ">=" if backward else "<=", sql.Param(bound)))
             return sql.Select(
                 tuple(columns),
                 (("resource", "r"),),
@@ -230,6 +234,19 @@ class Planner:
             if isinstance(expression, sql.Column)
         )
         return sql.Select(star, ((inner, "q"),), position, order_q, limit)
+
+    def walk(self, types: tuple[str, ...], after: int | None, backward: bool, size: int) -> sql.Select:
+        """(how many, the last rid) of the next ``size`` resources of ``types`` in rid order after (``backward``:
+        before) rid ``after``, deleted ones included: how far a page walking rows one by one may go."""
+        w = self.alias("w")
+        rid = sql.Column(w, "rid")
+        conditions = [self._type_condition(sql.Column(w, "type"), types)]
+        if after is not None:
+            conditions.append(sql.Compare(rid, "<" if backward else ">", sql.Param(after)))
+        rows = sql.Select(((rid, "rid"),), (("resource", w),), sql.and_(*conditions), ((rid, backward),), size)
+        window = self.alias("v")
+        last = sql.Func("min" if backward else "max", (sql.Column(window, "rid"),))
+        return sql.Select(((sql.Func("count", (sql.Star(),)), None), (last, None)), ((rows, window),))
 
     def count(self, request: SearchRequest) -> sql.Select:
         return sql.Select(

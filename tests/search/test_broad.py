@@ -13,7 +13,7 @@ import pytest
 
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
-from fhir_imaging.search.execute import broad_filters, dialect_name, run_search
+from fhir_imaging.search.execute import WALK_ROWS, broad_filters, dialect_name, run_search
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest, parse_search
 from fhir_imaging.search.sql import render
@@ -90,7 +90,9 @@ def test_a_broad_filter_is_an_exists_on_the_resource_row_and_a_narrow_one_an_in(
     assert probe.endswith("LIMIT 7) b1")
 
 
-def _pages(store: Store, query: list[tuple[str, str]], broad_rows: int | None) -> tuple[list[str], list[str]]:
+def _pages(
+    store: Store, query: list[tuple[str, str]], broad_rows: int | None, walk_rows: int = WALK_ROWS
+) -> tuple[list[str], list[str]]:
     """The ids following ``next`` to the end, then those following ``previous`` back to the start."""
     forward: list[str] = []
     backward: list[str] = []
@@ -98,14 +100,14 @@ def _pages(store: Store, query: list[tuple[str, str]], broad_rows: int | None) -
     last = None
     for _ in range(30):
         page = run_search(store, _request([*query, ("_count", "4"), *([("_cursor", cursor)] if cursor else [])]),
-                          BASES, broad_rows)  # fmt: skip
+                          BASES, broad_rows, walk_rows)  # fmt: skip
         forward += [row[2] for row in page.matches]
         last, cursor = page, page.next_cursor
         if cursor is None:
             break
     cursor = last.previous_cursor if last else None
     while cursor is not None:
-        page = run_search(store, _request([*query, ("_count", "4"), ("_cursor", cursor)]), BASES, broad_rows)
+        page = run_search(store, _request([*query, ("_count", "4"), ("_cursor", cursor)]), BASES, broad_rows, walk_rows)
         backward = [row[2] for row in page.matches] + backward
         cursor = page.previous_cursor
     return forward, backward
@@ -122,11 +124,12 @@ def _pages(store: Store, query: list[tuple[str, str]], broad_rows: int | None) -
         ([("status", "available"), ("status:not", "available")], []),
     ],
 )  # fmt: skip
-@pytest.mark.parametrize("broad_rows", [1, THRESHOLD, None])
+@pytest.mark.parametrize(("broad_rows", "walk_rows"), [(1, WALK_ROWS), (THRESHOLD, WALK_ROWS), (None, WALK_ROWS),
+                                                     (1, 3), (1, 6), (1, 12)])  # fmt: skip
 def test_broad_filters_page_forward_and_back_like_narrow_ones(
-    store: Store, query: list[tuple[str, str]], expected: list[str], broad_rows: int | None
+    store: Store, query: list[tuple[str, str]], expected: list[str], broad_rows: int | None, walk_rows: int
 ) -> None:
-    forward, backward = _pages(store, query, broad_rows)
+    forward, backward = _pages(store, query, broad_rows, walk_rows)
     assert forward == expected
     assert backward == expected[: len(expected) - (len(expected) % 4 or 4)] if expected else backward == []
 

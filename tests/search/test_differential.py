@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhir_imaging.fhir.registry import load_registry
-from fhir_imaging.search.execute import run_search
+from fhir_imaging.search.execute import WALK_ROWS, run_search
 from fhir_imaging.search.match import Corpus
 from fhir_imaging.search.match import search as oracle_search
 from fhir_imaging.search.query import parse_search
@@ -37,7 +37,10 @@ EXAMPLES = settings(
 COUNTER = itertools.count()
 # Probe thresholds (search/execute.py): the store's default (IN everywhere at these sizes), every filter with a
 # match broad, and a mix (this example's few resources narrow, the filters matching across examples broad).
-BROAD_ROWS = (None, 1, 8)
+# (probe threshold, walk window) for run_search: the default; every filter broad, walks unbounded in this small data;
+# a mix of IN and EXISTS; every filter broad with windows smaller than a page (always falls back to IN) and
+# near one (some pages come from the window, some fall back).
+SEARCH_MODES = ((None, WALK_ROWS), (1, WALK_ROWS), (8, WALK_ROWS), (1, 2), (1, 5))
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +202,7 @@ def check(
     items = [("_tag", f"{TAG_SYSTEM}|{ns}"), *query, ("_count", "3")]
     request = parse_search(REGISTRY, (resource_type,), items)
     expected = [resource["id"] for resource in oracle_search(Corpus(REGISTRY, stored, BASES), request)]
-    for broad_rows in BROAD_ROWS:
+    for broad_rows, walk_rows in SEARCH_MODES:
         got: list[str] = []
         cursor = None
         for _ in range(50):
@@ -208,12 +211,13 @@ def check(
                 parse_search(REGISTRY, (resource_type,), items + ([("_cursor", cursor)] if cursor else [])),
                 BASES,
                 broad_rows,
+                walk_rows,
             )
             got += [row[2] for row in page.matches]
             cursor = page.next_cursor
             if cursor is None:
                 break
-        assert got == expected, (query, broad_rows, got, expected)
+        assert got == expected, (query, broad_rows, walk_rows, got, expected)
 
 
 PREFIX = st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"])

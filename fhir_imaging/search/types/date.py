@@ -138,7 +138,9 @@ def compile_range(prefix: str, slo: int, shi: int, alias: str) -> sql.Expr:
     def cmp(left: sql.Expr, op: str, value: int) -> sql.Expr:
         return sql.Compare(left, op, sql.Param(value))
 
-    contained = sql.and_(cmp(lo, ">=", slo), cmp(hi, "<=", shi))
+    # lo <= shi is implied (lo <= hi <= shi); written out, it makes [slo, shi] a two-sided range on the lo index, which
+    # the database then prefers to scanning every interval that ends before shi (the hi index, one-sided).
+    contained = sql.and_(cmp(lo, ">=", slo), cmp(lo, "<=", shi), cmp(hi, "<=", shi))
     conditions = {
         "eq": contained,
         "ne": sql.Not(contained),
