@@ -45,14 +45,18 @@ class Planner:
     ) -> sql.Expr:
         """The condition on the resource row ``alias``: current, of ``types``, matching every filter (those at the
         positions in ``broad`` as ``EXISTS``)."""
+        matches = [self.filter(item, types, alias, number in broad) for number, item in enumerate(filters)]
+        # When a list of rids drives the query, the type is checked on each row found, not looked up in the
+        # (type, rid) index: without statistics SQLite would otherwise scan that index and sort the page.
+        rid = sql.Column(alias, "rid")
+        driven = any(isinstance(m, sql.InSelect) and m.item == rid and not m.negated for m in matches)
+        by_id = any(isinstance(item, Clause) and _by_id(item) for item in filters)
+        kind: sql.Expr = sql.Column(alias, "type")
+        if driven and not by_id:  # (``_id`` needs the (type, id) index)
+            kind = sql.NoIndex(kind)
         conditions: list[sql.Expr] = [sql.eq(sql.Column(alias, "deleted"), 0)]
-        conditions.append(
-            sql.eq(sql.Column(alias, "type"), types[0])
-            if len(types) == 1
-            else sql.InValues(sql.Column(alias, "type"), types)
-        )
-        conditions += [self.filter(item, types, alias, number in broad) for number, item in enumerate(filters)]
-        return sql.and_(*conditions)
+        conditions.append(sql.eq(kind, types[0]) if len(types) == 1 else sql.InValues(kind, types))
+        return sql.and_(*conditions, *matches)
 
     def filter(self, item: Filter, types: tuple[str, ...], alias: str, broad: bool = False) -> sql.Expr:
         """``alias.rid IN (the filter's index rows)``; ``broad``: ``EXISTS (those of alias.rid)``, which the database

@@ -16,11 +16,12 @@ class Dialect:
     placeholder: str  # one bound parameter
     contains: str  # "{0} contains {1}" (both strings), as a boolean expression
     greatest_text: str  # a string that sorts after every indexed string (missing sort keys last)
+    no_index: str  # "{0}" as an expression the planner will not look up in an index (``NoIndex``)
 
 
 DIALECTS: dict[str, Dialect] = {
-    "sqlite": Dialect("sqlite", "?", "instr({0}, {1}) > 0", "\U0010ffff"),
-    "postgres": Dialect("postgres", "%s", "strpos({0}, {1}) > 0", "\U0010ffff"),
+    "sqlite": Dialect("sqlite", "?", "instr({0}, {1}) > 0", "\U0010ffff", "+{0}"),
+    "postgres": Dialect("postgres", "%s", "strpos({0}, {1}) > 0", "\U0010ffff", "{0}"),
 }
 
 
@@ -32,6 +33,13 @@ class Expr:
 class Column(Expr):
     alias: str
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoIndex(Expr):
+    """A column compared without an index on it (SQLite: unary ``+``), so that another condition drives the query."""
+
+    item: Expr
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +164,8 @@ class _Renderer:
             return f"{node.alias}.{node.name}" if node.alias else node.name
         if isinstance(node, Param):
             return self.bind(node.value)
+        if isinstance(node, NoIndex):
+            return self.dialect.no_index.format(self.expr(node.item))
         if isinstance(node, Compare):
             return f"{self.expr(node.left)} {node.op} {self.expr(node.right)}"
         if isinstance(node, And):

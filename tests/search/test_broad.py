@@ -161,3 +161,22 @@ def test_a_broad_page_does_not_list_every_match_first(tmp_path: Any) -> None:
         conn.close()
     assert not any("LIST SUBQUERY" in step or "TEMP B-TREE" in step for step in plan), plan
     assert any("spidx_token_rid" in step for step in plan), plan
+
+
+def test_a_page_driven_by_a_list_of_rids_is_not_sorted_without_statistics(tmp_path: Any) -> None:
+    """Without ANALYZE statistics SQLite scanned the (type, rid) index and sorted the page (bodies included): 32 ms
+    instead of 2 ms for 4,000 matches at 100,000 studies. The type is checked on the rows the list finds."""
+    database = f"sqlite:///{tmp_path / 'plain.db'}"
+    opened = open_store(Settings(database=database, sqlite_synchronous="off"))
+    try:
+        for study in STUDIES:
+            opened.update("ImagingStudy", str(study["id"]), study)
+        request = _request([("status", "cancelled"), ("_count", "4")])
+        text, params = render(Planner(BASES).page(request, None, False))
+        assert "+r.type = ?" in text
+        plan = " ".join(str(row[3]) for row in opened.query("EXPLAIN QUERY PLAN " + text, params))
+        assert "TEMP B-TREE" not in plan and "PRIMARY KEY" in plan, plan
+        by_id = render(Planner(BASES).page(_request([("_id", "s01"), ("status", "cancelled")]), None, False))[0]
+        assert "+r.type" not in by_id  # _id is looked up in the (type, id) index
+    finally:
+        opened.close()
