@@ -19,6 +19,7 @@ import atexit
 import logging
 import sys
 import threading
+import time
 from typing import TextIO
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -70,6 +71,21 @@ class BufferedStreamHandler(logging.Handler):
         super().close()
 
 
+class _Formatter(logging.Formatter):
+    """``FORMAT`` with the date and time formatted once a second, not once a line (``time.strftime`` is the
+    costliest part of a request line)."""
+
+    _second = -1
+    _stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return self.default_msec_format % (self._stamp, record.msecs)
+
+
 def configure_logging(level: str) -> None:
     """Log ``level`` and above of every logger to stderr."""
     global _handler
@@ -82,7 +98,7 @@ def configure_logging(level: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     _handler = BufferedStreamHandler(sys.stderr, buffered=REQUEST_LOGGER)
-    _handler.setFormatter(logging.Formatter(FORMAT))
+    _handler.setFormatter(_Formatter(FORMAT))
     _handler.flush_periodically(FLUSH_INTERVAL_S)
     atexit.register(_handler.close)  # the last lines are written before the process exits
     root.handlers = [_handler]

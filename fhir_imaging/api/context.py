@@ -54,7 +54,8 @@ def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     """Wrap an interaction: negotiate the response format before anything else is done."""
 
     async def wrapped(request: Request) -> Response:
-        request.state.media_type = negotiate(request.headers.get("accept"), request.query_params.get("_format"))
+        format_param = request.query_params.get("_format") if request.scope["query_string"] else None
+        request.state.media_type = negotiate(request.headers.get("accept"), format_param)
         return await handler(request)
 
     wrapped.__name__ = handler.__name__
@@ -62,17 +63,36 @@ def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     return wrapped
 
 
+_REQUEST_BASES: dict[tuple[object, ...], str] = {}
+_MOST_REQUEST_BASES = 256  # Host headers come from clients: the memo of their bases is bounded
+
+
+def request_base(request: Request) -> str:
+    """This server's base URL as the request reached it (scheme, Host, /baseR4). Memoised by what Starlette builds
+    it from — building ``request.url`` parses the Host header and assembles the whole URL on every request."""
+    scope = request.scope
+    host = next((value for key, value in scope["headers"] if key == b"host"), None)
+    server = scope.get("server")
+    key = (scope.get("scheme"), host, tuple(server) if server else None)
+    base = _REQUEST_BASES.get(key)
+    if base is None:
+        base = f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"
+        if len(_REQUEST_BASES) >= _MOST_REQUEST_BASES:
+            _REQUEST_BASES.clear()
+        _REQUEST_BASES[key] = base
+    return base
+
+
 def base_url(request: Request) -> str:
     public = context(request).settings.public_url
     if public:
         return public.rstrip("/")
-    return f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"
+    return request_base(request)
 
 
 def server_bases(request: Request) -> tuple[str, ...]:
     """What a reference's base may be to point at this server: '' (relative), the public URL, the request's base."""
-    bases = ["", base_url(request), f"{request.url.scheme}://{request.url.netloc}{BASE_PATH}"]
-    return tuple(dict.fromkeys(bases))
+    return tuple(dict.fromkeys(["", base_url(request), request_base(request)]))
 
 
 def resource_type_of(request: Request) -> str:

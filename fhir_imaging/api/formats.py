@@ -11,6 +11,7 @@ from fhir_imaging.fhir.outcome import NotAcceptable, UnsupportedMediaType
 FHIR_JSON = "application/fhir+json"
 PLAIN_JSON = "application/json"
 JSON_TYPES = frozenset({FHIR_JSON, PLAIN_JSON, "application/json+fhir", "text/json"})
+USUAL_ACCEPT: dict[str | None, str] = {None: FHIR_JSON, "*/*": FHIR_JSON, FHIR_JSON: FHIR_JSON, PLAIN_JSON: PLAIN_JSON}
 XML_TYPES = frozenset({"application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir", "xml"})
 FORMAT_ALIASES = {"json": FHIR_JSON, FHIR_JSON: FHIR_JSON, PLAIN_JSON: PLAIN_JSON, "application/json+fhir": FHIR_JSON}
 FORMAT_REJECTED = {"xml", "html", "text/html", "ttl", "text/turtle", *XML_TYPES}
@@ -22,6 +23,12 @@ def _media_type(value: str) -> str:
 
 def negotiate(accept: str | None, format_param: str | None) -> str:
     """The media type of the response, or NotAcceptable when the client only takes what we cannot write."""
+    if format_param is None and accept in USUAL_ACCEPT:  # on every request: the common answers without parsing
+        return USUAL_ACCEPT[accept]
+    return _negotiate(accept, format_param)
+
+
+def _negotiate(accept: str | None, format_param: str | None) -> str:
     if format_param:
         wanted = _media_type(format_param)
         if wanted in FORMAT_ALIASES:

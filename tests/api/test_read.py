@@ -108,3 +108,11 @@ def test_head_answers_like_get_without_body(client: TestClient, patient: dict[st
     assert response.status_code == 200
     assert response.headers["etag"] == 'W/"1"'
     assert response.content == b""
+
+
+def test_each_host_gets_its_own_base_in_the_headers(client: TestClient, study: dict[str, Any]) -> None:
+    """The request's base is memoised per Host header: a second host must not get the first one's."""
+    created = _create(client, study)
+    for host in ("a.example", "b.example:8443", "a.example"):
+        response = client.get(f"/ImagingStudy/{created['id']}", headers={"Host": host})
+        assert response.headers["content-location"].startswith(f"http://{host}/baseR4/ImagingStudy/")

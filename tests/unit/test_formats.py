@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from fhir_imaging.api import formats
 from fhir_imaging.api.formats import FHIR_JSON, PLAIN_JSON, check_content_type, negotiate
 from fhir_imaging.fhir.outcome import NotAcceptable, UnsupportedMediaType
 
@@ -46,3 +47,8 @@ def test_json_bodies_accepted(content_type: str | None) -> None:
 def test_other_bodies_refused(content_type: str) -> None:
     with pytest.raises(UnsupportedMediaType):
         check_content_type(content_type)
+
+
+def test_the_usual_accept_headers_get_what_negotiation_gives() -> None:
+    for accept, media_type in formats.USUAL_ACCEPT.items():
+        assert formats._negotiate(accept, None) == media_type

@@ -45,3 +45,13 @@ def test_the_writer_thread_flushes_on_its_own() -> None:
         time.sleep(0.01)
     handler.close()
     assert stream.getvalue() == "GET /a 200\n"
+
+
+def test_the_time_of_a_line_is_what_the_stock_formatter_writes() -> None:
+    from fhir_imaging.logs import FORMAT, _Formatter
+
+    ours, stock = _Formatter(FORMAT), logging.Formatter(FORMAT)
+    for created in (1_700_000_000.0, 1_700_000_000.5, 1_700_000_000.999, 1_700_000_001.25, 1_800_000_123.004):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == stock.format(record)
