@@ -26,10 +26,11 @@ from pydicom import Dataset
 
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
+from fhir_imaging.dicom.bundle import Write
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.progress import Reporter
 from fhir_imaging.dicom.study import group_studies, without_meta
-from fhir_imaging.dicom.writer import EndpointState, Tally, find_one, study_identifier, write_study
+from fhir_imaging.dicom.writer import Tally, find_one, study_identifier, write_study
 
 PATIENT_FIELDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
 STUDY_FIELDS = (
@@ -69,8 +70,9 @@ class SyncSummary:
         ]
 
 
-def endpoint_for(url: str) -> EndpointState:
-    """The Endpoint of a DICOMweb root: WADO-RS connection, active, identified by its address (as a URI)."""
+def endpoint_for(url: str) -> Write:
+    """The Endpoint of a DICOMweb root: WADO-RS connection, active, identified by its address (as a URI). The same
+    ``Write`` serves every study of a sync: it is written (``write``) with the first, and only referred to after."""
     address = url.rstrip("/")
     resource = {
         "resourceType": "Endpoint",
@@ -82,7 +84,7 @@ def endpoint_for(url: str) -> EndpointState:
         "payloadMimeType": ["application/dicom"],
         "address": address,
     }
-    return EndpointState(resource, resource["identifier"][0])
+    return Write(resource, resource["identifier"][0])
 
 
 def parse_since(text: str, today: date | None = None) -> date:
@@ -165,9 +167,9 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
-def _up_to_date(existing: dict[str, Any] | None, study: dict[str, Any], endpoint: EndpointState) -> bool:
+def _up_to_date(existing: dict[str, Any] | None, study: dict[str, Any], endpoint: Write) -> bool:
     count = _value(study, _INSTANCES)
-    if existing is None or count is None or endpoint.id is None or endpoint.pending:
+    if existing is None or count is None or endpoint.id is None or endpoint.write:
         return False
     points_at_endpoint = {"reference": f"Endpoint/{endpoint.id}"} in existing.get("endpoint", [])
     return points_at_endpoint and existing.get("numberOfInstances") == int(count)
@@ -190,7 +192,7 @@ async def sync_once(
     if found is not None:
         endpoint.id, endpoint.version = str(found["id"]), found.get("meta", {}).get("versionId")
         endpoint.resource = {**without_meta(found), **endpoint.resource}
-        endpoint.pending = endpoint.resource != without_meta(found)
+        endpoint.write = endpoint.resource != without_meta(found)
     summary = SyncSummary(studies=len(studies))
     advance = reporter.task("syncing studies", len(studies)) if reporter else (lambda n: None)
     for study in studies:

@@ -57,17 +57,6 @@ class Tally:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (StudyInstanceUID, reason)
 
 
-@dataclass(slots=True)
-class EndpointState:
-    """The Endpoint every study of a PACS points at: what we want, and what the server has (once known)."""
-
-    resource: dict[str, Any]
-    identifier: dict[str, Any]
-    id: str | None = None
-    version: str | None = None
-    pending: bool = True  # it still has to be written (new or changed), with the next study that is
-
-
 def study_identifier(uid: str) -> dict[str, str]:
     return {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
 
@@ -124,7 +113,7 @@ async def _post_transaction(client: httpx.AsyncClient, bundle: dict[str, Any]) -
     return answer
 
 
-async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: EndpointState | None) -> None:
+async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None) -> None:
     identifier = study_identifier(group.uid)
     existing = await find_one(client, "ImagingStudy", identifier)
     patient_identifier = group.patient["identifier"][0]
@@ -133,10 +122,7 @@ async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, e
     study = merge_study(existing, group.study)
     patient_write = Write(patient, patient_identifier, _id(found_patient), _version(found_patient))
     patient_write.write = changed(found_patient, patient)
-    endpoint_write = None
-    if endpoint is not None:
-        endpoint_write = Write(endpoint.resource, endpoint.identifier, endpoint.id, endpoint.version, endpoint.pending)
-    plan = StudyWrite(Write(study, identifier, _id(existing), _version(existing)), patient_write, endpoint_write)
+    plan = StudyWrite(Write(study, identifier, _id(existing), _version(existing)), patient_write, endpoint)
     plan.subject_from_patient = "subject" not in study
     written_study = study_resource(plan)
     plan.study.write = changed(existing, written_study)
@@ -164,9 +150,9 @@ async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, e
             tally.patients_created += 1
         else:
             tally.patients_updated += 1
-    if endpoint is not None and endpoint.pending and "Endpoint" in result.entries:
+    if endpoint is not None and endpoint.write and "Endpoint" in result.entries:
         endpoint.id = result.entries["Endpoint"].id or endpoint.id
-        endpoint.pending = False
+        endpoint.write = False  # written: later studies only refer to it
 
 
 def _id(resource: dict[str, Any] | None) -> str | None:
@@ -174,7 +160,7 @@ def _id(resource: dict[str, Any] | None) -> str | None:
 
 
 async def write_study(
-    client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: EndpointState | None = None
+    client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None = None
 ) -> None:
     """Merge ``group`` into the server and write it (see the module doc). Failures are tallied, except a server
     that lacks search or transactions (``ServerUnsupported``), which stops everything."""
