@@ -271,10 +271,7 @@ class Planner:
             sql.eq(sql.Column(target, "id"), sql.Column(ref, "target_id")),
             sql.eq(sql.Column(target, "deleted"), 0),
         ]
-        if include.source != "*":
-            conditions.append(sql.eq(sql.Column(ref, "type"), include.source))
-        if include.code is not None:
-            conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
+        conditions += _through(include, ref)
         if include.target is not None:
             conditions.append(sql.eq(sql.Column(ref, "target_type"), include.target))
         columns = tuple((sql.Column(target, name), None) for name in RESOURCE_COLUMNS)
@@ -299,13 +296,20 @@ class Planner:
             sql.InValues(sql.Column(ref, "base"), self.bases),
             sql.eq(sql.Column(source, "rid"), sql.Column(ref, "rid")),
             sql.eq(sql.Column(source, "deleted"), 0),
+            *_through(include, ref),
         ]
-        if include.source != "*":
-            conditions.append(sql.eq(sql.Column(ref, "type"), include.source))
-        if include.code is not None:
-            conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
         columns = tuple((sql.Column(source, name), None) for name in RESOURCE_COLUMNS)
         return sql.Select(columns, ((REFERENCE_TABLE, ref), ("resource", source)), sql.and_(*conditions), distinct=True)
+
+
+def _through(include: Include, ref: str) -> list[sql.Expr]:
+    """The reference index rows an _include / _revinclude follows: of its source type and parameter (``*``: any)."""
+    conditions = []
+    if include.source != "*":
+        conditions.append(sql.eq(sql.Column(ref, "type"), include.source))
+    if include.code is not None:
+        conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
+    return conditions
 
 
 def may_be_broad(item: Filter) -> bool:
