@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_imaging import FHIR_VERSION, __version__
-from fhir_imaging.config import SETTINGS, Settings, load_settings, to_environ
-from fhir_imaging.logs import configure_logging
+from fhir_imaging.config import SETTINGS, Settings, load_settings
+from fhir_imaging.logs import configure_logging, redact, redact_url
+
+if TYPE_CHECKING:
+    from fhir_imaging.storage.base import Store
 
 SERVE_SETTINGS = tuple(SETTINGS)
+DATABASE_UNUSABLE = 2  # exit code of serve and reindex when the database cannot be opened or used
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -141,25 +144,30 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def serve(settings: Settings) -> int:
-    import uvicorn
-
+def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
+    """The store, or None after one line on stderr saying why it cannot be opened (its password masked)."""
     from fhir_imaging.storage import open_store
 
-    configure_logging(settings.log_level)
     try:
-        open_store(settings).close()  # fail fast on a bad database URL, and migrate before workers start
+        return open_store(settings)
     except Exception as exc:
-        print(f"fhir-imaging: cannot open the database {settings.database}: {exc}", file=sys.stderr)
-        return 2
-    options = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False}
-    if settings.workers > 1:
-        os.environ.update(to_environ(settings))
-        uvicorn.run("fhir_imaging.app:app_from_environment", factory=True, workers=settings.workers, **options)
-    else:
-        from fhir_imaging.app import create_app
+        reason = redact(str(exc) or type(exc).__name__, settings.database)
+        print(
+            f"fhir-imaging {command}: cannot open the database {redact_url(settings.database)}: {reason}",
+            file=sys.stderr,
+        )
+        return None
 
-        uvicorn.run(create_app(settings), **options)
+
+def serve(settings: Settings) -> int:
+    from fhir_imaging.server import run
+
+    configure_logging(settings.log_level)
+    store = _open_store_or_explain(settings, "serve")  # fail fast on a bad database URL; migrate before workers
+    if store is None:
+        return DATABASE_UNUSABLE
+    store.close()
+    run(settings)
     return 0
 
 
@@ -202,14 +210,19 @@ def load(paths: list[Path], settings: Settings, server: str | None, batch_size: 
 
 
 def reindex(settings: Settings) -> int:
-    from fhir_imaging.storage import open_store
-
-    store = open_store(settings)
+    configure_logging("warning")
+    store = _open_store_or_explain(settings, "reindex")
+    if store is None:
+        return DATABASE_UNUSABLE
     try:
         count = store.reindex()
+    except Exception as exc:
+        reason = redact(str(exc) or type(exc).__name__, settings.database)
+        print(f"fhir-imaging reindex: failed, nothing was changed: {reason}", file=sys.stderr)
+        return DATABASE_UNUSABLE
     finally:
         store.close()
-    print(f"reindexed {count} resources in {settings.database}", file=sys.stderr)
+    print(f"reindexed {count} resources in {redact_url(settings.database)}", file=sys.stderr)
     return 0
 
 

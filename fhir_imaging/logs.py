@@ -9,6 +9,10 @@ process without ``atexit``: its own "Shutting down" line flushes the request lin
 Records do not look up the calling frame, thread or process names (the logging HOWTO's "Optimization" section),
 which cost microseconds a request and are not in our format.
 
+Every line is one line: control characters in a message (a decoded ``%0a`` or ``%1b`` in a request path, a
+multi-line driver message) are escaped (``\n``, ``\x1b``) by ``escape_control``, so nothing a client sends can forge
+a line or drive a terminal. URLs are printed and logged through ``redact_url``: a password never shows.
+
 Both ``fhir-imaging serve`` and each worker process (``--workers N``, ``app_from_environment``) call
 ``configure_logging``; calling it again in one process only changes the level.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import sys
 import threading
 import time
@@ -26,6 +31,74 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 FLUSH_INTERVAL_S = 0.2
 REQUEST_LOGGER = "fhir_imaging.requests"
 _handler: BufferedStreamHandler | None = None
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    ord("\\"): "\\\\",
+}
+_SECRET_PARAMETER = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|access_token|api_key|apikey)=([^&#\s]*)")
+
+
+def _escape_character(character: str) -> str:
+    escaped = _CONTROL_ESCAPES.get(ord(character))
+    if escaped is not None:
+        return escaped
+    if character.isprintable():
+        return character
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line with nothing a terminal acts on: control characters (C0, DEL, C1) become ``\\n``,
+    ``\\r``, ``\\t`` or ``\\xNN``, other non-printable ones (line and paragraph separators, bidirectional
+    overrides) ``\\uNNNN``, and a backslash ``\\\\`` so that an escape cannot be forged."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(map(_escape_character, text))
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password of ``scheme://user:password@host…`` is in ``url`` (the last ``@`` before any ``?`` or
+    ``#`` ends it, so a password holding an ``@`` is found whole)."""
+    start = url.find("://")
+    if start < 0:
+        return None
+    start += 3
+    ends = [index for index in (url.find("?", start), url.find("#", start)) if index >= 0]
+    at = url.rfind("@", start, min(ends, default=len(url)))
+    colon = url.find(":", start, at) if at >= 0 else -1
+    return (colon + 1, at) if colon >= 0 else None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``user:password@``, or a ``password=`` parameter) replaced by ``***``: the one
+    form in which a database, server or PACS URL is printed or logged."""
+    span = _password_span(url)
+    if span is not None:
+        url = f"{url[: span[0]]}***{url[span[1] :]}"
+    return _SECRET_PARAMETER.sub(r"\1=***", url)
+
+
+def redact(text: str, *urls: str | None) -> str:
+    """``text`` (e.g. an error message from a driver) with each of ``urls`` redacted and their passwords masked
+    wherever else they appear."""
+    for url in urls:
+        if url:
+            text = text.replace(url, redact_url(url))
+            for secret in _secrets(url):
+                text = text.replace(secret, "***")
+    return text
+
+
+def _secrets(url: str) -> list[str]:
+    """The passwords written in ``url``, longest first."""
+    found = [match.group(2) for match in _SECRET_PARAMETER.finditer(url)]
+    span = _password_span(url)
+    if span is not None:
+        found.append(url[span[0] : span[1]])
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 class BufferedStreamHandler(logging.Handler):
@@ -73,7 +146,16 @@ class BufferedStreamHandler(logging.Handler):
 
 class _Formatter(logging.Formatter):
     """``FORMAT`` with the date and time formatted once a second, not once a line (``time.strftime`` is the
-    costliest part of a request line)."""
+    costliest part of a request line), and every message escaped onto one line (``escape_control``)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: object) -> str:
+        """A traceback keeps its lines; control characters inside them (from an exception's message) are escaped."""
+        text = super().formatException(ei)  # type: ignore[arg-type]
+        return "\n".join(escape_control(line) for line in text.split("\n"))
 
     _second = -1
     _stamp = ""

@@ -20,4 +20,6 @@ def open_store(settings: Settings) -> Store:
         from fhir_imaging.storage.postgres import PostgresStore
 
         return PostgresStore(url, pool_size=settings.pool_size)
-    raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {url}")
+    from fhir_imaging.logs import redact_url
+
+    raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {redact_url(url)}")

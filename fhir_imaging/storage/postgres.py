@@ -19,6 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fhir_imaging.fhir.outcome import ServiceUnavailable
+from fhir_imaging.logs import redact_url
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
 
@@ -50,7 +51,7 @@ class PostgresStore(SqlStore):
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
         except PoolTimeout as exc:
             self._pool.close()
-            raise DatabaseUnreachable(f"PostgreSQL at {_safe(url)} cannot be reached") from exc
+            raise DatabaseUnreachable(f"PostgreSQL at {redact_url(url)} cannot be reached") from exc
         self.transact(self._migrate)
 
     def _migrate(self, tx: SqlTransaction) -> None:
@@ -88,13 +89,3 @@ def _unavailable_as_503() -> Iterator[None]:
         raise ServiceUnavailable(
             f"The database cannot be reached right now; try again ({type(exc).__name__})"
         ) from None
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}@{host}"
