@@ -111,7 +111,32 @@ def _add_dicom_commands(commands: Any) -> None:
     sync.add_argument(
         "--full", action="store_true", help="read every study again, not only those whose instance count changed"
     )
+    _add_pacs_limits(sync)
     _add_dicom_mapping_options(sync)
+
+
+def _add_pacs_limits(parser: argparse.ArgumentParser) -> None:
+    """The bounds ``sync-dicomweb`` puts on the PACS (``PacsLimits``; docs/dicom.md, *Limits*)."""
+    from fhir_imaging.dicom.limits import MEBIBYTE, PacsLimits
+
+    limits = PacsLimits()
+    bounds = (
+        ("--pacs-timeout", float, "SECONDS", limits.timeout, "seconds for one whole answer of the PACS (connect, "
+         "headers, body, redirects)"),
+        ("--pacs-max-answer-mb", int, "MB", limits.max_answer_bytes // MEBIBYTE, "largest answer read from the PACS"),
+        ("--pacs-max-redirects", int, "N", limits.max_redirects, "redirects followed for one query"),
+        ("--max-pages", int, "N", limits.max_pages, "pages read for one query (limit/offset paging)"),
+        ("--max-studies", int, "N", limits.max_studies, "studies the study query may find (narrow it with --since)"),
+        ("--max-series-per-study", int, "N", limits.max_series_per_study, "series of one study"),
+        ("--max-instances-per-study", int, "N", limits.max_instances_per_study, "instances of one study"),
+    )  # fmt: skip
+    for flag, kind, metavar, default, text in bounds:
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {default:g})")
+    parser.add_argument(
+        "--allow-cross-origin-redirects",
+        action="store_true",
+        help="follow redirects to another scheme, host or port than the PACS URL's (default: refused, an error)",
+    )
 
 
 def _add_dicom_mapping_options(parser: argparse.ArgumentParser) -> None:
@@ -233,12 +258,13 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
     try:
         options = dicom_commands.mapping_options(args.timezone, args.patient_id_system)
         since = parse_since(args.since) if getattr(args, "since", None) else None
+        limits = dicom_commands.pacs_limits(args) if args.command == "sync-dicomweb" else None
     except ValueError as exc:
         parser.error(str(exc))
     target = {"server": args.server, "settings": settings, "options": options, "progress": not args.no_progress}
     if args.command == "import-dicom":
         return dicom_commands.run_import(args.paths, **target)
-    return dicom_commands.run_sync(args.url, since=since, full=args.full, watch=args.watch, **target)
+    return dicom_commands.run_sync(args.url, since=since, full=args.full, watch=args.watch, limits=limits, **target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

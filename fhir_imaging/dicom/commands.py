@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date, tzinfo
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.dicomweb import PacsError, SyncSummary, sync_dicomweb
 from fhir_imaging.dicom.importer import import_dicom
+from fhir_imaging.dicom.limits import MEBIBYTE, PacsLimits
 from fhir_imaging.dicom.mapping import MappingOptions, offset_timezone
 from fhir_imaging.dicom.progress import reporting
 from fhir_imaging.dicom.writer import WriteError
@@ -34,6 +35,20 @@ def parse_timezone(text: str) -> tzinfo:
 
 def mapping_options(timezone: str | None, patient_id_system: str | None) -> MappingOptions:
     return MappingOptions(parse_timezone(timezone) if timezone else None, patient_id_system)
+
+
+def pacs_limits(args: Any) -> PacsLimits:
+    """The ``PacsLimits`` of ``sync-dicomweb``'s options; ``ValueError`` naming a bad one."""
+    return PacsLimits(
+        timeout=args.pacs_timeout,
+        max_answer_bytes=args.pacs_max_answer_mb * MEBIBYTE,
+        max_redirects=args.pacs_max_redirects,
+        cross_origin_redirects=args.allow_cross_origin_redirects,
+        max_pages=args.max_pages,
+        max_studies=args.max_studies,
+        max_series_per_study=args.max_series_per_study,
+        max_instances_per_study=args.max_instances_per_study,
+    )
 
 
 def _print(lines: Sequence[str], out: TextIO | None) -> None:
@@ -71,10 +86,18 @@ def _sync_pass(
     since: date | None,
     full: bool,
     progress: bool,
+    limits: PacsLimits | None,
 ) -> SyncSummary:
     with reporting(progress) as reporter:
         run = sync_dicomweb(
-            url, server=server, settings=settings, options=options, since=since, full=full, reporter=reporter
+            url,
+            server=server,
+            settings=settings,
+            options=options,
+            since=since,
+            full=full,
+            reporter=reporter,
+            limits=limits,
         )
         return asyncio.run(run)
 
@@ -90,14 +113,16 @@ def run_sync(
     watch: float | None = None,
     progress: bool = True,
     out: TextIO | None = None,
+    limits: PacsLimits | None = None,
 ) -> int:
     """``sync-dicomweb``: one pass (or one every ``watch`` seconds until interrupted), printing each summary. An
     unreachable PACS ends a single pass with 2; under ``--watch`` it is reported and the next pass tries again.
-    ``full`` reads every study again instead of only those whose instance count changed."""
+    ``full`` reads every study again instead of only those whose instance count changed; ``limits`` bound what
+    the PACS may answer (a PACS beyond them ends the pass like one that is down)."""
     try:
         while True:
             try:
-                summary = _sync_pass(url, server, settings, options, since, full, progress)
+                summary = _sync_pass(url, server, settings, options, since, full, progress, limits)
             except (PacsError, WriteError) as exc:
                 print(f"fhir-imaging sync-dicomweb: {exc}", file=sys.stderr)
                 if watch is None:

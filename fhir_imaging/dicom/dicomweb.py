@@ -6,7 +6,9 @@ https://hl7.org/fhir/R4/endpoint.html and https://hl7.org/fhir/R4/imagingstudy.h
 
 The QIDO-RS answers are turned into pydicom Datasets (study ∪ series ∪ instance attributes) and go through the same
 mapping as files. A study is read completely before anything of it is written, so a PACS that fails halfway leaves
-no partial study. Runs are incremental: a study whose ImagingStudy already counts as many instances as the PACS's
+no partial study. Nothing the PACS answers is trusted: every answer is bounded in time and size (``pacs.py``) and
+checked for shape (``qido.py``), paging stops at a page that brings nothing new, and each query level is capped
+(``PacsLimits``). Runs are incremental: a study whose ImagingStudy already counts as many instances as the PACS's
 NumberOfStudyRelatedInstances (0020,1208) and points at the Endpoint is not read again (``full=True`` reads all).
 """
 
@@ -14,21 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-import requests
-from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset
 
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.bundle import Write
+from fhir_imaging.dicom.limits import PacsLimits
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
+from fhir_imaging.dicom.pacs import PacsError, PacsHttp
 from fhir_imaging.dicom.progress import Reporter
+from fhir_imaging.dicom.qido import MalformedAnswer, check_page, count_value, to_dataset
 from fhir_imaging.dicom.study import group_studies, without_meta
 from fhir_imaging.dicom.writer import Tally, find_one, study_identifier, write_study
 
@@ -43,11 +44,7 @@ SERIES_FIELDS += ("SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances")
 INSTANCE_FIELDS = ("SOPClassUID", "InstanceNumber", "ContentLabel", "DocumentTitle", "ImageType", "ImageLaterality")
 ENDPOINT_CONNECTION = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 URI_SYSTEM = "urn:ietf:rfc:3986"
-_STUDY_UID, _SERIES_UID, _INSTANCES = "0020000D", "0020000E", "00201208"
-
-
-class PacsError(Exception):
-    """The PACS cannot be reached or refused a query; the message names it and says why."""
+_STUDY_UID, _SERIES_UID, _SOP_UID, _INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
 
 
 @dataclass(slots=True)
@@ -106,73 +103,104 @@ def _value(item: dict[str, Any], tag: str) -> Any:
     return values[0]
 
 
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One QIDO-RS query level: the UID that identifies its results and the option that caps their number."""
+
+    noun: str
+    uid_tag: str
+    uid_name: str
+    cap_option: str
+    per: str = ""
+
+
+STUDIES = _Level("studies", _STUDY_UID, "StudyInstanceUID", "--max-studies")
+SERIES = _Level("series", _SERIES_UID, "SeriesInstanceUID", "--max-series-per-study", " in one study")
+INSTANCES = _Level("instances", _SOP_UID, "SOPInstanceUID", "--max-instances-per-study", " in one study")
+
+
 class QidoReader:
-    """QIDO-RS queries through dicomweb-client; every failure becomes a ``PacsError``."""
+    """QIDO-RS queries to one PACS, paged with ``limit`` and ``offset`` and bounded by ``PacsLimits``; every
+    failure and every malformed answer becomes a ``PacsError`` naming the PACS and the query."""
 
-    def __init__(self, url: str, client: DICOMwebClient | None = None, attempts: int = 3) -> None:
-        self.url = url.rstrip("/")
-        self.client = client or DICOMwebClient(self.url, timeout=30)
-        # dicomweb-client retries every failure 5 times with waits growing to 16 s (30 s for a PACS that is down);
-        # three attempts, 0.4 and 0.8 s apart, ride over a hiccup and still answer "down" quickly.
-        self.client.set_http_retry_params(retry=True, max_attempts=attempts, wait_exponential_multiplier=200)
+    def __init__(self, url: str, limits: PacsLimits | None = None) -> None:
+        self.limits = limits or PacsLimits()
+        self.http = PacsHttp(url, self.limits)
+        self.url = self.http.shown
 
-    def _query(self, what: str, call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        try:
-            return call()
-        except requests.ConnectionError as exc:
-            raise PacsError(f"cannot reach the PACS at {self.url} ({what}): {_reason(exc)}") from None
-        except requests.Timeout:
-            raise PacsError(f"the PACS at {self.url} did not answer in time ({what})") from None
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else "?"
-            raise PacsError(f"the PACS at {self.url} answered HTTP {status} to {what}") from None
-        except (requests.RequestException, ValueError) as exc:
-            raise PacsError(f"the PACS at {self.url} failed {what}: {exc}") from None
+    def close(self) -> None:
+        self.http.close()
+
+    def search(
+        self, path: str, params: list[tuple[str, str]], level: _Level, what: str, cap: int, counted: int = 0
+    ) -> list[dict[str, Any]]:
+        """Every result of one query, page after page until an empty one. A page that brings nothing new (a PACS
+        that ignores ``offset``) ends paging with an error, as do more than ``cap`` results (``counted`` of them
+        already met in earlier queries) or ``max_pages`` pages; a result met twice is kept once."""
+        results: dict[str, dict[str, Any]] = {}
+        offset = 0
+        for _ in range(self.limits.max_pages):
+            paging = [("limit", str(self.limits.page_size)), ("offset", str(offset))]
+            answer = self.http.get_json(path, params + paging, what)
+            try:
+                page = check_page(answer, level.uid_tag, level.uid_name)
+            except MalformedAnswer as exc:
+                raise PacsError(f"the PACS at {self.url} answered {what} (offset {offset}) wrongly: {exc}") from None
+            if not page:
+                return list(results.values())
+            if all(uid in results for uid, _ in page):
+                raise PacsError(
+                    f"the PACS at {self.url} answered {what} at offset {offset} with {level.noun} it had already "
+                    "sent: paging stopped (does it ignore offset?)"
+                )
+            results.update((uid, item) for uid, item in page if uid not in results)
+            if counted + len(results) > cap:
+                raise PacsError(
+                    f"the PACS at {self.url} answered {what}: more than {cap} {level.noun}{level.per} "
+                    f"({level.cap_option})"
+                )
+            offset += len(page)
+        raise PacsError(
+            f"the PACS at {self.url} answered {what} with more than {self.limits.max_pages} pages (--max-pages)"
+        )
 
     def studies(self, since: date | None = None) -> list[dict[str, Any]]:
-        filters = {"StudyDate": f"{since:%Y%m%d}-"} if since else None
-        return self._query(
-            "the study query",
-            lambda: self.client.search_for_studies(fields=STUDY_FIELDS, search_filters=filters, get_remaining=True),
-        )
+        params = _fields(STUDY_FIELDS) + ([("StudyDate", f"{since:%Y%m%d}-")] if since else [])
+        return self.search("/studies", params, STUDIES, "the study query", self.limits.max_studies)
 
     def study_datasets(self, study: dict[str, Any]) -> list[Dataset]:
-        """Every instance of ``study`` as a Dataset of its study, series and instance attributes."""
+        """Every instance of ``study`` (a result of ``studies``) as a Dataset of its study, series and instance
+        attributes; at most ``max_instances_per_study`` in all its series."""
         uid = _value(study, _STUDY_UID)
-        series_list = self._query(
-            f"the series query of study {uid}",
-            lambda: self.client.search_for_series(uid, fields=SERIES_FIELDS, get_remaining=True),
+        what = f"the series query of study {uid}"
+        series_list = self.search(
+            f"/studies/{uid}/series", _fields(SERIES_FIELDS), SERIES, what, self.limits.max_series_per_study
         )
-        datasets = []
+        datasets: list[Dataset] = []
         for series in series_list:
             series_uid = _value(series, _SERIES_UID)
-            instances = self._query(
-                f"the instance query of series {series_uid}",
-                lambda series_uid=series_uid: self.client.search_for_instances(
-                    uid, series_uid, fields=INSTANCE_FIELDS, get_remaining=True
-                ),
-            )
+            what = f"the instance query of series {series_uid}"
+            path = f"/studies/{uid}/series/{series_uid}/instances"
+            cap = self.limits.max_instances_per_study
+            instances = self.search(path, _fields(INSTANCE_FIELDS), INSTANCES, what, cap, len(datasets))
             for instance in instances:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    datasets.append(Dataset.from_json({**study, **series, **instance}))
+                try:
+                    datasets.append(to_dataset({**study, **series, **instance}))
+                except MalformedAnswer as exc:
+                    raise PacsError(f"the PACS at {self.url} answered {what} wrongly: {exc}") from None
         return datasets
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for known in ("Connection refused", "Name or service not known", "timed out", "No route to host"):
-        if known in text:
-            return known.lower()
-    return text[:200]
+def _fields(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [("includefield", name) for name in names]
 
 
 def _up_to_date(existing: dict[str, Any] | None, study: dict[str, Any], endpoint: Write) -> bool:
-    count = _value(study, _INSTANCES)
+    count = count_value(study, _INSTANCES)
     if existing is None or count is None or endpoint.id is None or endpoint.write:
         return False
     points_at_endpoint = {"reference": f"Endpoint/{endpoint.id}"} in existing.get("endpoint", [])
-    return points_at_endpoint and existing.get("numberOfInstances") == int(count)
+    return points_at_endpoint and existing.get("numberOfInstances") == count
 
 
 async def sync_once(
@@ -208,6 +236,9 @@ async def sync_once(
                 records.append(from_dicom_dataset(dataset, options))
             except MappingError as exc:
                 summary.skipped_instances.append((str(dataset.get("SOPInstanceUID", "?")), str(exc)))
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # values of the wrong kind
+                reason = f"attributes that cannot be mapped ({type(exc).__name__})"
+                summary.skipped_instances.append((str(dataset.get("SOPInstanceUID", "?")), reason))
         for group in group_studies(records):
             await write_study(client, group, summary.tally, endpoint)
         advance(1)
@@ -223,8 +254,13 @@ async def sync_dicomweb(
     since: date | None = None,
     full: bool = False,
     reporter: Reporter | None = None,
+    limits: PacsLimits | None = None,
 ) -> SyncSummary:
-    """One pass of ``sync_once`` against the FHIR server at ``server`` (or in-process on ``settings.database``)."""
-    reader = QidoReader(url)
-    async with fhir_client(server=server, settings=settings) as client:
-        return await sync_once(client, reader, options=options, since=since, full=full, reporter=reporter)
+    """One pass of ``sync_once`` against the FHIR server at ``server`` (or in-process on ``settings.database``),
+    reading the PACS within ``limits``."""
+    reader = QidoReader(url, limits)
+    try:
+        async with fhir_client(server=server, settings=settings) as client:
+            return await sync_once(client, reader, options=options, since=since, full=full, reporter=reporter)
+    finally:
+        reader.close()

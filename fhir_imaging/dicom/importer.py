@@ -36,6 +36,14 @@ class Skip(Exception):
     """A file that is not imported, with the reason."""
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file a DICOMDIR lists that is not read, with the reason."""
+
+    path: Path
+    reason: str
+
+
 @dataclass(slots=True)
 class ReadResult:
     """What reading the paths found."""
@@ -84,17 +92,35 @@ def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
                 yield candidate
 
 
-def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path]:
-    """The files a DICOMDIR's records reference (Referenced File ID (0004,1500), relative to its folder)."""
-    files = []
+def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path | Skipped]:
+    """The files a DICOMDIR's records reference (Referenced File ID (0004,1500), relative to its folder, the media
+    folder). A reference that leaves the media folder (``..``, or a symbolic link resolving outside it) comes out as
+    ``Skipped`` with the reason, and is never opened."""
+    media = dicomdir.parent
+    root = media.resolve()
+    files: list[Path | Skipped] = []
     for record in ds.get("DirectoryRecordSequence", []):
         file_id = record.get("ReferencedFileID")
         if not file_id:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
         parts = [piece for part in parts for piece in str(part).replace("/", "\\").split("\\") if piece]
-        files.append(dicomdir.parent.joinpath(*parts))
+        path = media.joinpath(*parts)
+        files.append(_inside(path, parts, root))
     return files
+
+
+def _inside(path: Path, parts: list[str], root: Path) -> Path | Skipped:
+    """``path`` when it stays in the media folder ``root``, else ``Skipped`` with the reason."""
+    if any(piece in (".", "..") for piece in parts):
+        return Skipped(path, "refused: the DICOMDIR's ReferencedFileID leaves the media folder (..)")
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # a symbolic link loop, a NUL in a name
+        return Skipped(path, "refused: the DICOMDIR's ReferencedFileID is not a usable file name")
+    if not resolved.is_relative_to(root):
+        return Skipped(path, "refused: listed in a DICOMDIR, it resolves outside the media folder (symbolic link)")
+    return path
 
 
 def check_complete(ds: Any, fp: BinaryIO, size: int) -> None:
@@ -119,7 +145,7 @@ def check_complete(ds: Any, fp: BinaryIO, size: int) -> None:
         raise Skip(f"truncated: the pixel data (7FE0,0010) has {length} bytes, the file holds {max(size - start, 0)}")
 
 
-def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path]:
+def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path | Skipped]:
     """One file → its ``InstanceRecord``, or the files it lists when it is a DICOMDIR; ``Skip`` with the reason."""
     if not path.is_file():
         raise Skip("no such file")
@@ -168,6 +194,9 @@ def read_paths(
         if isinstance(read, list):
             result.dicomdirs += 1
             for listed_path in read:
+                if isinstance(listed_path, Skipped):
+                    result.skipped.append((str(listed_path.path), listed_path.reason))
+                    continue
                 key = listed_path.resolve()
                 if key not in seen:
                     seen.add(key)

@@ -1,0 +1,45 @@
+"""The bounds ``sync-dicomweb`` puts on a PACS, as one value (no I/O, cheap to import: the command line reads its
+defaults). Used by ``pacs.py`` (time, size, redirects) and ``dicomweb.py`` (pages, results per query level).
+See docs/dicom.md, *Limits*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MEBIBYTE = 1024 * 1024
+MAX_TIMEOUT = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class PacsLimits:
+    """Every bound ``sync-dicomweb`` puts on a PACS (docs/dicom.md, *Limits*); each is a command option."""
+
+    timeout: float = 60.0  # --pacs-timeout: seconds for one whole answer
+    max_answer_bytes: int = 32 * MEBIBYTE  # --pacs-max-answer-mb
+    max_redirects: int = 5  # --pacs-max-redirects
+    cross_origin_redirects: bool = False  # --allow-cross-origin-redirects
+    max_pages: int = 1000  # --max-pages: pages of one query
+    max_studies: int = 100_000  # --max-studies
+    max_series_per_study: int = 10_000  # --max-series-per-study
+    max_instances_per_study: int = 100_000  # --max-instances-per-study
+    page_size: int = 1000  # the QIDO-RS ``limit`` asked for (a PACS may answer fewer)
+    attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ValueError(f"--pacs-timeout must be above 0 and at most {MAX_TIMEOUT} seconds, not {self.timeout}")
+        counts = {
+            "--pacs-max-answer-mb": self.max_answer_bytes,
+            "--max-pages": self.max_pages,
+            "--max-studies": self.max_studies,
+            "--max-series-per-study": self.max_series_per_study,
+            "--max-instances-per-study": self.max_instances_per_study,
+            "page size": self.page_size,
+            "attempts": self.attempts,
+        }
+        for name, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        if self.max_redirects < 0:
+            raise ValueError(f"--pacs-max-redirects must be 0 or more, not {self.max_redirects}")
