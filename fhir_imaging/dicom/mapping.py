@@ -19,7 +19,6 @@ ImagingStudy and Patient. Decisions (see docs/dicom.md):
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from importlib import resources
@@ -27,6 +26,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pydicom.multival import MultiValue
+
+from fhir_imaging import linear_regex
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"
@@ -42,9 +43,9 @@ LATERALITY = {
     "R": {"system": SNOMED, "code": "419465000", "display": "Unilateral right"},
     "B": {"system": SNOMED, "code": "51440002", "display": "Bilateral"},
 }
-_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
-_URI = re.compile(r"(urn:|https?://)\S+")
-_OFFSET = re.compile(r"([+-])(\d\d)(\d\d)")
+_OID = linear_regex.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_URI = linear_regex.compile(linear_regex.ascii_whitespace(r"(urn:|https?://)\S+"))  # no \v: FHIR's uri
+_OFFSET = linear_regex.compile(r"([+-])(\d\d)(\d\d)")
 
 
 class MappingError(ValueError):

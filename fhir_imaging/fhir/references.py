@@ -5,13 +5,13 @@ Used by ``--enforce-references``: a reference to ``Type/id`` on this server must
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
 
-LOCAL_REFERENCE = re.compile(
+LOCAL_REFERENCE = linear_regex.compile(
     r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
 )
 

@@ -5,16 +5,16 @@ Spec: https://hl7.org/fhir/R4/resource.html (id, meta) and https://hl7.org/fhir/
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import BadRequest
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+ID_PATTERN = linear_regex.compile(r"[A-Za-z0-9\-.]{1,64}")
 MAX_JSON_DEPTH = 100
 
 

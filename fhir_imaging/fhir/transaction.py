@@ -4,13 +4,13 @@ rewriting of references (https://hl7.org/fhir/R4/http.html#transaction). Pure: n
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.resource import is_valid_id
 
@@ -144,10 +144,10 @@ def is_placeholder(url: str | None) -> bool:
     return isinstance(url, str) and url.startswith(PLACEHOLDER_PREFIXES)
 
 
-# Scanning the serialised resource (orjson writes no spaces) finds references at C speed; the Python walk below
-# then runs only for the resources that hold something to rewrite.
-REFERENCE_VALUE = re.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
-PLACEHOLDER_VALUE = re.compile(rb'"(urn:(?:uuid|oid):(?:[^"\\]|\\.)*)"')
+# Scanning the serialised resource (orjson writes no spaces) finds references at C speed, in linear time (RE2); the
+# Python walk below then runs only for the resources that hold something to rewrite.
+REFERENCE_VALUE = linear_regex.compile(rb'"reference":"((?:[^"\\]|\\.)*)"')
+PLACEHOLDER_VALUE = linear_regex.compile(rb'"(urn:(?:uuid|oid):(?:[^"\\]|\\.)*)"')
 
 
 def _decode(raw: bytes) -> str:

@@ -14,13 +14,14 @@ Spec: https://hl7.org/fhir/R4/fhirpath.html, https://hl7.org/fhirpath/N1/
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 from fhirpathpy.models import models
+
+from fhir_imaging import linear_regex
 
 MODEL = models["r4"]
 PATH_TYPES: dict[str, str] = MODEL["path2Type"]
@@ -34,9 +35,9 @@ BACKBONE_PATHS = frozenset(
     for prefix in (path.rsplit(".", 1)[0],)
     if "." in prefix and prefix not in PATH_TYPES and prefix not in CHOICES
 )
-REFERENCE_PATTERN = re.compile(
-    r"^(?:(?P<base>[a-z][a-z0-9+.\-]*://.*?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
-    r"(?:/_history/[^/]+)?$"
+REFERENCE_PATTERN = linear_regex.compile(
+    r"(?:(?P<base>[a-z][a-z0-9+.\-]*://.*?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/[^/]+)?"
 )
 
 
@@ -70,7 +71,7 @@ PRIMITIVES = frozenset(value for value in PATH_TYPES.values() if value[:1].islow
 @lru_cache(maxsize=16384)
 def reference_target(reference: str) -> tuple[str, str, str] | None:
     """``[base/]Type/id[/_history/v]`` → (base or '', Type, id); None for anything else (urn:, #contained…)."""
-    match = REFERENCE_PATTERN.match(reference)
+    match = REFERENCE_PATTERN.fullmatch(reference)
     if match is None:
         return None
     return match.group("base") or "", match.group("type"), match.group("id")
@@ -289,7 +290,7 @@ def _index(plan: Plan, index: int) -> Plan:
     return _then(plan, lambda values: values[index : index + 1], plan.kind, plan.path, plan.possible)
 
 
-TOKEN = re.compile(
+TOKEN = linear_regex.compile(
     r"\s*(?:(?P<string>'(?:[^'\\]|\\.)*')|(?P<number>\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[().|\[\]=]))"
 )
 
@@ -297,12 +298,13 @@ TOKEN = re.compile(
 def _tokens(expression: str) -> list[str]:
     tokens, position = [], 0
     expression = expression.strip()
-    while position < len(expression):
-        match = TOKEN.match(expression, position)
-        if match is None or match.end() == position:
-            raise Unsupported(expression[position:])
+    for match in TOKEN.finditer(expression):  # one pass: the tokens must follow one another with nothing between
+        if match.start() != position:
+            break
         tokens.append(match.group().strip())
         position = match.end()
+    if position < len(expression):
+        raise Unsupported(expression[position:])
     return [token for token in tokens if token]
 
 

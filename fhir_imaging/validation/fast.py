@@ -161,7 +161,7 @@ class _Compilation:
                 return f"type({var}) is int and {test.int_least} <= {var} <= {INT_MAX}"
             if test.fullmatch is not None:
                 match = self.const(test.fullmatch, "match")
-                return f'type({var}) is str and {var} != "" and {match}({var}) is not None'
+                return f'type({var}) is str and {var} != "" and {match}({var})'
             if test.memo is not None:
                 return f"(type({var}) is str and {var} in {self.const(test.memo, 'memo')}) or {ok}({var})"
             return f"{ok}({var})"
@@ -183,7 +183,7 @@ class _Compilation:
         def ok(value: dict[str, Any]) -> bool:
             reference = value.get("reference")
             # When the pattern matches, its type is the text before the first "/".
-            return type(reference) is not str or reference.partition("/")[0] in allowed or match(reference) is None
+            return type(reference) is not str or reference.partition("/")[0] in allowed or not match(reference)
 
         return ok
 

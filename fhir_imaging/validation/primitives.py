@@ -4,15 +4,17 @@ Spec: https://hl7.org/fhir/R4/datatypes.html#primitive (regexes, 32-bit integers
 https://hl7.org/fhir/R4/json.html#primitive (JSON representation: boolean → JSON boolean, integer, unsignedInt,
 positiveInt and decimal → JSON number, every other primitive → JSON string; no empty strings).
 
-Each checker takes the parsed JSON value and returns ``None`` when it is valid, else a short reason.
+Each checker takes the parsed JSON value and returns ``None`` when it is valid, else a short reason. The regexes run
+on RE2 (``linear_regex``): their time is linear in the value, whatever a client sends.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from fhir_imaging.linear_regex import ascii_whitespace, fullmatcher
 
 PrimitiveCheck = Callable[[Any], "str | None"]
 
@@ -33,10 +35,16 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def spec_fullmatcher(regex: str) -> Callable[[str], bool]:
+    """The linear-time full match of one of the spec's regexes. These are XML Schema / Java regexes: ``\\s`` is
+    ASCII whitespace only, tab, line feed, vertical tab, form feed, carriage return and space, as ``re.ASCII`` reads
+    it (U+00A0 is not whitespace)."""
+    return fullmatcher(ascii_whitespace(regex))
+
+
 def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCheck:
     """A checker for ``type_code`` values: the JSON type first, then the spec's regex (full match)."""
-    # The spec's regexes are XML Schema / Java regexes: ``\s`` is ASCII whitespace only (U+00A0 is a ``\S``).
-    match = re.compile(regex, re.ASCII).fullmatch if regex is not None else None
+    match = spec_fullmatcher(regex) if regex is not None else None
     wrong_type = f"{_JSON_NAMES[json_type]} is required for {type_code}"
 
     if json_type == "boolean":
@@ -51,7 +59,7 @@ def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCh
                 return f"{wrong_type}, not {_describe(value)}"
             if not INT_MIN <= value <= INT_MAX:
                 return f"{value} is outside the 32-bit range of {type_code}"
-            if match is not None and match(str(value)) is None:
+            if match is not None and not match(str(value)):
                 return f"{value} is not a valid {type_code}"
             return None
 
@@ -61,7 +69,7 @@ def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCh
             kind = type(value)
             if kind is not int and kind is not float:
                 return f"{wrong_type}, not {_describe(value)}"
-            if match is not None and match(str(value)) is None:
+            if match is not None and not match(str(value)):
                 return f"{value} is not a valid {type_code}"
             return None
 
@@ -72,7 +80,7 @@ def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCh
                 return f"{wrong_type}, not {_describe(value)}"
             if not value:
                 return "empty strings are not allowed in FHIR JSON"
-            if match is not None and match(value) is None:
+            if match is not None and not match(value):
                 return f"{_describe(value)} is not a valid {type_code}"
             return None
 
@@ -93,6 +101,19 @@ PrimitiveOk = Callable[[Any], bool]
 _INT_LEAST = {r"-?([0]|([1-9][0-9]*))": INT_MIN, r"[0]|([1-9][0-9]*)": 0, r"[1-9][0-9]*": 1}
 # The decimal regex matches the decimal form of every int (floats still go through it: ``inf``, ``1e+20``).
 _DECIMAL = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+
+
+# Regexes → a test without a regex that is exactly equivalent: the id regex is 1 to 64 of [A-Za-z0-9\-.] (the caller
+# checks the value is not empty), and ``strip`` of those characters leaves "" exactly when every character is one.
+_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
+
+
+def _is_id(value: str) -> bool:
+    return len(value) <= 64 and not value.strip(_ID_CHARACTERS)
+
+
+_EXACT = {r"[A-Za-z0-9\-\.]{1,64}": _is_id}  # id: DICOM uids, a thousand per large study
+
 # String regexes → a cheaper test that implies a match (when it fails, the regex decides). ``isprintable()`` is
 # false for every ASCII whitespace but the space (\t \n \r \f \v are control characters).
 _IMPLIES_MATCH: dict[str, Callable[[str], bool]] = {
@@ -113,12 +134,12 @@ class PrimitiveTest:
     ok: PrimitiveOk
     memo: set[str] | None = None  # strings known valid (a str in it is valid; the set only grows, or is cleared)
     int_least: int | None = None  # when set: valid ⇔ ``type(value) is int and int_least <= value <= INT_MAX``
-    fullmatch: Callable[[str], Any] | None = None  # when set: valid ⇔ a non-empty str and ``fullmatch(value)``
+    fullmatch: Callable[[str], bool] | None = None  # when set: valid ⇔ a non-empty str and ``fullmatch(value)``
 
 
 def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTest:
     """The yes/no test of ``type_code`` values, equivalent to ``make_check`` (the same JSON type and regex)."""
-    match = re.compile(regex, re.ASCII).fullmatch if regex is not None else None
+    match = spec_fullmatcher(regex) if regex is not None else None
 
     if json_type == "boolean":
 
@@ -137,7 +158,7 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
             return PrimitiveTest(ok, int_least=least)
 
         def ok(value: Any) -> bool:
-            return type(value) is int and INT_MIN <= value <= INT_MAX and match(str(value)) is not None  # type: ignore[misc]
+            return type(value) is int and INT_MIN <= value <= INT_MAX and match(str(value))  # type: ignore[misc]
 
         return PrimitiveTest(ok)
 
@@ -148,7 +169,7 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
             kind = type(value)
             if kind is not int and kind is not float:
                 return False
-            return (kind is int and ints_match) or match is None or match(str(value)) is not None
+            return (kind is int and ints_match) or match is None or match(str(value))
 
         return PrimitiveTest(ok)
 
@@ -160,11 +181,12 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
         return PrimitiveTest(ok)
 
     if type_code in _NO_MEMO:
+        fullmatch = _EXACT.get(regex, match)  # type: ignore[arg-type]
 
         def ok(value: Any) -> bool:
-            return type(value) is str and value != "" and match(value) is not None
+            return type(value) is str and value != "" and fullmatch(value)
 
-        return PrimitiveTest(ok, fullmatch=match)
+        return PrimitiveTest(ok, fullmatch=fullmatch)
 
     implies = _IMPLIES_MATCH.get(regex)  # type: ignore[arg-type]
     valid: set[str] = set()  # bounded; cleared when full (set operations are atomic: safe between threads)
@@ -174,7 +196,7 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
             return False
         if value in valid:
             return True
-        if not value or not ((implies is not None and implies(value)) or match(value) is not None):
+        if not value or not ((implies is not None and implies(value)) or match(value)):
             return False
         if len(value) <= MEMO_MAX_LENGTH:
             if len(valid) >= MEMO_SIZE:

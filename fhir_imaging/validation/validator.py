@@ -14,18 +14,19 @@ not allow (four of HL7's own examples do that; references need not resolve in th
 
 from __future__ import annotations
 
-import re
 from importlib import resources
 from typing import Any
 
 import orjson
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 
 # references.html#literal: a relative literal reference is [type]/[id] (optionally /_history/[vid]).
-_RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?")
+_RELATIVE_REFERENCE_PATTERN = r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?"
+_RELATIVE_REFERENCE = linear_regex.compile(_RELATIVE_REFERENCE_PATTERN)
 
 
 def _error(code: str, message: str, path: str, *more: str) -> Issue:
@@ -37,7 +38,7 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._fast = FastPass(schema, _RELATIVE_REFERENCE.fullmatch)
+        self._fast = FastPass(schema, linear_regex.fullmatcher(_RELATIVE_REFERENCE_PATTERN))
 
     @classmethod
     def load(cls) -> Validator:

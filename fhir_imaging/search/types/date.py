@@ -14,13 +14,13 @@ eb: hi < slo; ap: overlaps the search interval widened by 10 % of its distance f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache, lru_cache
 from typing import Any
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
@@ -29,10 +29,10 @@ from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidVal
 LOWEST, HIGHEST = -(2**62), 2**62
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICRO = timedelta(microseconds=1)
-DATE_PATTERN = re.compile(
-    r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
+DATE_PATTERN = linear_regex.compile(
+    r"(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d+))?)?"
-    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 DATE_KINDS = frozenset({"date", "dateTime", "instant"})
 
@@ -55,7 +55,7 @@ def _add_months(moment: datetime, months: int) -> datetime:
 
 def parse_interval(text: str) -> tuple[int, int]:
     """A FHIR date / dateTime / instant of any precision → [lo, hi] in microseconds (UTC; no zone = UTC)."""
-    match = DATE_PATTERN.match(text.strip())
+    match = DATE_PATTERN.fullmatch(text.strip())
     if match is None:
         raise InvalidValue(f"'{text}' is not a date, dateTime or instant (YYYY, YYYY-MM, YYYY-MM-DD, …T10:30:00Z)")
     part = match.groupdict()

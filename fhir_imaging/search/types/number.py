@@ -7,19 +7,19 @@ Index row: (lo, hi) — a number is the point lo = hi; a Range (quantity) its bo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
+from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
 from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
-NUMBER_PATTERN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+NUMBER_PATTERN = linear_regex.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 UNBOUNDED = 1e308
 
 
@@ -32,7 +32,7 @@ class NumberValue:
 
 
 def parse_number(text: str, prefix: str) -> NumberValue:
-    if not NUMBER_PATTERN.match(text):
+    if not NUMBER_PATTERN.fullmatch(text):
         raise InvalidValue(f"'{text}' is not a number")
     try:
         number = Decimal(text)
