@@ -34,6 +34,7 @@ from fhir_imaging.api.context import (
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import handling_preference, return_preference
 from fhir_imaging.api.headers import if_match as parse_if_match
+from fhir_imaging.api.interactions.patch import patch_limits
 from fhir_imaging.api.interactions.search import search_bundle
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import (
@@ -48,7 +49,7 @@ from fhir_imaging.fhir.outcome import (
     Unprocessable,
     operation_outcome,
 )
-from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
+from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch, parse_patch_document
 from fhir_imaging.fhir.resource import etag, format_instant, new_id, now, parse_resource_json
 from fhir_imaging.fhir.transaction import (
     Entry,
@@ -89,7 +90,7 @@ class BundleRunner:
         self.base = base
         self.bases = bases
         self.strict = strict
-        self.patcher = FhirPathPatcher(ctx.validator.schema)
+        self.patcher = FhirPathPatcher(ctx.validator.schema, patch_limits(ctx.settings))
 
     # -- before the database: what can be checked on the Bundle alone ---------------------------------------------
 
@@ -202,9 +203,9 @@ class BundleRunner:
         current = self._current(tx, entry)
         resource = orjson.loads(current.body or b"{}")
         if entry.resource.get("resourceType") == "Binary":
-            patched = apply_json_patch(resource, orjson.loads(_binary_data(entry)))
+            patched = self._binary_patch(resource, entry)
         else:
-            patched = self.patcher.apply(resource, entry.resource)
+            patched = self.patcher.apply(resource, entry.resource, f"{entry.where}.resource")
         if patched.get("resourceType") != entry.resource_type or patched.get("id") != entry.resource_id:
             raise Unprocessable("A patch may not change the resourceType or the id", f"{entry.resource_type}.id")
         self.ctx.validate(patched)
@@ -212,6 +213,14 @@ class BundleRunner:
         result = tx.update(entry.resource_type, entry.resource_id, patched, expected)
         entry.resource = patched
         return self._written(result.version, 200)
+
+    def _binary_patch(self, resource: dict[str, Any], entry: Entry) -> dict[str, Any]:
+        """A patch sent as a Binary: its data is a JSON Patch array, or a FHIRPath Patch Parameters, in base64."""
+        data = f"{entry.where}.resource.data"
+        document = parse_patch_document(_binary_data(entry), data)
+        if isinstance(document, dict) and document.get("resourceType") == "Parameters":
+            return self.patcher.apply(resource, document, data)
+        return apply_json_patch(resource, document, self.patcher.limits, data)
 
     def _current(self, tx: Transaction, entry: Entry) -> Version:
         assert entry.resource_id is not None
@@ -325,8 +334,11 @@ def _check_distinct_targets(entries: list[Entry]) -> None:
 
 def _binary_data(entry: Entry) -> bytes:
     assert entry.resource is not None
+    data = entry.resource.get("data", "")
+    if not isinstance(data, str):
+        raise BadRequest("Binary.data is base64 text", f"{entry.where}.resource.data")
     try:
-        return base64.b64decode(entry.resource.get("data", ""), validate=True)
+        return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("Binary.data is not base64", f"{entry.where}.resource.data") from None
 

@@ -4,6 +4,8 @@
 The patched resource is validated like any update and stored as a new version. The patch applies to the version
 read: when another write slips in between, it is applied again to the newer version (a few times at most), unless
 the client pinned a version with ``If-Match`` (then 412). Conditional patch: ``PATCH /[type]?[search]``.
+
+Reading the patch, applying it and validating the result run in a worker thread, within the bounds of ``patch_limits``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.responses import Response
 
 from fhir_imaging.api.conditional import find_one
 from fhir_imaging.api.context import (
+    Context,
     base_url,
     context,
     endpoint,
@@ -29,23 +32,36 @@ from fhir_imaging.api.context import (
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import if_match
 from fhir_imaging.api.rendering import write_response
-from fhir_imaging.fhir.outcome import BadRequest, Gone, NotFound, PreconditionFailed, Unprocessable
-from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch
-from fhir_imaging.fhir.resource import json_depth_exceeds
+from fhir_imaging.config import Settings
+from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
+from fhir_imaging.fhir.outcome import Gone, NotFound, PreconditionFailed, Unprocessable
+from fhir_imaging.fhir.patch import FhirPathPatcher, PatchLimits, apply_json_patch, parse_patch_document
 from fhir_imaging.storage.base import Transaction, WriteResult
 
 JSON_PATCH = "application/json-patch+json"
 ATTEMPTS = 5
 
 
-def _patch_document(body: bytes) -> Any:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The patch is not valid JSON: {exc}") from None
-    if json_depth_exceeds(document):
-        raise BadRequest("The patch nests too deeply")
-    return document
+def patch_limits(settings: Settings) -> PatchLimits:
+    """The bounds of one patch, from the settings."""
+    fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
+    return PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
+
+
+def _patched(
+    ctx: Context, resource_type: str, resource_id: str, body: bytes | None, document: Any, json: bool
+) -> dict[str, Any]:
+    """The stored ``body`` patched by ``document`` and validated (blocking: run in a worker thread)."""
+    resource = orjson.loads(body or b"{}")
+    limits = patch_limits(ctx.settings)
+    if json:
+        patched = apply_json_patch(resource, document, limits)
+    else:
+        patched = FhirPathPatcher(ctx.validator.schema, limits).apply(resource, document)
+    if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
+        raise Unprocessable("A patch may not change the resourceType or the id", f"{resource_type}.id")
+    ctx.validate(patched)
+    return patched
 
 
 @endpoint
@@ -72,9 +88,8 @@ async def _patch(request: Request, resource_type: str, resource_id: str) -> Resp
     is_json_patch = (header or "").split(";", 1)[0].strip().lower() == JSON_PATCH
     if not is_json_patch:
         check_content_type(header)  # FHIRPath Patch: a Parameters resource in FHIR JSON
-    document = _patch_document(await read_body(request))
+    document = await in_thread(parse_patch_document, await read_body(request))
     pinned = if_match(request.headers.get("if-match"))
-    patcher = FhirPathPatcher(ctx.validator.schema)
     base = base_url(request)
     for _ in range(ATTEMPTS):
         current = await in_thread(ctx.store.read, resource_type, resource_id)
@@ -88,11 +103,7 @@ async def _patch(request: Request, resource_type: str, resource_id: str) -> Resp
                 f"{current.version}",
                 "If-Match",
             )
-        resource = orjson.loads(current.body)
-        patched = apply_json_patch(resource, document) if is_json_patch else patcher.apply(resource, document)
-        if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
-            raise Unprocessable("A patch may not change the resourceType or the id", f"{resource_type}.id")
-        ctx.validate(patched)
+        patched = await in_thread(_patched, ctx, resource_type, resource_id, current.body, document, is_json_patch)
 
         def write(tx: Transaction, patched: dict[str, Any] = patched, expected: int = current.version) -> WriteResult:
             ensure_references(ctx, base, patched, tx)

@@ -2,7 +2,8 @@
 
 ``POST /[type]/$validate`` and ``POST /[type]/[id]/$validate`` take the resource itself or a Parameters resource
 with a ``resource`` parameter (and an optional ``mode``). The answer is 200 with an OperationOutcome listing every
-issue, valid or not; nothing is stored. Only a request the operation cannot work on at all is a 4xx.
+issue, valid or not; nothing is stored. Only a request the operation cannot work on at all is a 4xx. Reading the
+body and validating run in a worker thread.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import context, endpoint, read_body, resource_type_of
+from fhir_imaging.api.context import Context, context, endpoint, in_thread, read_body, resource_type_of
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import BadRequest, Issue, operation_outcome
@@ -25,26 +26,52 @@ def _unwrap(body: dict[str, Any], resource_type: str) -> tuple[dict[str, Any] | 
     """The resource to validate and the mode, from a bare resource or a Parameters wrapper."""
     if body["resourceType"] != "Parameters" or resource_type == "Parameters":
         return body, None
+    parameters = body.get("parameter", [])
+    if not isinstance(parameters, list):
+        raise BadRequest("Parameters.parameter is a list of parameters", "Parameters.parameter")
     resource, mode = None, None
-    for parameter in body.get("parameter") or []:
-        if not isinstance(parameter, dict):
-            continue
-        if parameter.get("name") == "resource":
-            resource = parameter.get("resource")
-        elif parameter.get("name") == "mode":
+    for number, parameter in enumerate(parameters):
+        where = f"Parameters.parameter[{number}]"
+        if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
+            raise BadRequest("Each parameter is an object with a name", f"{where}.name")
+        if parameter["name"] == "resource":
+            resource = _resource_parameter(parameter, where)
+        elif parameter["name"] == "mode":
             mode = parameter.get("valueCode")
-    if mode is not None and mode not in MODES:
-        raise BadRequest(f"mode must be one of {', '.join(MODES)}, not '{mode}'", "Parameters.parameter.mode")
+            if mode not in MODES:
+                raise BadRequest(f"mode must be one of {', '.join(MODES)}, not {mode!r}", f"{where}.valueCode")
     if resource is None and mode != "delete":
         raise BadRequest("The Parameters resource has no 'resource' parameter to validate", "Parameters.parameter")
     return resource, mode
+
+
+def _resource_parameter(parameter: dict[str, Any], where: str) -> dict[str, Any]:
+    resource = parameter.get("resource")
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        raise BadRequest("The 'resource' parameter holds a resource, with its resourceType", f"{where}.resource")
+    return resource
+
+
+def _issues(ctx: Context, resource: dict[str, Any], resource_id: str | None, mode: str | None) -> list[Issue]:
+    """Every issue of ``resource`` (blocking: run in a worker thread)."""
+    issues = ctx.validator.validate(resource)
+    if resource_id is not None and mode == "update" and resource.get("id") != resource_id:
+        issues.append(
+            Issue(
+                "error",
+                "invalid",
+                f"The resource id does not match the URL's '{resource_id}'",
+                (f"{resource['resourceType']}.id",),
+            )
+        )
+    return issues
 
 
 async def _validate(request: Request, resource_id: str | None) -> Response:
     ctx = context(request)
     resource_type = resource_type_of(request)
     check_content_type(request.headers.get("content-type"))
-    body = parse_resource_json(await read_body(request))
+    body = await in_thread(parse_resource_json, await read_body(request))
     resource, mode = _unwrap(body, resource_type)
     mode = mode or request.query_params.get("mode")
     if resource is None:
@@ -55,16 +82,7 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
             "resourceType",
         )
     else:
-        issues = ctx.validator.validate(resource)
-        if resource_id is not None and mode == "update" and resource.get("id") != resource_id:
-            issues.append(
-                Issue(
-                    "error",
-                    "invalid",
-                    f"The resource id does not match the URL's '{resource_id}'",
-                    (f"{resource_type}.id",),
-                )
-            )
+        issues = await in_thread(_issues, ctx, resource, resource_id, mode)
     if not issues:
         issues = [Issue("information", "informational", "No issues: the resource is valid")]
     return fhir_response(request, operation_outcome(issues))
