@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from fhir_imaging.api.context import BASE_PATH, Context
+from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
 from fhir_imaging.config import Settings, load_settings
@@ -50,9 +51,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             store.close()
 
+    middleware = [Middleware(RequestLogMiddleware)]
+    if settings.cors_origin:
+        middleware.append(Middleware(FhirCorsMiddleware, origins=parse_origins(settings.cors_origin)))
     app = Starlette(
         routes=starlette_routes(BASE_PATH),
-        middleware=[Middleware(RequestLogMiddleware)],
+        middleware=middleware,
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )

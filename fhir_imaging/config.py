@@ -87,6 +87,93 @@ SETTINGS: tuple[Setting, ...] = (
         "normal = survives a crash of the process, may lose the last writes on power loss (faster)",
         ("full", "normal"),
     ),
+    Setting("max_search_parameters", 100, int, "most parameters one search may have (more: 400)"),
+    Setting(
+        "max_search_values",
+        200,
+        int,
+        "most values one search may have, every parameter's comma-separated (OR-ed) values together (more: 400)",
+    ),
+    Setting("max_sort_keys", 5, int, "most keys of _sort (more: 400)"),
+    Setting("max_chain_depth", 4, int, "most links of a chained search parameter (subject.organization.name has 2)"),
+    Setting("max_has_depth", 2, int, "most levels of _has nested in _has"),
+    Setting(
+        "max_include",
+        1000,
+        int,
+        "most resources _include and _revinclude add to one page of a search (the rest are left out, with a warning)",
+    ),
+    Setting(
+        "header_timeout",
+        10.0,
+        float,
+        "seconds a connection has to send a complete request line and headers, from connecting or from its "
+        "previous response (then it is closed; 408 when part of a request had arrived)",
+    ),
+    Setting("body_timeout", 120.0, float, "seconds a request body may take to arrive (then 408)"),
+    Setting("keep_alive_timeout", 5.0, float, "seconds an idle connection is kept open for a next request"),
+    Setting(
+        "max_header_size",
+        64 * 1024,
+        _size,
+        "largest request line plus headers, in bytes (over: 414 when the URL alone is, else 431; URLs over 65535 "
+        "bytes are refused whatever this says)",
+    ),
+    Setting("max_headers", 100, int, "most header fields a request may carry (more: 431)"),
+    Setting(
+        "max_connections",
+        1000,
+        int,
+        "most open connections per server process; more are closed as soon as they are accepted",
+    ),
+    Setting(
+        "search_timeout",
+        30.0,
+        float,
+        "seconds one database statement of a search may run (then 400 too-costly); PostgreSQL: every statement "
+        "but schema migrations",
+    ),
+    Setting(
+        "max_bundle_read_resources",
+        10_000,
+        int,
+        "most resources the GET entries of one batch or transaction may return together (past it: 413 for the "
+        "entries left)",
+    ),
+    Setting(
+        "cors_origin",
+        None,
+        str,
+        "web origins allowed to use the API from a browser (CORS), comma-separated, e.g. https://viewer.example.org "
+        "(default: none, no cross-origin access)",
+    ),
+    Setting(
+        "max_patch_operations",
+        1000,
+        int,
+        "most operations one JSON Patch or FHIRPath Patch may hold (more: 413); a patched resource may not grow past "
+        "--max-body-size (413)",
+    ),
+    Setting(
+        "fhirpath_max_length",
+        500,
+        int,
+        "longest FHIRPath a client may send (a FHIRPath Patch path with its where() criteria), in characters (more: "
+        "422; fhirpathpy's parser takes 0.4 s on 500 characters, and time that grows with the square of the length)",
+    ),
+    Setting(
+        "fhirpath_max_items",
+        100_000,
+        int,
+        "most items the where() criteria of one FHIRPath Patch may take in and give back, all steps together; a "
+        "string counts one item per 100 characters (past it: 422)",
+    ),
+    Setting(
+        "fhirpath_timeout",
+        0.5,
+        float,
+        "seconds the where() criteria and paths of one FHIRPath Patch may take to evaluate (past it: 422)",
+    ),
     Setting("log_level", "info", str, "log level of the server", ("debug", "info", "warning", "error")),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -106,6 +193,25 @@ class Settings:
     max_count: int = 1000
     max_bundle_entries: int = 10_000
     sqlite_synchronous: str = "full"
+    max_search_parameters: int = 100
+    max_search_values: int = 200
+    max_sort_keys: int = 5
+    max_chain_depth: int = 4
+    max_has_depth: int = 2
+    max_include: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 120.0
+    keep_alive_timeout: float = 5.0
+    max_header_size: int = 64 * 1024
+    max_headers: int = 100
+    max_connections: int = 1000
+    search_timeout: float = 30.0
+    max_bundle_read_resources: int = 10_000
+    cors_origin: str | None = None
+    max_patch_operations: int = 1000
+    fhirpath_max_length: int = 500
+    fhirpath_max_items: int = 100_000
+    fhirpath_timeout: float = 0.5
     log_level: str = "info"
 
 

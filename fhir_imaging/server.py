@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from fhir_imaging.api.errors import SECURITY_HEADERS
 from fhir_imaging.config import Settings, to_environ
 from fhir_imaging.fhir.outcome import Issue, operation_outcome
 
@@ -64,6 +65,7 @@ def outcome_response(status: int, code: str, diagnostics: str, headers: list[tup
     lines = [STATUS_LINE[status]]
     for name, value in [
         *headers,
+        *SECURITY_HEADERS,
         (b"content-type", b"application/fhir+json; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),

@@ -42,7 +42,15 @@ def find(
     """The current versions (at most ``limit``) of the ``resource_type`` resources matching ``criteria``."""
     items = criteria_items(criteria, where)
     tx.lock(f"{resource_type}?{sorted(items)}")
-    search = parse_search(ctx.registry, (resource_type,), items, strict=True, default_count=limit, max_count=limit)
+    search = parse_search(
+        ctx.registry,
+        (resource_type,),
+        items,
+        strict=True,
+        default_count=limit,
+        max_count=limit,
+        limits=ctx.search_limits,
+    )
     search = dataclasses.replace(search, count=limit, total=None, summary=None, elements=None, includes=())
     result = run_search(ctx.store, search, bases)
     return [Version(row[1], row[2], row[3], row[4], "", bytes(row[5])) for row in result.matches]

@@ -26,6 +26,9 @@ log = logging.getLogger("fhir_imaging")
 request_log = logging.getLogger(REQUEST_LOGGER)
 
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
+# On every response: patient data is kept by no cache (a shared proxy's or the browser's), and browsers take the
+# declared media type as it is rather than sniffing one (a JSON body is never run as a page or script).
+SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 _PROCESS_TAG = secrets.token_hex(4)
 _REQUEST_NUMBERS = itertools.count(1)
 
@@ -79,7 +82,11 @@ class RequestLogMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *SECURITY_HEADERS,
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:

@@ -61,9 +61,11 @@ def _negotiate(accept: str | None, format_param: str | None) -> str:
 
 
 def check_content_type(content_type: str | None) -> None:
-    """Raise UnsupportedMediaType unless the request body is FHIR JSON (a missing Content-Type is taken as JSON)."""
+    """Raise UnsupportedMediaType unless the request body is declared FHIR JSON (or JSON). A body without a
+    Content-Type is refused too: a web page may send one to any server its visitor reaches ("simple" cross-site
+    requests carry no Content-Type, or text/plain, form or multipart ones, and need no CORS permission)."""
     if not content_type:
-        return
+        raise UnsupportedMediaType(f"The request body has no Content-Type: send it as {FHIR_JSON}", "Content-Type")
     media_type = _media_type(content_type)
     if media_type in JSON_TYPES:
         return

@@ -5,17 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fhir_imaging.fhir.outcome import BadRequest
-from fhir_imaging.fhir.resource import format_instant
+from fhir_imaging.fhir.resource import format_instant, parse_whole_number
+from fhir_imaging.search.query import parse_count as search_count
 
 CURSOR_PARAM = "_cursor"
 
 
 def parse_count(value: str | None, default: int, maximum: int) -> int:
-    if value is None:
-        return default
-    if not value.isdigit():
-        raise BadRequest(f"_count must be a whole number of 0 or more, not '{value}'", "_count")
-    return min(int(value), maximum)
+    return default if value is None else search_count(value, maximum)
 
 
 def parse_since(value: str | None) -> str | None:
@@ -24,16 +21,21 @@ def parse_since(value: str | None) -> str | None:
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"_since must be an instant such as 2024-01-01T00:00:00Z, not '{value}'", "_since") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return format_instant(moment)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return format_instant(moment)
+    except (ValueError, OverflowError):  # OverflowError: an offset that moves the instant out of years 1-9999
+        raise BadRequest(
+            f"_since must be an instant such as 2024-01-01T00:00:00Z, not '{value[:40]}'", "_since"
+        ) from None
 
 
 def parse_cursor(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
-        raise BadRequest(f"{CURSOR_PARAM} must be a page cursor given by a 'next' link, not '{value}'", CURSOR_PARAM)
-    return int(value)
+    cursor = parse_whole_number(value)
+    if cursor is None:
+        raise BadRequest(
+            f"{CURSOR_PARAM} must be a page cursor given by a 'next' link, not '{value[:40]}'", CURSOR_PARAM
+        )
+    return cursor

@@ -98,7 +98,11 @@ def operation_names() -> list[str]:
 
 
 def _dispatch(handlers: dict[str, Handler]) -> Handler:
+    allow = ", ".join([*handlers, *(["HEAD"] if "GET" in handlers else []), "OPTIONS"])
+
     async def by_method(request: Request) -> Response:
+        if request.method == "OPTIONS":  # RFC 9110 §9.3.7: the methods of this path (CORS preflights never get here)
+            return Response(status_code=204, headers={"Allow": allow})
         # Starlette adds HEAD to every GET route: HEAD is answered by the GET handler (the server drops the body).
         handler = handlers.get(request.method) or handlers["GET"]
         return await handler(request)
@@ -159,7 +163,9 @@ def starlette_routes(base_path: str) -> list[Any]:
     by_path: dict[str, dict[str, Handler]] = {}
     for path, method, handler, _ in ROUTES:
         by_path.setdefault(path, {})[method] = handler
-    routes = {path: Route(path, _dispatch(handlers), methods=list(handlers)) for path, handlers in by_path.items()}
+    routes = {
+        path: Route(path, _dispatch(handlers), methods=[*handlers, "OPTIONS"]) for path, handlers in by_path.items()
+    }
     router = FhirRouter(list(routes.values()), instance_route=routes[f"/{TYPE}/{ID}"], type_route=routes[f"/{TYPE}"])
-    root = [Route(base_path, _dispatch(by_path["/"]), methods=list(by_path["/"]))] if "/" in by_path else []
+    root = [Route(base_path, _dispatch(by_path["/"]), methods=[*by_path["/"], "OPTIONS"])] if "/" in by_path else []
     return [*root, Mount(base_path, app=router)]

@@ -95,10 +95,15 @@ def text_of(value: Any) -> str | None:
     return text or None
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also takes ``²`` and other digits that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_date(text: str | None) -> date | None:
     """DA (``YYYYMMDD``, or the old ``YYYY.MM.DD``) → date; ``None`` when absent or not a date."""
     digits = (text or "").strip().replace(".", "")
-    if len(digits) != 8 or not digits.isdigit():
+    if len(digits) != 8 or not _digits(digits):
         return None
     try:
         return date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
@@ -109,7 +114,7 @@ def parse_date(text: str | None) -> date | None:
 def parse_time(text: str | None) -> tuple[int, int, int, str] | None:
     """TM (``HH``, ``HHMM``, ``HHMMSS`` or ``HHMMSS.FFFFFF``; old ``HH:MM:SS``) → (hour, minute, second, fraction)."""
     main, _, fraction = (text or "").strip().replace(":", "").partition(".")
-    if len(main) not in (2, 4, 6) or not main.isdigit() or (fraction and not fraction.isdigit()):
+    if len(main) not in (2, 4, 6) or not _digits(main) or (fraction and not _digits(fraction)):
         return None
     hour, minute, second = int(main[:2]), int(main[2:4] or 0), int(main[4:6] or 0)
     if hour > 23 or minute > 59 or second > 60:

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from fhir_imaging.fhir.outcome import Issue, operation_outcome
 from fhir_imaging.fhir.resource import format_instant, new_id, now
 from fhir_imaging.storage.base import Version
 
@@ -62,8 +63,10 @@ def searchset_bundle(
     links: dict[str, str],
     total: int | None = None,
     included: Iterable[Version] = (),
+    warnings: Iterable[Issue] = (),
 ) -> dict[str, Any]:
-    """A Bundle of type ``searchset``: each match (``search.mode`` = match), then ``included`` (mode include)."""
+    """A Bundle of type ``searchset``: each match (``search.mode`` = match), then ``included`` (mode include), then
+    an OperationOutcome of ``warnings`` (mode outcome) when there are some (search.html#errors)."""
     entries = [
         {
             "fullUrl": f"{base}/{version.resource_type}/{version.id}",
@@ -73,4 +76,7 @@ def searchset_bundle(
         for versions, mode in ((matches, "match"), (included, "include"))
         for version in versions
     ]
+    issues = list(warnings)
+    if issues:
+        entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
     return _bundle("searchset", entries, links, total)

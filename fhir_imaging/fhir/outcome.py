@@ -107,6 +107,13 @@ class PreconditionFailed(FhirError):
     status, code = 412, "conflict"
 
 
+class TooCostly(FhirError):
+    """400: a request the server refuses to carry out because of what it would cost (a search statement too large
+    for the database, or one that ran past the ``search_timeout`` setting)."""
+
+    status, code = 400, "too-costly"
+
+
 class PayloadTooLarge(FhirError):
     """413: the request body is over the configured limit."""
 

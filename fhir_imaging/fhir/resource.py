@@ -60,13 +60,29 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
+MAX_INT64 = 2**63 - 1  # the largest integer both databases store (versions, sequence numbers, rids)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """``0``-``9`` only (``str.isdigit`` also takes ``²``, ``٣`` and other Unicode digits that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_whole_number(text: str, maximum: int = MAX_INT64) -> int | None:
+    """An ASCII decimal of at most ``maximum`` → its value; anything else (signs, Unicode digits, numbers too large
+    for the database, 5,000-digit strings that ``int`` would refuse) → None."""
+    if not is_ascii_digits(text) or len(text.lstrip("0")) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
 def parse_etag(value: str) -> int | None:
     """``W/"3"``, ``"3"`` or ``3`` → 3; anything else → None."""
     text = value.strip()
     if text.startswith(("W/", "w/")):
         text = text[2:]
-    text = text.strip('"')
-    return int(text) if text.isdigit() else None
+    return parse_whole_number(text.strip('"'))
 
 
 def stamped(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import orjson
 
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import BadRequest
-from fhir_imaging.fhir.resource import is_valid_id
+from fhir_imaging.fhir.resource import is_valid_id, parse_whole_number
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 # HL7: process DELETE, then POST, then PUT/PATCH, then GET/HEAD (http.html#trules).
@@ -72,7 +72,10 @@ def _read_entry(index: int, item: Any, is_resource_type: Any) -> Entry:
     url = request.get("url")
     if not isinstance(url, str) or not url:
         raise BadRequest(f"{where}.request.url is missing", f"{where}.request.url")
-    entry = Entry(index=index, method=method, url=url, resource_type="", full_url=item.get("fullUrl"))
+    full_url = item.get("fullUrl")
+    if full_url is not None and (not isinstance(full_url, str) or not full_url):
+        raise BadRequest(f"{where}.fullUrl must be a non-empty string (a uri)", f"{where}.fullUrl")
+    entry = Entry(index=index, method=method, url=url, resource_type="", full_url=full_url)
     _parse_url(entry, url, is_resource_type)
     for name in ("ifMatch", "ifNoneMatch", "ifNoneExist", "ifModifiedSince"):
         value = request.get(name)
@@ -124,9 +127,9 @@ def _parse_url(entry: Entry, url: str, is_resource_type: Any) -> None:
             entry.operation = "_history"
             rest = rest[1:]
             if rest:
-                if not rest[0].isdigit():
-                    raise BadRequest(f"{entry.where}: '{rest[0]}' is not a version id", where)
-                entry.version_id = int(rest[0])
+                entry.version_id = parse_whole_number(rest[0])
+                if entry.version_id is None:
+                    raise BadRequest(f"{entry.where}: '{rest[0][:40]}' is not a version id", where)
                 rest = rest[1:]
         elif rest and rest[0].startswith("$"):
             entry.operation = rest[0]

@@ -22,7 +22,7 @@ walk (~``WALK_ROWS`` × 7 µs) more than ``IN`` alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
@@ -31,6 +31,7 @@ from fhir_imaging.search.query import SearchRequest
 from fhir_imaging.search.sql import Select, render
 
 MAX_INCLUDE_ROUNDS = 4
+MAX_INCLUDE = 1000  # default of the max_include setting: most included resources on one page
 # Index rows from which a filter counts as broad, per dialect (None: never probe). See the module docstring.
 BROAD_ROWS: dict[str, int | None] = {"sqlite": 5000, "postgres": None}
 WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead
@@ -46,6 +47,7 @@ class Queryable(Protocol):
 class SearchResult:
     matches: list[tuple[Any, ...]]  # (rid, type, id, version, last_updated, body)
     included: list[tuple[Any, ...]] = field(default_factory=list)
+    included_capped: bool = False  # _include / _revinclude found more than ``max_include``: the rest is left out
     total: int | None = None
     next_cursor: str | None = None
     previous_cursor: str | None = None
@@ -100,12 +102,14 @@ def run_search(
     bases: tuple[str, ...],
     broad_rows: int | None = None,
     walk_rows: int = WALK_ROWS,
+    max_include: int = MAX_INCLUDE,
 ) -> SearchResult:
-    """One page of ``request``. ``broad_rows``: the probe threshold (default: the dialect's ``BROAD_ROWS``);
-    ``walk_rows``: see ``WALK_ROWS`` (both parameters for tests)."""
+    """One page of ``request``, with at most ``max_include`` resources found by ``_include`` / ``_revinclude``.
+    ``broad_rows``: the probe threshold (default: the dialect's ``BROAD_ROWS``); ``walk_rows``: see ``WALK_ROWS``
+    (both parameters for tests)."""
     dialect = dialect_name(store)
     planner = Planner(bases, dialect)
-    cursor = decode_cursor(request.cursor, len(request.sort)) if request.cursor else None
+    cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
     if request.summary == "count" or request.total == "accurate" or request.total == "estimate":
         result.total = int(_run(store, planner.count(request))[0][0])
@@ -132,13 +136,16 @@ def run_search(
     if result.total is None and cursor is None and not more:
         result.total = len(rows)
     if request.includes and rows:
-        result.included = _includes(store, planner, request, result.matches)
+        result.included, result.included_capped = _includes(store, planner, request, result.matches, max_include)
     return result
 
 
 def _includes(
-    store: Queryable, planner: Planner, request: SearchRequest, matches: list[tuple[Any, ...]]
-) -> list[tuple[Any, ...]]:
+    store: Queryable, planner: Planner, request: SearchRequest, matches: list[tuple[Any, ...]], most: int
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The resources the includes find (at most ``most``), and whether some were left out. Each query asks for no
+    more rows than could still be kept, plus the ones already seen (which it may return again), plus one: a full
+    answer therefore always holds a row past the cap."""
     seen = {row[0] for row in matches}
     included: list[tuple[Any, ...]] = []
     base = matches
@@ -152,10 +159,14 @@ def _includes(
                 select = planner.revincluded(spec, [(row[1], row[2]) for row in base])
             else:
                 select = planner.included(spec, [row[0] for row in base])
-            for row in _run(store, select):
+            room = most - len(included) - len(found)
+            for row in _run(store, replace(select, limit=room + len(seen) + 1)):
                 if row[0] not in seen:
+                    if room == 0:
+                        return included + found, True
+                    room -= 1
                     seen.add(row[0])
                     found.append(row)
         included += found
         base = found
-    return included
+    return included, False

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from fhir_imaging.fhir.outcome import BadRequest
+from fhir_imaging.fhir.resource import MAX_INT64
 
 CURSOR = "_cursor"
 
@@ -31,11 +32,33 @@ def encode_cursor(keys: list[Any], rid: int, backward: bool) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def decode_cursor(token: str, sort_keys: int) -> Cursor:
+# What the sort key of a row is, by the kind of the sort parameter (planner.sort_expression): dates are integer
+# instants, numbers and quantities floats (or integers), anything else text. A cursor whose keys do not fit is refused
+# before it reaches the database (PostgreSQL would fail comparing a text value with a number column).
+NUMBER_KINDS = frozenset({"number", "quantity"})
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if type(value) is int:
+        return (kind in NUMBER_KINDS or kind == "date") and -MAX_INT64 - 1 <= value <= MAX_INT64
+    if type(value) is float:
+        return kind in NUMBER_KINDS
+    return isinstance(value, str) and kind not in NUMBER_KINDS and kind != "date"
+
+
+def decode_cursor(token: str, kinds: tuple[str, ...]) -> Cursor:
+    """The cursor of a search sorted by parameters of ``kinds`` (one per sort key, e.g. ``("date", "_id")``)."""
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         keys, rid, direction = data["k"], data["r"], data["d"]
-        if not isinstance(keys, list) or len(keys) != sort_keys or not isinstance(rid, int) or direction not in "np":
+        if (
+            not isinstance(keys, list)
+            or len(keys) != len(kinds)
+            or not all(_fits(kind, key) for kind, key in zip(kinds, keys, strict=True))
+            or type(rid) is not int
+            or not -MAX_INT64 - 1 <= rid <= MAX_INT64
+            or direction not in ("n", "p")
+        ):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
         raise BadRequest(f"{CURSOR} is not a page cursor given by this search's links", CURSOR) from None

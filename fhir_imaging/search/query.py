@@ -13,6 +13,7 @@ from typing import Any
 
 from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
 from fhir_imaging.search.types.token import parse_token
@@ -95,6 +96,19 @@ class SearchRequest:
     cursor: str | None = None
     performed: tuple[tuple[str, str], ...] = ()  # the parameters as applied (for the self link)
     unknown: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    """How big a search may be (settings ``max_search_parameters``, ``max_search_values``, ``max_sort_keys``,
+    ``max_chain_depth``, ``max_has_depth``). Past them the search is a 400 naming the parameter, before any SQL is
+    built: each value is a term of the SQL, and databases take long over (or refuse) statements too large or deep."""
+
+    parameters: int = 100  # parameters in one search (each occurrence counts, _include and _sort too)
+    values: int = 200  # values in one search, every parameter's comma-separated values together
+    sort_keys: int = 5  # keys of _sort (each is a correlated lookup for every match)
+    chain_depth: int = 4  # links of a chain (subject.organization.name is 2)
+    has_depth: int = 2  # _has nested in _has
 
 
 def bad(name: str, message: str, code: str = "invalid") -> BadRequest:
@@ -212,10 +226,21 @@ class _Parser:
         return Has(source, code, inner) if inner is not None else None
 
 
+def check_size(name: str, value: str, limits: SearchLimits) -> int:
+    """One parameter within ``limits``, judged from its text before it is parsed: the links of a chain
+    (``subject:Patient.organization.name`` has 2: its dots) and the nesting of ``_has``; its number of values."""
+    if name.count(".") > limits.chain_depth:
+        raise bad(name, f"a chain may have {limits.chain_depth} links at most", "too-costly")
+    if name.count("_has:") > limits.has_depth:
+        raise bad(name, f"_has may be nested {limits.has_depth} deep at most", "too-costly")
+    return value.count(",") + 1
+
+
 def parse_count(value: str, maximum: int) -> int:
-    if not value.isdigit():
-        raise bad("_count", f"_count must be a whole number of 0 or more, not '{value}'")
-    return min(int(value), maximum)
+    """``_count``: a whole number of 0 or more; anything over ``maximum`` (however long) is reduced to it."""
+    if not is_ascii_digits(value):
+        raise bad("_count", f"_count must be a whole number of 0 or more, not '{value[:40]}'")
+    return parse_whole_number(value, maximum) or (0 if value.strip("0") == "" else maximum)
 
 
 def parse_sort(registry: Registry, types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
@@ -264,6 +289,7 @@ def parse_search(
     default_count: int = 20,
     max_count: int = 1000,
     extra: tuple[Filter, ...] = (),
+    limits: SearchLimits = SearchLimits(),
 ) -> SearchRequest:
     """Parse the (name, value) pairs of a search over ``types`` (one type, or several for a system search)."""
     parser = _Parser(registry, strict)
@@ -271,7 +297,18 @@ def parse_search(
     performed: list[tuple[str, str]] = []
     control: dict[str, Any] = {"count": default_count}
     includes: list[Include] = []
+    items = list(items)
+    if len(items) > limits.parameters:
+        raise bad(
+            items[limits.parameters][0], f"a search may have {limits.parameters} parameters at most", "too-costly"
+        )
+    values = 0
     for name, value in items:
+        values += check_size(name, value, limits)
+        if values > limits.values:
+            raise bad(
+                name, f"a search may have {limits.values} values at most, all its parameters together", "too-costly"
+            )
         if name in PASSIVE or name == "_type":
             continue
         if name == CURSOR:
@@ -281,6 +318,8 @@ def parse_search(
             control["count"] = parse_count(value, max_count)
         elif name == "_sort":
             control["sort"] = parse_sort(registry, types, value) if value else ()
+            if len(control["sort"]) > limits.sort_keys:
+                raise bad(name, f"_sort takes {limits.sort_keys} keys at most", "too-costly")
         elif name == "_total":
             if value not in TOTALS:
                 raise bad(name, f"_total takes {', '.join(TOTALS)}, not '{value}'")

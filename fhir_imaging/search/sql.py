@@ -169,9 +169,9 @@ class _Renderer:
         if isinstance(node, Compare):
             return f"{self.expr(node.left)} {node.op} {self.expr(node.right)}"
         if isinstance(node, And):
-            return "(" + " AND ".join(self.expr(item) for item in node.items) + ")"
+            return self.joined(node.items, " AND ")
         if isinstance(node, Or):
-            return "(" + " OR ".join(self.expr(item) for item in node.items) + ")"
+            return self.joined(node.items, " OR ")
         if isinstance(node, Not):
             return f"NOT ({self.expr(node.item)})"
         if isinstance(node, IsNull):
@@ -200,6 +200,14 @@ class _Renderer:
             return self.select(node)
         raise TypeError(f"not an SQL node: {node!r}")
 
+    def joined(self, items: tuple[Expr, ...], operator: str) -> str:
+        """``(a OR b OR c)``; past ``FLAT_TERMS`` terms as a balanced tree, ``((a OR b) OR (c OR d))``: databases
+        parse a flat list into a tree as deep as it is long (SQLite refuses depth 1000), and the two mean the same."""
+        if len(items) <= FLAT_TERMS:
+            return "(" + operator.join(self.expr(item) for item in items) + ")"
+        middle = len(items) // 2
+        return "(" + self.joined(items[:middle], operator) + operator + self.joined(items[middle:], operator) + ")"
+
     def select(self, node: Select) -> str:
         columns = ", ".join(
             self.expr(expression) + (f" AS {alias}" if alias else "") for expression, alias in node.columns
@@ -218,6 +226,9 @@ class _Renderer:
         if node.limit is not None:
             text += f" LIMIT {int(node.limit)}"
         return text
+
+
+FLAT_TERMS = 16
 
 
 def render(node: Select, dialect: str = "sqlite") -> tuple[str, list[Any]]:

@@ -15,11 +15,11 @@ def open_store(settings: Settings) -> Store:
     if url.startswith("sqlite:"):
         from fhir_imaging.storage.sqlite import SQLiteStore
 
-        return SQLiteStore(url, synchronous=settings.sqlite_synchronous)
+        return SQLiteStore(url, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout)
     if url.startswith(("postgresql:", "postgres:")):
         from fhir_imaging.storage.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=settings.pool_size)
+        return PostgresStore(url, pool_size=settings.pool_size, statement_timeout=settings.search_timeout)
     from fhir_imaging.logs import redact_url
 
     raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {redact_url(url)}")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from fhir_imaging.fhir.outcome import ServiceUnavailable
+from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.logs import redact_url
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
@@ -35,15 +35,20 @@ class DatabaseUnreachable(RuntimeError):
 class PostgresStore(SqlStore):
     dialect = POSTGRES
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, statement_timeout: float = 30.0) -> None:
         self.url = url
+        self.statement_timeout = statement_timeout
         self._local = threading.local()
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+            # Every statement is bounded in time (a search's, and any other); migrations lift it (_migrate).
+            kwargs={
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "options": f"-c statement_timeout={max(1, round(statement_timeout * 1000))}",
+            },
             check=ConnectionPool.check_connection,
             open=False,
         )
@@ -55,6 +60,7 @@ class PostgresStore(SqlStore):
         self.transact(self._migrate)
 
     def _migrate(self, tx: SqlTransaction) -> None:
+        tx.conn.execute("SET LOCAL statement_timeout = 0")  # building an index on a large table takes its time
         tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         self._apply_migrations(tx.conn)
 
@@ -85,6 +91,10 @@ class PostgresStore(SqlStore):
 def _unavailable_as_503() -> Iterator[None]:
     try:
         yield
+    except psycopg.errors.QueryCanceled:
+        raise TooCostly("A database statement ran longer than the search_timeout setting allows") from None
+    except (psycopg.errors.StatementTooComplex, psycopg.errors.ProgramLimitExceeded) as exc:
+        raise TooCostly(f"The request is too large for the database ({type(exc).__name__})") from None
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise ServiceUnavailable(
             f"The database cannot be reached right now; try again ({type(exc).__name__})"

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fhir_imaging.fhir.outcome import TooCostly
 from fhir_imaging.storage.dialect import SQLITE
 from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
 
@@ -24,6 +26,19 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 60_000
 WRITER_CACHE_KIB = 256 * 1024  # the writer's page cache: the index B-trees of a large database stay in memory
 READER_CACHE_KIB = 8 * 1024
+PROGRESS_STEPS = 10_000
+# SQLite's refusals of a statement that is too large (sqlite3.OperationalError messages): a search this big is refused.
+TOO_LARGE = (
+    "Expression tree is too large",
+    "parser stack overflow",
+    "too many SQL variables",
+    "too many columns",
+    "too many terms in compound SELECT",
+    "too many FROM clause terms",
+    "at most 64 tables in a join",
+    "LIKE or GLOB pattern too complex",
+    "string or blob too big",
+)
 
 
 def path_from_url(url: str) -> str:
@@ -57,7 +72,8 @@ class SQLiteStore(SqlStore):
     dialect = SQLITE
     reads_inline = True
 
-    def __init__(self, url: str, synchronous: str = "full") -> None:
+    def __init__(self, url: str, synchronous: str = "full", query_timeout: float = 30.0) -> None:
+        self.query_timeout = query_timeout
         self.path = path_from_url(url)
         if self.path == ":memory:":
             raise ValueError("an in-memory SQLite database cannot be shared between threads: give a file path")
@@ -92,6 +108,25 @@ class SQLiteStore(SqlStore):
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         yield self._thread_connection()
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A search statement, interrupted when it runs past ``query_timeout`` seconds (SQLite calls the progress
+        handler every ``PROGRESS_STEPS`` virtual machine steps, a fraction of a millisecond), and refused when it is
+        larger than SQLite takes (its expression depth, variable and column limits): both a 400 too-costly."""
+        conn = self._thread_connection()
+        deadline = time.monotonic() + self.query_timeout
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if text == "interrupted":
+                raise TooCostly(f"The search ran longer than {self.query_timeout:g} s, the most allowed") from None
+            if text.startswith(TOO_LARGE):
+                raise TooCostly(f"The search is too large for the database ({text})") from None
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
 
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         """Group commit: the thread that gets the write lock runs every queued piece of work, each in a savepoint

@@ -97,7 +97,15 @@ def test_every_datetime_produced_is_a_valid_fhir_datetime(validator: Validator) 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("235959", (23, 59, 59, "")), ("240000", None), ("1260", None), ("12", (12, 0, 0, "")), ("1.5", None)],
+    [
+        ("235959", (23, 59, 59, "")),
+        ("240000", None),
+        ("1260", None),
+        ("12", (12, 0, 0, "")),
+        ("1.5", None),
+        ("1²", None),  # str.isdigit() takes it, int() does not: a file's header must not stop an import
+        ("101010.²", None),
+    ],
 )
 def test_parse_time(text: str, expected: Any) -> None:
     assert parse_time(text) == expected
@@ -113,6 +121,7 @@ def test_parse_offset(text: str, minutes: int | None) -> None:
 
 def test_parse_date_rejects_impossible_dates() -> None:
     assert parse_date("20240230") is None and parse_date("20240229") is not None
+    assert parse_date("2024²101") is None and parse_date("٢٠٢٤0101") is None
 
 
 @pytest.mark.parametrize(

@@ -35,16 +35,16 @@ def test_negotiate_refuses_what_we_cannot_write(accept: str | None, format_param
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "application/fhir+json", "application/json", "application/fhir+json; charset=utf-8"]
+    "content_type", ["application/fhir+json", "application/json", "application/fhir+json; charset=utf-8"]
 )
 def test_json_bodies_accepted(content_type: str | None) -> None:
     check_content_type(content_type)
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/fhir+xml", "text/xml", "application/x-www-form-urlencoded", "text/plain"]
+    "content_type", [None, "", "application/fhir+xml", "text/xml", "application/x-www-form-urlencoded", "text/plain"]
 )
-def test_other_bodies_refused(content_type: str) -> None:
+def test_other_bodies_refused(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaType):
         check_content_type(content_type)
 

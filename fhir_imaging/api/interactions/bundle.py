@@ -28,6 +28,7 @@ from fhir_imaging.api.context import (
     endpoint,
     ensure_references,
     in_thread,
+    off_loop,
     read_body,
     server_bases,
 )
@@ -61,9 +62,10 @@ from fhir_imaging.fhir.transaction import (
     rewrite_references,
     scan_references,
 )
-from fhir_imaging.storage.base import Transaction, Version
+from fhir_imaging.storage.base import Store, Transaction, Version
 
 BUNDLE_TYPES = ("transaction", "batch")
+Reader = Transaction | Store  # what GET entries read through: both offer read()
 
 
 def _status(code: int) -> str:
@@ -91,6 +93,7 @@ class BundleRunner:
         self.bases = bases
         self.strict = strict
         self.patcher = FhirPathPatcher(ctx.validator.schema, patch_limits(ctx.settings))
+        self.reads_left = ctx.settings.max_bundle_read_resources  # resources the GET entries may still return
 
     # -- before the database: what can be checked on the Bundle alone ---------------------------------------------
 
@@ -158,6 +161,8 @@ class BundleRunner:
                 raise BadRequest(f"The reference {reference} names no entry of this Bundle", f"{entry.where}.resource")
 
     def execute(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+        if entry.method in ("GET", "HEAD"):
+            return self.get(tx, entry)
         version_wanted = parse_if_match(entry.if_match) if entry.if_match else None
         if entry.method == "DELETE":
             ids = entry.delete_ids if entry.conditional else [entry.resource_id]
@@ -166,8 +171,6 @@ class BundleRunner:
             if len(deleted) == 1 and deleted[0] is not None:
                 response["etag"] = etag(deleted[0].version)
             return {"response": response}
-        if entry.method in ("GET", "HEAD") and entry.resource_id is None:
-            return self._search(entry)
         assert entry.resource_id is not None
         if entry.method == "POST":
             assert entry.resource is not None
@@ -179,9 +182,23 @@ class BundleRunner:
             assert entry.resource is not None
             result = tx.update(entry.resource_type, entry.resource_id, entry.resource, version_wanted)
             return self._written(result.version, 201 if result.created else 200)
-        if entry.method == "PATCH":
-            return self._patch(tx, entry, version_wanted)
-        return self._read(tx, entry)
+        assert entry.method == "PATCH"
+        return self._patch(tx, entry, version_wanted)
+
+    def get(self, reader: Reader, entry: Entry) -> dict[str, Any]:
+        """A GET or HEAD entry: a read, vread or search, through ``reader`` (the transaction, or the store when the
+        entry needs no write transaction). The resources all GET entries of a Bundle return are bounded by the
+        ``max_bundle_read_resources`` setting (checked before each entry; one search page may go past it)."""
+        if self.reads_left <= 0:
+            limit = self.ctx.settings.max_bundle_read_resources
+            raise PayloadTooLarge(
+                f"The GET entries of this Bundle have returned {limit} resources, the most one Bundle may return",
+                f"{entry.where}.request",
+            )
+        result = self._search(entry) if entry.resource_id is None else self._read(reader, entry)
+        resource = result.get("resource")
+        self.reads_left -= len(resource.get("entry", ())) if isinstance(resource, dict) else 1
+        return result
 
     def _written(self, version: Version, status: int) -> dict[str, Any]:
         response = {
@@ -222,7 +239,7 @@ class BundleRunner:
             return self.patcher.apply(resource, document, data)
         return apply_json_patch(resource, document, self.patcher.limits, data)
 
-    def _current(self, tx: Transaction, entry: Entry) -> Version:
+    def _current(self, tx: Reader, entry: Entry) -> Version:
         assert entry.resource_id is not None
         current = tx.read(entry.resource_type, entry.resource_id)
         if current is None:
@@ -231,7 +248,7 @@ class BundleRunner:
             raise Gone(f"{entry.resource_type}/{entry.resource_id} was deleted")
         return current
 
-    def _read(self, tx: Transaction, entry: Entry) -> dict[str, Any]:
+    def _read(self, tx: Reader, entry: Entry) -> dict[str, Any]:
         if entry.version_id is not None:
             assert entry.resource_id is not None
             version = self.ctx.store.vread(entry.resource_type, entry.resource_id, entry.version_id)
@@ -268,6 +285,8 @@ class BundleRunner:
                 self.prepare(entry)
             except FhirError as exc:
                 raise _in_entry(entry, exc) from None
+        if all(entry.method in ("GET", "HEAD") for entry in entries):
+            return self._reads_only(entries)
 
         def work(tx: Transaction) -> list[dict[str, Any]]:
             mapping: dict[str, str] = {}
@@ -293,11 +312,25 @@ class BundleRunner:
 
         return self.ctx.store.transact(work)
 
+    def _reads_only(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        """A transaction of GET entries writes nothing: it reads from the store, holding no write lock (writers go
+        on meanwhile); the first failing entry still fails the whole transaction."""
+        results = []
+        for entry in entries:
+            try:
+                results.append(self.get(self.ctx.store, entry))
+            except FhirError as exc:
+                raise _in_entry(entry, exc) from None
+        return results
+
     def batch(self, entries: list[Entry]) -> list[dict[str, Any]]:
         results = []
         for entry in entries:
             try:
                 self.prepare(entry)
+                if entry.method in ("GET", "HEAD"):  # a read needs no write transaction, nor its lock
+                    results.append(self.get(self.ctx.store, entry))
+                    continue
                 results.append(self.ctx.store.transact(lambda tx, entry=entry: self._run_alone(tx, entry)))
             except FhirError as exc:
                 outcome = operation_outcome(_in_entry(entry, exc).issues)
@@ -347,13 +380,14 @@ def _binary_data(entry: Entry) -> bytes:
 async def batch_or_transaction(request: Request) -> Response:
     ctx = context(request)
     check_content_type(request.headers.get("content-type"))
-    bundle = parse_resource_json(await read_body(request))
+    body = await read_body(request)
+    bundle = await off_loop(len(body), parse_resource_json, body)
     if bundle["resourceType"] != "Bundle":
         raise BadRequest(f"POST to the base takes a Bundle, not a {bundle['resourceType']}", "resourceType")
     kind = bundle.get("type")
     if kind not in BUNDLE_TYPES:
         raise BadRequest(f"Bundle.type must be transaction or batch, not {kind!r}", "Bundle.type")
-    entries = read_entries(bundle, ctx.registry.is_resource_type)
+    entries = await off_loop(len(body), read_entries, bundle, ctx.registry.is_resource_type)
     limit = ctx.settings.max_bundle_entries
     if len(entries) > limit:
         raise PayloadTooLarge(f"The Bundle has {len(entries)} entries; the limit is {limit}", "Bundle.entry")

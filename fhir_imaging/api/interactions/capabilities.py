@@ -10,13 +10,18 @@ from fhir_imaging.api.context import base_url, context, endpoint
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.capability import capability_statement
 
+MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
+
 
 @endpoint
 async def capabilities(request: Request) -> Response:
-    """The CapabilityStatement, built once per base URL from the registry and the route table."""
+    """The CapabilityStatement, built once per base URL (at most ``MOST_CACHED_BASES`` kept) from the registry and
+    the route table."""
     state = request.app.state
     base = base_url(request)
-    if base not in state.capability_cache:
+    cache: dict[str, bytes] = state.capability_cache
+    body = cache.get(base)
+    if body is None:
         statement = capability_statement(
             context(request).registry,
             state.type_interactions,
@@ -25,5 +30,8 @@ async def capabilities(request: Request) -> Response:
             state.started,
             operations=state.operations,
         )
-        state.capability_cache[base] = orjson.dumps(statement)
-    return fhir_response(request, state.capability_cache[base])
+        body = orjson.dumps(statement)
+        if len(cache) >= MOST_CACHED_BASES:  # the base comes from the client's Host header: keep the cache bounded
+            cache.pop(next(iter(cache)))
+        cache[base] = body
+    return fhir_response(request, body)

@@ -6,6 +6,8 @@ nothing is written and the existing resource is returned (200); several → 412.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,9 +32,12 @@ async def create(request: Request) -> Response:
     ctx = context(request)
     resource_type = resource_type_of(request)
     criteria = request.headers.get("if-none-exist")
-    resource = await read_resource(request, resource_type)
-    resource.pop("id", None)
-    ctx.validate(resource)
+
+    def check(resource: dict[str, Any]) -> None:
+        resource.pop("id", None)  # a create ignores the body's id
+        ctx.validate(resource)
+
+    resource = await read_resource(request, resource_type, check)
     base, bases = base_url(request), server_bases(request)
 
     def write(tx: Transaction) -> tuple[Version, bool]:

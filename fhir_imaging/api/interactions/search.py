@@ -15,11 +15,20 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import Context, base_url, context, endpoint, in_thread, resource_type_of, server_bases
+from fhir_imaging.api.context import (
+    Context,
+    base_url,
+    context,
+    endpoint,
+    in_thread,
+    read_body,
+    resource_type_of,
+    server_bases,
+)
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.bundle import searchset_bundle
-from fhir_imaging.fhir.outcome import BadRequest, NotFound, UnsupportedMediaType
+from fhir_imaging.fhir.outcome import BadRequest, Issue, NotFound, UnsupportedMediaType
 from fhir_imaging.fhir.resource import is_valid_id
 from fhir_imaging.search.execute import run_search
 from fhir_imaging.search.index import indexed_params
@@ -59,8 +68,9 @@ def search_bundle(
         default_count=ctx.settings.default_count,
         max_count=ctx.settings.max_count,
         extra=extra,
+        limits=ctx.search_limits,
     )
-    result = run_search(ctx.store, search, bases)
+    result = run_search(ctx.store, search, bases, max_include=ctx.settings.max_include)
     url = f"{base}/{path}" if path else base
     performed = list(search.performed)
 
@@ -82,7 +92,17 @@ def search_bundle(
         links,
         total,
         [_version(row, search) for row in result.included],
+        _include_warning(search, ctx.settings.max_include) if result.included_capped else (),
     )
+
+
+def _include_warning(search: SearchRequest, most: int) -> list[Issue]:
+    names = sorted({"_revinclude" if include.reverse else "_include" for include in search.includes})
+    message = (
+        f"{' and '.join(names)} found more than {most} resources for this page: only {most} are included "
+        "(ask for smaller pages with _count to get them all)"
+    )
+    return [Issue("warning", "too-costly", message, tuple(names))]
 
 
 async def _search(
@@ -106,11 +126,19 @@ async def search_type(request: Request) -> Response:
 async def search_type_post(request: Request) -> Response:
     """``POST /[type]/_search``: the form-encoded body's parameters join the query string's."""
     resource_type = resource_type_of(request)
-    content_type = (request.headers.get("content-type") or FORM).split(";")[0].strip().lower()
-    if content_type != FORM:
-        raise UnsupportedMediaType(f"POST _search takes {FORM}, not {content_type}", "Content-Type")
-    body = (await request.body()).decode("utf-8", errors="replace")
-    items = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
+    body = await read_body(request)
+    if body:
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type != FORM:
+            raise UnsupportedMediaType(
+                f"POST _search takes {FORM}, not {content_type or 'no Content-Type'}", "Content-Type"
+            )
+    most = context(request).settings.max_search_parameters
+    try:  # counts the fields before parsing them
+        form = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True, max_num_fields=most)
+    except ValueError:
+        raise BadRequest(f"The form holds more than {most} parameters, the most a search may have", "_search") from None
+    items = list(request.query_params.multi_items()) + form
     return await _search(request, resource_type, (resource_type,), items)
 
 

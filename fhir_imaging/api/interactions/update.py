@@ -6,6 +6,8 @@ Conditional update: ``PUT /[type]?[search]``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -36,9 +38,12 @@ async def update(request: Request) -> Response:
     if not is_valid_id(resource_id):
         raise BadRequest(f"'{resource_id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", "id")
     expected_version = if_match(request.headers.get("if-match"))
-    resource = await read_resource(request, resource_type)
-    check_id_element(resource, resource_id)
-    ctx.validate(resource)
+
+    def check(resource: dict[str, Any]) -> None:
+        check_id_element(resource, resource_id)
+        ctx.validate(resource)
+
+    resource = await read_resource(request, resource_type, check)
     base = base_url(request)
 
     def write(tx: Transaction) -> WriteResult:
@@ -56,10 +61,13 @@ async def conditional_update(request: Request) -> Response:
     resource_type = resource_type_of(request)
     criteria = list(request.query_params.multi_items())
     expected_version = if_match(request.headers.get("if-match"))
-    resource = await read_resource(request, resource_type)
-    check_id_element(resource, None)
+
+    def check(resource: dict[str, Any]) -> None:
+        check_id_element(resource, None)
+        ctx.validate(resource)
+
+    resource = await read_resource(request, resource_type, check)
     body_id = resource.get("id")
-    ctx.validate(resource)
     base, bases = base_url(request), server_bases(request)
 
     def write(tx: Transaction) -> WriteResult:
