@@ -85,7 +85,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: EdgeLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self._header_deadline: asyncio.TimerHandle | None = None
+        self._head_since: float | None = None  # loop time the awaited request line and headers began to be due
         self._refusal: tuple[int, str, str] | None = None
         self._in_head = True  # between the end of a request (or connecting) and the end of the next one's headers
         self._head_bytes = 0  # bytes received while in a head (counted by chunk: what the parser may be holding)
@@ -184,16 +184,25 @@ class EdgeProtocol(HttpToolsProtocol):
         self._lingering = self.loop.call_later(LINGER_S, self.transport.close)
 
     def _arm_header_deadline(self) -> None:
-        self._cancel_header_deadline()
-        self._header_deadline = self.loop.call_later(self.limits.header_timeout, self._header_deadline_passed)
+        """The next request line and headers are due within ``header_timeout`` from now. No timer per request (a
+        timer armed and cancelled on every request cost more than a tenth of a read): one sweep per server process
+        checks every connection a few times per timeout (``_sweep``)."""
+        self._head_since = self.loop.time()
+        state = self.server_state
+        if not getattr(state, "edge_sweeping", False):
+            state.edge_sweeping = True  # type: ignore[attr-defined]
+            interval = min(1.0, self.limits.header_timeout / 4)
+            self.loop.call_later(interval, _sweep, self.loop, self.connections, interval)
 
     def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+        self._head_since = None
+
+    def check_header_deadline(self, now: float) -> None:
+        if self._head_since is not None and now - self._head_since >= self.limits.header_timeout:
+            self._header_deadline_passed()
 
     def _header_deadline_passed(self) -> None:
-        self._header_deadline = None
+        self._head_since = None
         if self.transport.is_closing():
             return
         if self._in_head and self._head_bytes:
@@ -207,6 +216,15 @@ class EdgeProtocol(HttpToolsProtocol):
         if now - EdgeProtocol._last_refusal_log >= REFUSAL_LOG_INTERVAL_S:
             EdgeProtocol._last_refusal_log = now
             log.warning("more than %d open connections: new connections are closed", self.limits.max_connections)
+
+
+def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any], interval: float) -> None:
+    """Close the connections whose request line and headers are overdue; again in ``interval`` seconds."""
+    now = loop.time()
+    for protocol in list(connections):
+        if isinstance(protocol, EdgeProtocol):
+            protocol.check_header_deadline(now)
+    loop.call_later(interval, _sweep, loop, connections, interval)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

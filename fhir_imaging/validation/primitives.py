@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_imaging.fhir.resource import ID_CHARACTERS
 from fhir_imaging.linear_regex import ascii_whitespace, fullmatcher
 
 PrimitiveCheck = Callable[[Any], "str | None"]
@@ -105,11 +106,8 @@ _DECIMAL = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 
 # Regexes → a test without a regex that is exactly equivalent: the id regex is 1 to 64 of [A-Za-z0-9\-.] (the caller
 # checks the value is not empty), and ``strip`` of those characters leaves "" exactly when every character is one.
-_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-."
-
-
 def _is_id(value: str) -> bool:
-    return len(value) <= 64 and not value.strip(_ID_CHARACTERS)
+    return len(value) <= 64 and not value.strip(ID_CHARACTERS)
 
 
 _EXACT = {r"[A-Za-z0-9\-\.]{1,64}": _is_id}  # id: DICOM uids, a thousand per large study

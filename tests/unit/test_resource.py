@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.resource import (
+    ID_PATTERN,
     etag,
     format_instant,
     http_date,
@@ -29,6 +33,11 @@ def test_valid_ids(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "x" * 65, "a/b", "a_b", "a b", "é", 12, None])
 def test_invalid_ids(value: object) -> None:
     assert not is_valid_id(value)
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-._/ é\n\x00\u0660"), max_size=70))
+def test_ids_checked_exactly_as_the_id_regex(value: str) -> None:
+    assert is_valid_id(value) == (re.fullmatch(ID_PATTERN.pattern, value, re.ASCII) is not None)
 
 
 def test_instant_round_trip_and_http_date() -> None:
