@@ -15,9 +15,10 @@ from starlette.testclient import TestClient
 
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
+from tests.shared_data import shared_dir
 
 BASE = "http://testserver/baseR4"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = shared_dir()  # the third-party test data shipped in tests/data (see tests/shared_data.py)
 
 SEED_STUDY: dict[str, Any] = {
     "resourceType": "ImagingStudy",

@@ -206,7 +206,6 @@ def test_bundle_over_the_entry_limit_is_413(tmp_path: Path, patient: dict[str, A
         assert "entry" not in small.get("/_history").json()
 
 
-@pytest.mark.skipif(not SYNTHEA.is_dir(), reason="the Synthea sample Bundles (../shared) are absent")
 def test_synthea_transaction_bundles_load_with_every_reference_resolved(client: TestClient) -> None:
     files = sorted(SYNTHEA.glob("*.json"))[:4]
     for path in files:

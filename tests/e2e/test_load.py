@@ -56,7 +56,6 @@ def test_reloading_resources_with_ids_keeps_one_of_each(tmp_path: Path) -> None:
     assert _count(database, "Patient") == 5
 
 
-@pytest.mark.skipif(not SYNTHEA.is_dir(), reason="the Synthea sample Bundles (../shared) are absent")
 def test_folder_of_transaction_bundles_and_a_collection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "in"
     folder.mkdir()

@@ -122,7 +122,9 @@ def response(*entries: tuple[str, str | None]) -> dict[str, Any]:
 
 def test_reading_the_transaction_response() -> None:
     bundle = study_transaction(StudyWrite(Write(dict(STUDY), UID), Write(dict(PATIENT), MRN)))
-    answer = response(("201 Created", "Patient/p9/_history/1"), ("201 Created", "http://x/baseR4/ImagingStudy/s9/_history/1"))
+    answer = response(
+        ("201 Created", "Patient/p9/_history/1"), ("201 Created", "http://x/baseR4/ImagingStudy/s9/_history/1")
+    )
     result = read_transaction_response(bundle, answer)
     assert (result.entries["Patient"].id, result.entries["Patient"].status) == ("p9", 201)
     assert (result.entries["ImagingStudy"].id, result.entries["ImagingStudy"].status) == ("s9", 201)

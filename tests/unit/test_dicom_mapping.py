@@ -342,9 +342,7 @@ def test_patient_sex(sex: str, gender: str) -> None:
 
 def test_a_study_without_patient_id_gets_a_patient_of_its_own() -> None:
     record = from_dicom_dataset(built(PatientID=""))
-    assert record.patient["identifier"] == [
-        {"system": "urn:fhir-imaging:patient-of-study", "value": "urn:oid:1.2.3"}
-    ]
+    assert record.patient["identifier"] == [{"system": "urn:fhir-imaging:patient-of-study", "value": "urn:oid:1.2.3"}]
 
 
 def test_series_laterality_falls_back_on_image_laterality_when_all_instances_agree() -> None:

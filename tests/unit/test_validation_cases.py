@@ -6,7 +6,6 @@ Sources and expected outcomes of the shared cases: ``shared/data/invalid/SOURCES
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,11 +13,10 @@ import pytest
 
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.validation import Validator, has_errors, status_for
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
 INVALID = SHARED / "data" / "invalid"
 PRIMITIVES = INVALID / "google-fhir-primitives"
-needs_shared = pytest.mark.skipif(not INVALID.is_dir(), reason=f"shared invalid cases not found at {INVALID}")
 
 # google/fhir file stem → R4 type code.
 TYPE_OF = {
@@ -40,8 +38,6 @@ def errors(issues: list[Issue]) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def primitive_lines(kind: str) -> list[tuple[str, str, bytes]]:
-    if not PRIMITIVES.is_dir():
-        return []
     out = []
     for path in sorted(PRIMITIVES.glob(f"*.{kind}.ndjson")):
         stem = path.name.split(".")[0]
@@ -64,7 +60,6 @@ def embedded(type_code: str, value: Any) -> dict[str, Any]:
     return basic
 
 
-@needs_shared
 @pytest.mark.parametrize(("type_code", "where", "line"), primitive_lines("invalid"), ids=lambda x: str(x))
 def test_google_invalid_primitives_are_rejected(validator: Validator, type_code: str, where: str, line: bytes) -> None:
     try:
@@ -77,7 +72,6 @@ def test_google_invalid_primitives_are_rejected(validator: Validator, type_code:
     assert status_for(issues) == 400
 
 
-@needs_shared
 @pytest.mark.parametrize(("type_code", "where", "line"), primitive_lines("valid"), ids=lambda x: str(x))
 def test_google_valid_primitives_are_accepted(validator: Validator, type_code: str, where: str, line: bytes) -> None:
     value = orjson.loads(line)
@@ -94,7 +88,6 @@ def test_google_valid_primitives_are_accepted(validator: Validator, type_code: s
     assert not has_errors(validator.validate(embedded(type_code, value))), where
 
 
-@needs_shared
 def test_reference_files_are_reference_datatypes(validator: Validator) -> None:
     """reference.*.ndjson hold Reference objects, not primitives: unknown properties must be rejected."""
     for _, where, line in primitive_lines("invalid"):
@@ -103,7 +96,6 @@ def test_reference_files_are_reference_datatypes(validator: Validator) -> None:
             assert codes == {"structure"}, where
 
 
-@needs_shared
 def test_multiple_choice_values_are_rejected(validator: Validator) -> None:
     resource = orjson.loads(
         (INVALID / "google-fhir-jsonformat" / "observation_invalid_multiple_choicex_provided.json").read_bytes()
@@ -118,7 +110,6 @@ def test_multiple_choice_values_are_rejected(validator: Validator) -> None:
     assert status_for(issues) == 400
 
 
-@needs_shared
 def test_hl7_group_choice_bad3(validator: Validator) -> None:
     """Java reports 2 errors, both on Group.characteristic[0].value[x] (JSON type, then boolean lexical form): we
     report that fault once. The case was written for R5, so R4 adds two more: ``Group.membership`` is an R5 element

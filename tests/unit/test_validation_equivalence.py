@@ -10,7 +10,6 @@ primitive edge values).
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,11 +17,11 @@ import pytest
 
 from fhir_imaging.validation import Validator
 from fhir_imaging.validation.primitives import compile_tests
+from tests.conftest import SHARED
 from tests.unit import test_validation_mutations as mutations
 
 generate_corpus = pytest.importorskip("bench.generate").generate_corpus
-EXAMPLES = Path(__file__).parents[2] / ".." / "shared" / "fhir-r4" / "examples"
-needs_examples = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"shared FHIR examples not found at {EXAMPLES}")
+EXAMPLES = SHARED / "fhir-r4" / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +38,6 @@ def _differences(validator: Validator, resources: list[Any]) -> list[Any]:
     return out
 
 
-@needs_examples
 def test_official_examples_give_the_same_issues(validators: Validator) -> None:
     resources = [orjson.loads(p.read_bytes()) for p in sorted(EXAMPLES.glob("*.json"))]
     assert len(resources) == 710
@@ -92,7 +90,6 @@ _VALID_CHANGES = [
 ]
 
 
-@needs_examples
 @pytest.mark.parametrize("name", mutations.example_files())
 def test_mutations_give_the_same_issues(validators: Validator, name: str) -> None:
     cases = mutations.all_cases(name)

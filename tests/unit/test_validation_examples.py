@@ -13,11 +13,10 @@ import orjson
 import pytest
 
 from fhir_imaging.validation import Validator
+from tests.conftest import SHARED
 
 REPO = Path(__file__).parents[2]
-SHARED = REPO / ".." / "shared"
 EXAMPLES = SHARED / "fhir-r4" / "examples"
-pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"shared FHIR examples not found at {EXAMPLES}")
 
 # HL7's own examples with genuine defects against the R4 definitions: file → the exact errors expected.
 KNOWN_DEFECTS = {
@@ -29,7 +28,9 @@ KNOWN_DEFECTS = {
 
 
 def example_names() -> list[str]:
-    return sorted(p.name for p in EXAMPLES.glob("*.json")) if EXAMPLES.is_dir() else []
+    names = sorted(p.name for p in EXAMPLES.glob("*.json"))
+    assert len(names) == 710, f"the R4 examples are missing from {EXAMPLES}"
+    return names
 
 
 @pytest.fixture(scope="module")

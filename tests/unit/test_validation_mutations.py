@@ -12,17 +12,15 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from fhir_imaging.validation import Validator, status_for
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).parents[2] / ".." / "shared"
 EXAMPLES = SHARED / "fhir-r4" / "examples"
-pytestmark = pytest.mark.skipif(not EXAMPLES.is_dir(), reason=f"shared FHIR examples not found at {EXAMPLES}")
 
 PRIMITIVES = {
     "base64Binary",
@@ -69,8 +67,6 @@ Case = tuple[str, dict[str, Any], str, str]  # (label, broken resource, expected
 
 
 def example_files() -> list[str]:
-    if not EXAMPLES.is_dir():
-        return []
     return sorted(p.name for p in EXAMPLES.glob("*.json") if p.name.startswith(("ImagingStudy-", "Patient-")))
 
 
