@@ -77,22 +77,10 @@ class NotFound(FhirError):
     status, code = 404, "not-found"
 
 
-class MethodNotAllowed(FhirError):
-    """405: the route exists but not with this HTTP method."""
-
-    status, code = 405, "not-supported"
-
-
 class NotAcceptable(FhirError):
     """406: the client asked for a format we do not produce (XML)."""
 
     status, code = 406, "not-supported"
-
-
-class Conflict(FhirError):
-    """409: the request conflicts with the current state of the server."""
-
-    status, code = 409, "conflict"
 
 
 class Gone(FhirError):

@@ -101,11 +101,6 @@ def stamped(resource: dict[str, Any], resource_id: str, version: int, last_updat
     return document
 
 
-def stamp(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> bytes:
-    """``stamped`` serialised: the bytes to store."""
-    return orjson.dumps(stamped(resource, resource_id, version, last_updated))
-
-
 def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when objects and arrays nest deeper than ``limit`` levels. (Level by level, no recursion; on every
     write, so written for speed: exact type checks, no tuples per node.)"""

@@ -7,7 +7,7 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -71,15 +71,6 @@ def _extractors(resource_type: str) -> tuple[tuple[str, Extract], ...]:
         (param.code, compile_extractor(param.expression or "", resource_type, param.type))
         for param in _params(resource_type)
     )
-
-
-def extract_rows(
-    resource: dict[str, Any], params: tuple[SearchParam, ...] | None = None
-) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    """(table, (param key, *value columns)) for every index row of ``resource``."""
-    for param in params if params is not None else _params(resource["resourceType"]):
-        for kind, sub, columns in extract_values(resource, param):
-            yield TABLES[kind], (param.code if not sub else f"{param.code}:{sub}", *columns)
 
 
 @cache

@@ -4,7 +4,6 @@ import re
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +20,7 @@ from fhir_imaging.fhir.resource import (
     parse_etag,
     parse_instant,
     parse_resource_json,
-    stamp,
+    stamped,
 )
 
 
@@ -60,11 +59,11 @@ def test_etag_round_trip() -> None:
 
 def test_stamp_sets_id_and_meta_first_and_keeps_everything_else() -> None:
     resource = {"resourceType": "Patient", "id": "old", "gender": "male", "meta": {"versionId": "9", "tag": [1]}}
-    stamped = orjson.loads(stamp(resource, "new", 3, "2024-01-01T00:00:00.000Z"))
-    assert list(stamped)[:3] == ["resourceType", "id", "meta"]
-    assert stamped["id"] == "new"
-    assert stamped["meta"] == {"versionId": "3", "lastUpdated": "2024-01-01T00:00:00.000Z", "tag": [1]}
-    assert stamped["gender"] == "male"
+    document = stamped(resource, "new", 3, "2024-01-01T00:00:00.000Z")
+    assert list(document)[:3] == ["resourceType", "id", "meta"]
+    assert document["id"] == "new"
+    assert document["meta"] == {"versionId": "3", "lastUpdated": "2024-01-01T00:00:00.000Z", "tag": [1]}
+    assert document["gender"] == "male"
     assert resource["meta"]["versionId"] == "9"  # the input is not changed
 
 

@@ -6,14 +6,13 @@ Spec: https://hl7.org/fhir/R4/search.html#ptypes (types), #prefix (prefixes), #e
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
@@ -50,11 +49,8 @@ class SearchType(Protocol):
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
         """One (already comma-split) value → its typed form; InvalidValue when malformed."""
 
-    def extract(self, node: Node) -> Iterator[Row]:
-        """Index rows for one value found by the parameter's expression."""
-
     def extractor(self, kind: str) -> Extractor:
-        """``extract`` for a list of values of FHIR type ``kind`` (what the write path calls)."""
+        """Index rows for a list of values of FHIR type ``kind`` found by a parameter's expression."""
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
         """A condition on one index row (alias ``context.alias``) true when the row matches ``value``."""

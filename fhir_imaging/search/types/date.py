@@ -14,7 +14,6 @@ eb: hi < slo; ap: overlaps the search interval widened by 10 % of its distance f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache, lru_cache
@@ -23,7 +22,6 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 LOWEST, HIGHEST = -(2**62), 2**62
@@ -118,9 +116,6 @@ class DateType:
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
         return parse_date_value(text)
 
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(date_extractor(node.type)([node.value]))
-
     def extractor(self, kind: str) -> Extractor:
         return date_extractor(kind)
 
@@ -208,7 +203,3 @@ def date_extractor(kind: str) -> Extractor:
     if kind in DATE_KINDS or kind == "string":
         return _points
     return {"Period": _periods, "Timing": _timings}.get(kind, _none)
-
-
-def date_intervals(node: Node) -> Iterator[tuple[int, int]]:
-    return (columns for _, _, columns in date_extractor(node.type)([node.value]))

@@ -7,7 +7,6 @@ Index row: (lo, hi) — a number is the point lo = hi; a Range (quantity) its bo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -16,7 +15,6 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 NUMBER_PATTERN = linear_regex.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
@@ -87,9 +85,6 @@ class NumberType:
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
         prefix, rest = split_prefix(text, "number")
         return parse_number(rest, prefix)
-
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(number_extractor(node.type)([node.value]))
 
     def extractor(self, kind: str) -> Extractor:
         return number_extractor(kind)

@@ -15,7 +15,6 @@ from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
@@ -26,8 +25,6 @@ from fhir_imaging.search.types.base import (
     unescape,
 )
 from fhir_imaging.search.types.number import UNBOUNDED, NumberValue, compile_number, number_of, parse_number
-
-QUANTITY_KINDS = frozenset({"Quantity", "Age", "Duration", "Count", "Distance", "SimpleQuantity", "MoneyQuantity"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +47,6 @@ class QuantityType:
         system = unescape(parts[1]) if len(parts) > 1 and parts[1] else None
         code = unescape("|".join(parts[2:])) if len(parts) > 2 and parts[2] else None
         return QuantityValue(number, system, code)
-
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(quantity_extractor(node.type)([node.value]))
 
     def extractor(self, kind: str) -> Extractor:
         return quantity_extractor(kind)

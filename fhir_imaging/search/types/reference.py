@@ -9,14 +9,13 @@ URLs, other servers). A Reference's ``identifier`` is indexed in the token table
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node, reference_target
+from fhir_imaging.search.fhirpath import reference_target
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
@@ -78,9 +77,6 @@ class ReferenceType:
                 raise InvalidValue(f":{modifier} is not a target type of {param.code}")
             types = (modifier,)
         return parse_reference(unescape(text), types)
-
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(reference_rows([node.value]))
 
     def extractor(self, kind: str) -> Extractor:
         return reference_rows

@@ -6,14 +6,12 @@ Index row: (norm, exact) — ``norm`` is case- and accent-folded (default search
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
@@ -47,9 +45,6 @@ class StringType:
         if not value:
             raise InvalidValue("an empty string matches nothing useful")
         return StringValue(value, normalize(value))
-
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(string_extractor(node.type)([node.value]))
 
     def extractor(self, kind: str) -> Extractor:
         return string_extractor(kind)
@@ -89,7 +84,3 @@ def _parts(parts: tuple[str, ...]) -> Extractor:
 def string_extractor(kind: str) -> Extractor:
     """String rows for values of FHIR type ``kind``: strings, and the parts of a HumanName or an Address."""
     return _parts(NAME_PARTS if kind == "HumanName" else ADDRESS_PARTS if kind == "Address" else ())
-
-
-def string_parts(node: Node) -> Iterator[str]:
-    return (text for _, _, (_, text) in string_extractor(node.type)([node.value]))

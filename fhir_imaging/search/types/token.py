@@ -80,9 +80,6 @@ class TokenType:
             return OfTypeValue(*parts)
         return parse_token(text)
 
-    def extract(self, node: Node) -> Iterator[Row]:
-        return token_rows(node)
-
     def extractor(self, kind: str) -> Extractor:
         return token_extractor(kind)
 

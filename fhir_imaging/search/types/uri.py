@@ -5,12 +5,10 @@ Index row: (uri,).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, unescape
 
 TOP = "\U0010ffff"
@@ -27,9 +25,6 @@ class UriType:
         if not value:
             raise InvalidValue("an empty uri")
         return value
-
-    def extract(self, node: Node) -> Iterator[Row]:
-        return iter(uri_rows([node.value]))
 
     def extractor(self, kind: str) -> Extractor:
         return uri_rows
