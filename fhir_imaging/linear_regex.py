@@ -172,6 +172,7 @@ def fullmatcher(pattern: str) -> Callable[[str], bool]:
 
     def fullmatch(text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")  # a lone surrogate: bytes RE2 reads as U+FFFD
-        return run(_BOTH, data, 0, len(data))[0][0] >= 0
+        start: int = run(_BOTH, data, 0, len(data))[0][0]
+        return start >= 0
 
     return fullmatch

@@ -165,7 +165,7 @@ class _Formatter(logging.Formatter):
         if second != self._second:
             self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
             self._second = second
-        return self.default_msec_format % (self._stamp, record.msecs)
+        return f"{self._stamp},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
 
 
 def configure_logging(level: str) -> None:
@@ -175,7 +175,7 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     if _handler is not None:
         return
-    logging._srcfile = None  # type: ignore[attr-defined]  # no sys._getframe() per record (documented switch)
+    logging._srcfile = None  # no sys._getframe() per record (documented switch)
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

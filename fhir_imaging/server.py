@@ -94,8 +94,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     # connection life
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self._log_refused_connection()
             self.transport.close()

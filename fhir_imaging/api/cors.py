@@ -54,7 +54,7 @@ class FhirCorsMiddleware(CORSMiddleware):
         response = super().preflight_response(request_headers)
         if response.status_code < 400:
             return response
-        issue = Issue("error", "forbidden", f"CORS preflight refused: {response.body.decode(errors='replace')}")
+        issue = Issue("error", "forbidden", f"CORS preflight refused: {bytes(response.body).decode(errors='replace')}")
         headers = {key: value for key, value in response.headers.items() if key.startswith("access-control-")}
         return Response(
             orjson.dumps(operation_outcome([issue])),

@@ -15,10 +15,11 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom.dicomweb import PacsError, SyncSummary, sync_dicomweb
+from fhir_imaging.dicom.dicomweb import SyncSummary, sync_dicomweb
 from fhir_imaging.dicom.importer import import_dicom
 from fhir_imaging.dicom.limits import MEBIBYTE, PacsLimits
 from fhir_imaging.dicom.mapping import MappingOptions, offset_timezone
+from fhir_imaging.dicom.pacs import PacsError
 from fhir_imaging.dicom.progress import reporting
 from fhir_imaging.dicom.writer import WriteError
 

@@ -39,7 +39,7 @@ STUDY_FIELDS = (
     *("StudyDate", "StudyTime", "TimezoneOffsetFromUTC", "StudyDescription", "ReferringPhysicianName"),
     *("AccessionNumber", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
 )
-SERIES_FIELDS = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Laterality")
+SERIES_FIELDS: tuple[str, ...] = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Laterality")
 SERIES_FIELDS += ("SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances")
 INSTANCE_FIELDS = ("SOPClassUID", "InstanceNumber", "ContentLabel", "DocumentTitle", "ImageType", "ImageLaterality")
 ENDPOINT_CONNECTION = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
@@ -71,7 +71,7 @@ def endpoint_for(url: str) -> Write:
     """The Endpoint of a DICOMweb root: WADO-RS connection, active, identified by its address (as a URI). The same
     ``Write`` serves every study of a sync: it is written (``write``) with the first, and only referred to after."""
     address = url.rstrip("/")
-    resource = {
+    resource: dict[str, Any] = {
         "resourceType": "Endpoint",
         "identifier": [{"system": URI_SYSTEM, "value": address}],
         "status": "active",

@@ -143,13 +143,13 @@ def _watch(sock: socket.socket | None) -> None:
 
 
 class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
+    def getresponse(self) -> Any:
         _watch(self.sock)
         return super().getresponse()
 
 
 class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def getresponse(self) -> Any:  # type: ignore[override]
+    def getresponse(self) -> Any:
         _watch(self.sock)
         return super().getresponse()
 

@@ -26,7 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
-from typing import Any
+from typing import Any, cast
 
 import re2
 from fhirpathpy.engine import do_eval, util
@@ -204,7 +204,7 @@ def _descendants(ctx: dict[str, Any], coll: list[Any]) -> list[Any]:
     """fhirpathpy's ``descendants`` (same result), charged level by level."""
     active = current_budget()
     found: list[Any] = []
-    level = reduce(navigation.create_reduce_children(ctx, False), coll, [])
+    level: list[Any] = reduce(navigation.create_reduce_children(ctx, False), coll, [])
     while level:
         if active is not None:
             active.charge(len(level))
@@ -332,7 +332,8 @@ def _budgeted_evaluator(kind: str, evaluator: Callable[..., Any]) -> Callable[..
 
 def install() -> None:
     """Wrap every entry of fhirpathpy's dispatch tables (once: a second call changes nothing)."""
-    for name, invocation in invocation_registry.items():
+    registry = cast(dict[str, dict[str, Any]], invocation_registry)  # name → {"fn": …, "arity": …}
+    for name, invocation in registry.items():
         function = invocation.get("fn")
         if function is not None and not getattr(function, "budgeted", False):
             invocation["fn"] = _budgeted_invocation(name, function)

@@ -49,12 +49,15 @@ class Corpus:
 
 
 def _token(value: Any, row: tuple[Any, ...]) -> bool:
+    system: str
+    code: str
+    text: str | None
     system, code, text = row
     if isinstance(value, TextValue):
         return text is not None and text.startswith(value.text)
     if isinstance(value, OfTypeValue):
         return system == f"{value.type_system}|{value.type_code}" and code == value.value
-    return (value.code is None or code == value.code) and (value.system is None or system == value.system)
+    return bool((value.code is None or code == value.code) and (value.system is None or system == value.system))
 
 
 def _string(value: StringValue, row: tuple[Any, ...], modifier: str | None) -> bool:
@@ -70,11 +73,13 @@ def _uri(value: str, row: tuple[Any, ...], modifier: str | None) -> bool:
     if modifier == "below":
         return bool(row[0].startswith(value))
     if modifier == "above":
-        return value.startswith(row[0])
+        return value.startswith(str(row[0]))
     return bool(row[0] == value)
 
 
 def _date(value: DateValue, row: tuple[Any, ...]) -> bool:
+    lo: int
+    hi: int
     lo, hi = row
     inside = value.lo <= lo and hi <= value.hi
     if value.prefix == "eq":

@@ -204,7 +204,7 @@ class Planner:
         """
         where = self.where(request.filters, request.types, "r", broad)
         keys = [(self.sort_expression(key, "r"), key.descending) for key in request.sort]
-        columns = [(sql.Column("r", name), name) for name in RESOURCE_COLUMNS]
+        columns: list[tuple[sql.Expr, str]] = [(sql.Column("r", name), name) for name in RESOURCE_COLUMNS]
         columns += [(expression, f"k{number}") for number, (expression, _) in enumerate(keys)]
         order = [(sql.Column("", f"k{number}"), descending) for number, (_, descending) in enumerate(keys)]
         order.append((sql.Column("", "rid"), False))

@@ -7,7 +7,7 @@ Spec: https://hl7.org/fhir/R4/search.html
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,7 +166,8 @@ class _Parser:
             return Clause(param.code, param.type, modifier, (), kind.table, param.code, value == "true")
         if modifier is not None and modifier not in kind.modifiers and not self.type_modifier(param, modifier):
             raise bad(name, f"unknown modifier ':{modifier}' for a {param.type} parameter")
-        table, key, parse = kind.table, param.code, kind.parse_value
+        table, key = kind.table, param.code
+        parse: Callable[[str, str | None, SearchParam], Any] = kind.parse_value
         if modifier == "of-type":
             key = f"{param.code}:of-type"
         if modifier == "identifier":

@@ -144,7 +144,8 @@ class SQLiteStore(SqlStore):
                     self._run_batch(self._writer, batch)
                 finally:
                     self._local.writing = None
-        return job.outcome()
+        outcome: T = job.outcome()
+        return outcome
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         try:

@@ -109,15 +109,18 @@ class SqlStore:
     # -- writes ------------------------------------------------------------------------------------------------
 
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
-        return self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
+        result: WriteResult = self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
+        return result
 
     def update(
         self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
     ) -> WriteResult:
-        return self.transact(lambda tx: tx.update(resource_type, resource_id, resource, if_match))
+        result: WriteResult = self.transact(lambda tx: tx.update(resource_type, resource_id, resource, if_match))
+        return result
 
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
-        return self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
+        deleted: Version | None = self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
+        return deleted
 
     # -- search indexes: maintained inside each write's transaction ---------------------------------------------
 

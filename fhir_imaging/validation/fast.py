@@ -85,7 +85,7 @@ class _Compilation:
         exec("\n".join(self.sources), self.namespace)  # generated from the package tables only
         for handlers, key, function in self.fixups:
             handlers[key] = self.namespace[function]
-        compiled = {struct: self.namespace[name] for struct, name in self.names.items()}
+        compiled: dict[Structure, Ok] = {struct: self.namespace[name] for struct, name in self.names.items()}
         self.owner._objects.update(compiled)  # publish the whole batch at once
         return compiled[root]
 

@@ -189,7 +189,7 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
     implies = _IMPLIES_MATCH.get(regex)  # type: ignore[arg-type]
     valid: set[str] = set()  # bounded; cleared when full (set operations are atomic: safe between threads)
 
-    def ok(value: Any) -> bool:
+    def remembered_or_ok(value: Any) -> bool:
         if type(value) is not str:
             return False
         if value in valid:
@@ -202,7 +202,7 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
             valid.add(value)
         return True
 
-    return PrimitiveTest(ok, memo=valid)
+    return PrimitiveTest(remembered_or_ok, memo=valid)
 
 
 def compile_tests(table: Mapping[str, Mapping[str, str]]) -> dict[str, PrimitiveTest]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from http import HTTPStatus
 from typing import Any
 
@@ -201,7 +202,7 @@ class BundleRunner:
         return result
 
     def _written(self, version: Version, status: int) -> dict[str, Any]:
-        response = {
+        response: dict[str, Any] = {
             "status": _status(status),
             "location": f"{version.resource_type}/{version.id}/_history/{version.version}",
             "etag": etag(version.version),
@@ -331,7 +332,7 @@ class BundleRunner:
                 if entry.method in ("GET", "HEAD"):  # a read needs no write transaction, nor its lock
                     results.append(self.get(self.ctx.store, entry))
                     continue
-                results.append(self.ctx.store.transact(lambda tx, entry=entry: self._run_alone(tx, entry)))
+                results.append(self.ctx.store.transact(functools.partial(self._run_alone, entry=entry)))
             except FhirError as exc:
                 outcome = operation_outcome(_in_entry(entry, exc).issues)
                 results.append({"response": {"status": _status(exc.status), "outcome": outcome}})

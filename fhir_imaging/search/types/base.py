@@ -41,10 +41,21 @@ class CompileContext:
 
 
 class SearchType(Protocol):
-    name: str  # token | string | date | number | quantity | uri | reference
-    table: str  # spidx_<name>
-    columns: tuple[str, ...]  # value columns after (rid, type, param)
-    modifiers: frozenset[str]  # accepted (besides :missing, which every type takes)
+    @property
+    def name(self) -> str:
+        """token | string | date | number | quantity | uri | reference"""
+
+    @property
+    def table(self) -> str:
+        """spidx_<name>"""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The value columns after (rid, type, param)."""
+
+    @property
+    def modifiers(self) -> frozenset[str]:
+        """The modifiers accepted (besides :missing, which every type takes)."""
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
         """One (already comma-split) value → its typed form; InvalidValue when malformed."""
@@ -61,7 +72,8 @@ class SearchType(Protocol):
 
 def split_escaped(text: str, separator: str, limit: int = -1) -> list[str]:
     """Split on ``separator`` unless it is escaped with a backslash; the parts keep their escapes (see unescape)."""
-    parts, start, index = [], 0, 0
+    parts: list[str] = []
+    start, index = 0, 0
     while index < len(text):
         char = text[index]
         if char == "\\":

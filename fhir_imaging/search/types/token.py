@@ -178,7 +178,8 @@ def identifier_rows(value: Any) -> list[Row]:
         return _scalar(value)
     identifier, system = value.get("value"), value.get("system")
     system = system if isinstance(system, str) else ""
-    kind_of = value.get("type") if isinstance(value.get("type"), dict) else {}
+    kind = value.get("type")
+    kind_of: dict[str, Any] = kind if isinstance(kind, dict) else {}
     text = _text(kind_of.get("text"))
     if isinstance(identifier, str):
         out: list[Row] = [("token", "", (system, identifier, text))]
