@@ -12,7 +12,9 @@ from starlette.responses import Response
 
 from fhir_imaging.api.formats import check_content_type, negotiate
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, error
+from fhir_imaging.fhir.patch import FhirPathPatcher, PatchLimits
 from fhir_imaging.fhir.references import dangling_references
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
@@ -32,8 +34,10 @@ class Context:
     validator: Validator
     validate: Callable[[dict[str, Any]], None]  # raises FhirError listing every error of a resource
     search_limits: SearchLimits = field(init=False)
+    patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
 
     def __post_init__(self) -> None:
+        """What the settings bound, built once for every request."""
         settings = self.settings
         self.search_limits = SearchLimits(
             parameters=settings.max_search_parameters,
@@ -42,6 +46,9 @@ class Context:
             chain_depth=settings.max_chain_depth,
             has_depth=settings.max_has_depth,
         )
+        fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
+        limits = PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
+        self.patcher = FhirPathPatcher(self.validator.schema, limits)
 
 
 def context(request: Request) -> Context:

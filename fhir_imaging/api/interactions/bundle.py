@@ -36,7 +36,6 @@ from fhir_imaging.api.context import (
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import handling_preference, return_preference
 from fhir_imaging.api.headers import if_match as parse_if_match
-from fhir_imaging.api.interactions.patch import patch_limits
 from fhir_imaging.api.interactions.search import search_bundle
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import (
@@ -51,7 +50,7 @@ from fhir_imaging.fhir.outcome import (
     Unprocessable,
     operation_outcome,
 )
-from fhir_imaging.fhir.patch import FhirPathPatcher, apply_json_patch, parse_patch_document
+from fhir_imaging.fhir.patch import apply_json_patch, parse_patch_document
 from fhir_imaging.fhir.resource import etag, format_instant, new_id, now, parse_resource_json
 from fhir_imaging.fhir.transaction import (
     Entry,
@@ -93,7 +92,7 @@ class BundleRunner:
         self.base = base
         self.bases = bases
         self.strict = strict
-        self.patcher = FhirPathPatcher(ctx.validator.schema, patch_limits(ctx.settings))
+        self.patcher = ctx.patcher
         self.reads_left = ctx.settings.max_bundle_read_resources  # resources the GET entries may still return
 
     # -- before the database: what can be checked on the Bundle alone ---------------------------------------------

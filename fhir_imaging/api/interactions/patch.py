@@ -5,7 +5,8 @@ The patched resource is validated like any update and stored as a new version. T
 read: when another write slips in between, it is applied again to the newer version (a few times at most), unless
 the client pinned a version with ``If-Match`` (then 412). Conditional patch: ``PATCH /[type]?[search]``.
 
-Reading the patch, applying it and validating the result run in a worker thread, within the bounds of ``patch_limits``.
+Reading the patch, applying it and validating the result run in a worker thread, within the bounds of
+``Context.patcher.limits``.
 """
 
 from __future__ import annotations
@@ -32,20 +33,12 @@ from fhir_imaging.api.context import (
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import if_match
 from fhir_imaging.api.rendering import write_response
-from fhir_imaging.config import Settings
-from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
 from fhir_imaging.fhir.outcome import Gone, NotFound, PreconditionFailed, Unprocessable
-from fhir_imaging.fhir.patch import FhirPathPatcher, PatchLimits, apply_json_patch, parse_patch_document
+from fhir_imaging.fhir.patch import apply_json_patch, parse_patch_document
 from fhir_imaging.storage.base import Transaction, WriteResult
 
 JSON_PATCH = "application/json-patch+json"
 ATTEMPTS = 5
-
-
-def patch_limits(settings: Settings) -> PatchLimits:
-    """The bounds of one patch, from the settings."""
-    fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
-    return PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
 
 
 def _patched(
@@ -53,11 +46,10 @@ def _patched(
 ) -> dict[str, Any]:
     """The stored ``body`` patched by ``document`` and validated (blocking: run in a worker thread)."""
     resource = orjson.loads(body or b"{}")
-    limits = patch_limits(ctx.settings)
     if json:
-        patched = apply_json_patch(resource, document, limits)
+        patched = apply_json_patch(resource, document, ctx.patcher.limits)
     else:
-        patched = FhirPathPatcher(ctx.validator.schema, limits).apply(resource, document)
+        patched = ctx.patcher.apply(resource, document)
     if patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
         raise Unprocessable("A patch may not change the resourceType or the id", f"{resource_type}.id")
     ctx.validate(patched)
