@@ -39,13 +39,7 @@ class Context:
     def __post_init__(self) -> None:
         """What the settings bound, built once for every request."""
         settings = self.settings
-        self.search_limits = SearchLimits(
-            parameters=settings.max_search_parameters,
-            values=settings.max_search_values,
-            sort_keys=settings.max_sort_keys,
-            chain_depth=settings.max_chain_depth,
-            has_depth=settings.max_has_depth,
-        )
+        self.search_limits = SearchLimits.of(settings)
         fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
         limits = PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
         self.patcher = FhirPathPatcher(self.validator.schema, limits)

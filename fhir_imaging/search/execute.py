@@ -25,13 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from fhir_imaging.config import Settings
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest
 from fhir_imaging.search.sql import Select, render
 
 MAX_INCLUDE_ROUNDS = 4
-MAX_INCLUDE = 1000  # default of the max_include setting: most included resources on one page
+MAX_INCLUDE = Settings().max_include  # most included resources on one page (the max_include setting)
 # Index rows from which a filter counts as broad, per dialect (None: never probe). See the module docstring.
 BROAD_ROWS: dict[str, int | None] = {"sqlite": 5000, "postgres": None}
 WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_imaging.config import Settings
 from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
@@ -104,11 +105,24 @@ class SearchLimits:
     ``max_chain_depth``, ``max_has_depth``). Past them the search is a 400 naming the parameter, before any SQL is
     built: each value is a term of the SQL, and databases take long over (or refuse) statements too large or deep."""
 
-    parameters: int = 100  # parameters in one search (each occurrence counts, _include and _sort too)
-    values: int = 200  # values in one search, every parameter's comma-separated values together
-    sort_keys: int = 5  # keys of _sort (each is a correlated lookup for every match)
-    chain_depth: int = 4  # links of a chain (subject.organization.name is 2)
-    has_depth: int = 2  # _has nested in _has
+    parameters: int  # parameters in one search (each occurrence counts, _include and _sort too)
+    values: int  # values in one search, every parameter's comma-separated values together
+    sort_keys: int  # keys of _sort (each is a correlated lookup for every match)
+    chain_depth: int  # links of a chain (subject.organization.name is 2)
+    has_depth: int  # _has nested in _has
+
+    @classmethod
+    def of(cls, settings: Settings) -> SearchLimits:
+        return cls(
+            parameters=settings.max_search_parameters,
+            values=settings.max_search_values,
+            sort_keys=settings.max_sort_keys,
+            chain_depth=settings.max_chain_depth,
+            has_depth=settings.max_has_depth,
+        )
+
+
+DEFAULT_LIMITS = SearchLimits.of(Settings())
 
 
 def bad(name: str, message: str, code: str = "invalid") -> BadRequest:
@@ -241,7 +255,8 @@ def parse_count(value: str, maximum: int) -> int:
     """``_count``: a whole number of 0 or more; anything over ``maximum`` (however long) is reduced to it."""
     if not is_ascii_digits(value):
         raise bad("_count", f"_count must be a whole number of 0 or more, not '{value[:40]}'")
-    return parse_whole_number(value, maximum) or (0 if value.strip("0") == "" else maximum)
+    number = parse_whole_number(value, maximum)
+    return maximum if number is None else number  # None: more than the maximum
 
 
 def parse_sort(registry: Registry, types: tuple[str, ...], value: str) -> tuple[SortKey, ...]:
@@ -290,7 +305,7 @@ def parse_search(
     default_count: int = 20,
     max_count: int = 1000,
     extra: tuple[Filter, ...] = (),
-    limits: SearchLimits = SearchLimits(),
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> SearchRequest:
     """Parse the (name, value) pairs of a search over ``types`` (one type, or several for a system search)."""
     parser = _Parser(registry, strict)
