@@ -157,15 +157,18 @@ class FhirRouter(Router):
         await route.handle(scope, receive, send)
 
 
+def _route(path: str, handlers: dict[str, Handler]) -> Route:
+    """One Starlette route for every method of ``path`` (and OPTIONS, answered by ``_dispatch``)."""
+    return Route(path, _dispatch(handlers), methods=[*handlers, "OPTIONS"])
+
+
 def starlette_routes(base_path: str) -> list[Any]:
     """The routes under ``base_path``: one Starlette route per path, so that a wrong method is a 405 whose Allow
     header lists every method; the base itself answers with and without its trailing slash."""
     by_path: dict[str, dict[str, Handler]] = {}
     for path, method, handler, _ in ROUTES:
         by_path.setdefault(path, {})[method] = handler
-    routes = {
-        path: Route(path, _dispatch(handlers), methods=[*handlers, "OPTIONS"]) for path, handlers in by_path.items()
-    }
+    routes = {path: _route(path, handlers) for path, handlers in by_path.items()}
     router = FhirRouter(list(routes.values()), instance_route=routes[f"/{TYPE}/{ID}"], type_route=routes[f"/{TYPE}"])
-    root = [Route(base_path, _dispatch(by_path["/"]), methods=[*by_path["/"], "OPTIONS"])] if "/" in by_path else []
+    root = [_route(base_path, by_path["/"])] if "/" in by_path else []
     return [*root, Mount(base_path, app=router)]

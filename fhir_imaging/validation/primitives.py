@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fhir_imaging.fhir.resource import ID_CHARACTERS
+from fhir_imaging.fhir.resource import is_valid_id
 from fhir_imaging.linear_regex import ascii_whitespace, fullmatcher
 
 PrimitiveCheck = Callable[[Any], "str | None"]
@@ -104,13 +104,8 @@ _INT_LEAST = {r"-?([0]|([1-9][0-9]*))": INT_MIN, r"[0]|([1-9][0-9]*)": 0, r"[1-9
 _DECIMAL = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 
 
-# Regexes → a test without a regex that is exactly equivalent: the id regex is 1 to 64 of [A-Za-z0-9\-.] (the caller
-# checks the value is not empty), and ``strip`` of those characters leaves "" exactly when every character is one.
-def _is_id(value: str) -> bool:
-    return len(value) <= 64 and not value.strip(ID_CHARACTERS)
-
-
-_EXACT = {r"[A-Za-z0-9\-\.]{1,64}": _is_id}  # id: DICOM uids, a thousand per large study
+# Regexes → a test without a regex that is exactly equivalent (the id's is the one every request path uses).
+_EXACT = {r"[A-Za-z0-9\-\.]{1,64}": is_valid_id}  # id: DICOM uids, a thousand per large study
 
 # String regexes → a cheaper test that implies a match (when it fails, the regex decides). ``isprintable()`` is
 # false for every ASCII whitespace but the space (\t \n \r \f \v are control characters).
