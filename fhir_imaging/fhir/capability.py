@@ -73,6 +73,7 @@ def capability_statement(
     date: str,
     searchable: bool = True,
     operations: Iterable[str] = (),
+    cors: bool = False,
 ) -> dict[str, Any]:
     type_codes = list(type_interactions)
     operation_list = list(operations)
@@ -89,6 +90,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                "security": {"cors": cors},  # CORS headers are sent (for the origins of the cors_origin setting)
                 "resource": [
                     _resource_entry(
                         registry, name, type_codes, searchable and "search-type" in type_codes, operation_list

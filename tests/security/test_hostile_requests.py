@@ -344,6 +344,7 @@ def test_options_answers_the_methods_of_a_path(client: TestClient, patient_id: s
 
 
 def test_no_cors_unless_configured(client: TestClient, patient_id: str) -> None:
+    assert client.get("/metadata").json()["rest"][0]["security"] == {"cors": False}
     origin = {"Origin": "https://evil.example"}
     response = client.get(f"/Patient/{patient_id}", headers=origin)
     assert response.status_code == 200
@@ -358,6 +359,7 @@ def test_no_cors_unless_configured(client: TestClient, patient_id: str) -> None:
 def test_cors_for_the_configured_origins(settings: Settings, tmp_path: Any) -> None:
     allowed = dataclasses.replace(settings, cors_origin="https://viewer.example, https://other.example/")
     with TestClient(create_app(allowed), base_url="http://testserver/baseR4") as client:
+        assert client.get("/metadata").json()["rest"][0]["security"] == {"cors": True}
         ask = {"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "content-type, if-match"}
         preflight = client.options("/Patient/x", headers={"Origin": "https://other.example", **ask})
         assert preflight.status_code == 200

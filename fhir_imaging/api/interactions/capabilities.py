@@ -29,6 +29,7 @@ async def capabilities(request: Request) -> Response:
             base,
             state.started,
             operations=state.operations,
+            cors=bool(context(request).settings.cors_origin),
         )
         body = orjson.dumps(statement)
         if len(cache) >= MOST_CACHED_BASES:  # the base comes from the client's Host header: keep the cache bounded
