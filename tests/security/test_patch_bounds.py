@@ -117,11 +117,15 @@ def test_a_slow_patch_leaves_the_event_loop_free(patched: TestClient) -> None:
     worker = threading.Thread(target=patched.patch, args=("/Patient/p1",), kwargs={"json": body})
     worker.start()
     time.sleep(0.1)
-    started = time.perf_counter()
-    assert patched.get("/Patient/p1").status_code == 200
-    elapsed = time.perf_counter() - started
+    timings = []  # reads answered while the patch was still being evaluated (a blocked loop answers none of them)
+    while worker.is_alive() and len(timings) < 3:
+        started = time.perf_counter()
+        assert patched.get("/Patient/p1").status_code == 200
+        elapsed = time.perf_counter() - started
+        if worker.is_alive():
+            timings.append(elapsed)
     worker.join()
-    assert elapsed < 0.3
+    assert timings and min(timings) < 0.3
 
 
 # -- JSON Patch bounds ---------------------------------------------------------------------------------------------
