@@ -6,14 +6,23 @@ Used by ``--enforce-references``: a reference to ``Type/id`` on this server must
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
+from fhir_imaging.fhir.resource import ID_PATTERN
 
-LOCAL_REFERENCE = linear_regex.compile(
-    r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"
-)
+# The pieces of a literal reference, [base/]Type/id[/_history/vid] (references.html#literal), for every pattern that
+# reads one (here, validation/validator.py, search/fhirpath.py). A resource type as R4 spells its names; an id is the
+# id datatype (fhir.resource.ID_PATTERN), and so is a version id.
+RESOURCE_TYPE = r"[A-Z][A-Za-z]+"
+ID = cast(str, ID_PATTERN.pattern)
+TYPE_AND_ID = rf"(?P<type>{RESOURCE_TYPE})/(?P<id>{ID})"
+
+# A relative literal reference, Type/id or Type/id/_history/vid, read exactly (no base: a caller that accepts this
+# server's own base strips it first, as ``local_target`` does). Named groups ``type`` and ``id``.
+RELATIVE_REFERENCE_PATTERN = rf"{TYPE_AND_ID}(?:/_history/{ID})?"
+RELATIVE_REFERENCE = linear_regex.compile(RELATIVE_REFERENCE_PATTERN)
 
 
 def literal_references(resource: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -36,7 +45,7 @@ def local_target(reference: str, base: str) -> tuple[str, str] | None:
     """``(type, id)`` when the reference names a resource on this server (relative, or absolute under ``base``)."""
     if reference.startswith(base + "/"):
         reference = reference[len(base) + 1 :]
-    match = LOCAL_REFERENCE.fullmatch(reference)
+    match = RELATIVE_REFERENCE.fullmatch(reference)
     return (match["type"], match["id"]) if match else None
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from fhirpathpy.models import models
 
 from fhir_imaging import linear_regex
+from fhir_imaging.fhir.references import TYPE_AND_ID
 
 MODEL = models["r4"]
 PATH_TYPES: dict[str, str] = MODEL["path2Type"]
@@ -35,10 +36,11 @@ BACKBONE_PATHS = frozenset(
     for prefix in (path.rsplit(".", 1)[0],)
     if "." in prefix and prefix not in PATH_TYPES and prefix not in CHOICES
 )
-REFERENCE_PATTERN = linear_regex.compile(
-    r"(?:(?P<base>[a-z][a-z0-9+.\-]*://.*?)/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
-    r"(?:/_history/[^/]+)?"
-)
+# The target a reference names, for ``resolve()`` and the search index: built on the same type and id as
+# fhir.references.RELATIVE_REFERENCE, but it differs in meaning. That one checks the form of a relative literal
+# reference; this one only finds the target, so it also reads an absolute reference (its base is a group, for the
+# index) and takes whatever follows /_history/ (the version is never read here).
+REFERENCE_PATTERN = linear_regex.compile(rf"(?:(?P<base>[a-z][a-z0-9+.\-]*://.*?)/)?{TYPE_AND_ID}(?:/_history/[^/]+)?")
 
 
 @dataclass(frozen=True, slots=True)

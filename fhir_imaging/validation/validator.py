@@ -21,12 +21,9 @@ import orjson
 
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
+from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_PATTERN
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
-
-# references.html#literal: a relative literal reference is [type]/[id] (optionally /_history/[vid]).
-_RELATIVE_REFERENCE_PATTERN = r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(/_history/[A-Za-z0-9\-.]{1,64})?"
-_RELATIVE_REFERENCE = linear_regex.compile(_RELATIVE_REFERENCE_PATTERN)
 
 
 def _error(code: str, message: str, path: str, *more: str) -> Issue:
@@ -38,7 +35,7 @@ class Validator:
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self._fast = FastPass(schema, linear_regex.fullmatcher(_RELATIVE_REFERENCE_PATTERN))
+        self._fast = FastPass(schema, linear_regex.fullmatcher(RELATIVE_REFERENCE_PATTERN))
 
     @classmethod
     def load(cls) -> Validator:
@@ -227,10 +224,10 @@ class Validator:
         reference = value.get("reference")
         if type(reference) is not str:
             return
-        match = _RELATIVE_REFERENCE.fullmatch(reference)
+        match = RELATIVE_REFERENCE.fullmatch(reference)
         if match is None:
             return
-        target = match.group(1)
+        target = match["type"]
         if target not in self.schema.resource_types:
             issues.append(
                 Issue(
