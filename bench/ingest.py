@@ -24,6 +24,7 @@ from bench.generate import generate_corpus
 from fhir_imaging.cli import main as cli_main
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage import open_store
 
 SIZES = (1, 10, 100, 1000)
@@ -57,7 +58,7 @@ async def _transactions(database: str, others: list[dict[str, Any]], studies: li
 
 
 def _baseline(database: str, studies: list[dict[str, Any]]) -> float:
-    store = open_store(Settings(database=database))
+    store = open_store(Settings(database=database), load_registry())
     try:
         started = time.perf_counter()
         for start in range(0, len(studies), 100):

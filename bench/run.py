@@ -133,6 +133,7 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
     template = opts.cache_dir / f"ours-{scale}-{opts.seed}-{key}.db"
     seconds = 0.0
     if not template.exists():
+        from fhir_imaging.fhir.registry import load_registry
         from fhir_imaging.storage.sqlite import SQLiteStore
 
         opts.log(f"  preloading our database ({scale} studies) through SQLiteStore.create")
@@ -140,7 +141,7 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         started = time.monotonic()
-        store = SQLiteStore(f"sqlite:///{tmp}", synchronous="off")
+        store = SQLiteStore(f"sqlite:///{tmp}", load_registry(), synchronous="off")
         for batch in batched(read_corpus(corpus), 500):
             if hasattr(store, "transact"):  # 500 creates per transaction
                 store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
@@ -162,6 +163,7 @@ def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
     """A fresh database on ``opts.postgres`` preloaded with the corpus through ``PostgresStore`` (500 a transaction)."""
     import psycopg
 
+    from fhir_imaging.fhir.registry import load_registry
     from fhir_imaging.storage.postgres import PostgresStore
 
     assert opts.postgres
@@ -170,7 +172,7 @@ def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = opts.postgres.rsplit("/", 1)[0] + f"/{name}"
     opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through PostgresStore")
-    store = PostgresStore(url)
+    store = PostgresStore(url, load_registry())
     for batch in batched(read_corpus(corpus), 500):
         store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
     store.transact(lambda tx: tx.conn.execute("ANALYZE"))

@@ -26,6 +26,7 @@ from starlette.testclient import TestClient
 from bench.generate import generate_corpus
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage.sqlite import SQLiteStore
 
 BATCH = 500
@@ -34,7 +35,7 @@ TARGET_P95_MS = 20.0
 
 def load(url: str, scale: int, seed: int) -> float:
     """Write the corpus through the store in batches of one transaction each; seconds taken (0 when present)."""
-    store = SQLiteStore(url, synchronous="off")
+    store = SQLiteStore(url, load_registry(), synchronous="off")
     try:
         present = store.query("SELECT count(*) FROM resource WHERE type = 'ImagingStudy'", [])[0][0]
         if present >= scale:

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(settings)
+        store = open_store(settings, registry)
         app.state.context = Context(
             settings=settings, registry=registry, store=store, validator=validator, validate=validator_of(validator)
         )

@@ -171,10 +171,11 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
     """The store, or None after one line on stderr saying why it cannot be opened (its password masked)."""
+    from fhir_imaging.fhir.registry import load_registry
     from fhir_imaging.storage import open_store
 
     try:
-        return open_store(settings)
+        return open_store(settings, load_registry())
     except Exception as exc:
         reason = redact(str(exc) or type(exc).__name__, settings.database)
         print(

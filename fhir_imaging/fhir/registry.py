@@ -39,6 +39,11 @@ class SearchParam:
     components: tuple[tuple[str, str], ...] = ()  # (definition url, expression)
     description: str = ""
 
+    @property
+    def searchable(self) -> bool:
+        """Whether search supports it: a type the engine indexes, and an expression to index."""
+        return self.type in SEARCHABLE_TYPES and self.expression is not None
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -55,11 +60,7 @@ class Registry:
 
     def searchable_params(self, resource_type: str) -> list[SearchParam]:
         """The parameters search supports for a type: a supported type and an expression to index."""
-        return [
-            param
-            for param in self.params_for(resource_type).values()
-            if param.type in SEARCHABLE_TYPES and param.expression is not None
-        ]
+        return [param for param in self.params_for(resource_type).values() if param.searchable]
 
 
 def split_union(expression: str) -> list[str]:

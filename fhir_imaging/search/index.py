@@ -1,7 +1,8 @@
 """Index extraction: a resource → its rows in the ``spidx_*`` tables, from the registry's expressions.
 
-Called by the store inside the write transaction (``index_statements``) and by ``reindex``; ``extract_values`` is
-also what search/match.py evaluates, so the SQL side and the oracle see the same values.
+An ``Indexer`` is built from the registry the server runs on; the store calls it inside each write's transaction and
+in ``reindex``. ``extract_values`` is also what search/match.py evaluates, so the SQL side and the oracle see the
+same values.
 Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org/fhir/R4/search.html
 """
 
@@ -11,22 +12,12 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from fhir_imaging.fhir.registry import Registry, SearchParam, load_registry
+from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import Row
 
 INDEX_PREFIX = ("rid", "type", "param")
-
-
-def indexed_params(registry: Registry, resource_type: str) -> list[SearchParam]:
-    """The parameters of a type that are indexed: a supported type and an expression."""
-    return [param for param in registry.searchable_params(resource_type) if param.type in TYPES]
-
-
-@cache
-def _params(resource_type: str) -> tuple[SearchParam, ...]:
-    return tuple(indexed_params(load_registry(), resource_type))
 
 
 Extract = Callable[[dict[str, Any]], list[Row]]
@@ -65,40 +56,49 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 
 
 @cache
-def _extractors(resource_type: str) -> tuple[tuple[str, Extract], ...]:
-    """(code, extractor) for every indexed parameter of a type."""
-    return tuple(
-        (param.code, compile_extractor(param.expression or "", resource_type, param.type))
-        for param in _params(resource_type)
-    )
-
-
-@cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     kind = next(kind for kind in TYPES.values() if kind.table == table)
     names = (*INDEX_PREFIX, *kind.columns)
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 
-def index_statements(
-    rid: int, resource: dict[str, Any], placeholder: str = "?"
-) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``."""
-    resource_type = resource["resourceType"]
-    by_table: dict[str, list[tuple[Any, ...]]] = {}
-    tables = TABLES
-    for code, extract in _extractors(resource_type):
-        rows = extract(resource)
-        if not rows:
-            continue
-        head = (rid, resource_type, code)
-        for kind, sub, columns in rows:
-            table = tables[kind]
-            out = by_table.get(table)
-            if out is None:
-                out = by_table[table] = []
-            out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
-    return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
+class Indexer:
+    """A resource → its index rows, for the searchable parameters of one registry (extractors compiled once per
+    resource type)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._extractors: dict[str, tuple[tuple[str, Extract], ...]] = {}
+
+    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract], ...]:
+        """(code, extractor) for every searchable parameter of a type."""
+        found = self._extractors.get(resource_type)
+        if found is None:
+            found = self._extractors[resource_type] = tuple(
+                (param.code, compile_extractor(param.expression or "", resource_type, param.type))
+                for param in self.registry.searchable_params(resource_type)
+            )
+        return found
+
+    def statements(
+        self, rid: int, resource: dict[str, Any], placeholder: str = "?"
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``."""
+        resource_type = resource["resourceType"]
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
+        tables = TABLES
+        for code, extract in self.extractors(resource_type):
+            rows = extract(resource)
+            if not rows:
+                continue
+            head = (rid, resource_type, code)
+            for kind, sub, columns in rows:
+                table = tables[kind]
+                out = by_table.get(table)
+                if out is None:
+                    out = by_table[table] = []
+                out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
+        return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
 
 
 def delete_statements(placeholder: str = "?") -> list[str]:

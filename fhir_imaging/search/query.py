@@ -140,7 +140,7 @@ def common_param(registry: Registry, types: Iterable[str], code: str) -> SearchP
 
 
 def _searchable(param: SearchParam | None) -> bool:
-    return param is not None and param.type in TYPES and param.expression is not None
+    return param is not None and param.searchable
 
 
 class _Parser:

@@ -6,20 +6,23 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fhir_imaging.config import Settings
+    from fhir_imaging.fhir.registry import Registry
     from fhir_imaging.storage.base import Store
 
 
-def open_store(settings: Settings) -> Store:
-    """The backend named by the database URL."""
+def open_store(settings: Settings, registry: Registry) -> Store:
+    """The backend named by the database URL, indexing the search parameters of ``registry``."""
     url = settings.database
     if url.startswith("sqlite:"):
         from fhir_imaging.storage.sqlite import SQLiteStore
 
-        return SQLiteStore(url, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout)
+        return SQLiteStore(
+            url, registry, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout
+        )
     if url.startswith(("postgresql:", "postgres:")):
         from fhir_imaging.storage.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=settings.pool_size, statement_timeout=settings.search_timeout)
+        return PostgresStore(url, registry, pool_size=settings.pool_size, statement_timeout=settings.search_timeout)
     from fhir_imaging.logs import redact_url
 
     raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {redact_url(url)}")

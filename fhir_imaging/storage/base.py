@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from fhir_imaging.storage.dialect import Dialect
+
 T = TypeVar("T")
 
 
@@ -44,32 +46,32 @@ class HistoryQuery:
     count: int = 20
 
 
-class Transaction(Protocol):
-    """Reads and writes inside one open database transaction (see ``Store.transact``)."""
+class Reader(Protocol):
+    """The reads of one unit of work, on one database connection (``Store.reading`` or ``Store.transact``)."""
 
-    def read(self, resource_type: str, resource_id: str) -> Version | None: ...
-
-    def lock(self, key: str) -> None:
-        """Hold a lock on ``key`` until the transaction ends."""
-
-    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
-
-    def update(
-        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
-    ) -> WriteResult: ...
-
-    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None: ...
-
-
-class Store(Protocol):
-    """What the API needs from a backend. Every method is one database transaction."""
-
-    reads_inline: bool  # point reads are cheap enough to run on the event loop
+    dialect: Dialect
 
     def read(self, resource_type: str, resource_id: str) -> Version | None:
         """The current version (a deletion marker when deleted), or None when it never existed."""
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
+
+    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
+        """Newest first, at most ``query.count``; also the cursor of the next page (None on the last page)."""
+
+    def count_versions(self, resource_type: str, resource_id: str) -> int: ...
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one read-only statement compiled by fhir_imaging.search (values bound, never spliced), bounded by
+        the search timeout."""
+
+
+class Transaction(Reader, Protocol):
+    """The reads and writes of one open write transaction (``Store.transact``): its reads see its own writes, and
+    every write maintains the search index rows in the same transaction."""
+
+    def lock(self, key: str) -> None:
+        """Hold a lock on ``key`` until the transaction ends."""
 
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
 
@@ -81,20 +83,39 @@ class Store(Protocol):
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         """Mark deleted (a new version); None when there was nothing to delete."""
 
-    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
-        """Newest first, at most ``query.count``; also the cursor of the next page (None on the last page)."""
+
+class Store(Protocol):
+    """A backend: units of work over explicit ``Reader`` / ``Transaction`` objects. The one-statement methods
+    (``read`` … ``delete``) are shorthands for a unit of work of one step."""
+
+    dialect: Dialect
+    reads_inline: bool  # point reads are cheap enough to run on the event loop
+
+    def reading(self, work: Callable[[Reader], T]) -> T:
+        """Run ``work(reader)`` on one connection, in one read-only snapshot."""
+
+    def transact(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None: ...
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
+
+    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]: ...
 
     def count_versions(self, resource_type: str, resource_id: str) -> int: ...
 
-    def transact(self, work: Callable[[Any], T]) -> T:
-        """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
 
-    dialect: Any  # the SQL dialect fhir_imaging.search compiles for: "sqlite", "postgres" (or an object with .name)
+    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
 
-    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one read-only statement compiled by fhir_imaging.search (values bound, never spliced)."""
+    def update(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+    ) -> WriteResult: ...
 
-    def reindex(self) -> int:
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None: ...
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index from the stored current versions; the number of resources indexed."""
 
     def close(self) -> None: ...

@@ -10,7 +10,6 @@ reconnects by itself when it is back.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
+from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.logs import redact_url
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
@@ -35,10 +35,10 @@ class DatabaseUnreachable(RuntimeError):
 class PostgresStore(SqlStore):
     dialect = POSTGRES
 
-    def __init__(self, url: str, pool_size: int = 10, statement_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, registry: Registry, pool_size: int = 10, statement_timeout: float = 30.0) -> None:
+        super().__init__(registry)
         self.url = url
         self.statement_timeout = statement_timeout
-        self._local = threading.local()
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -68,23 +68,15 @@ class PostgresStore(SqlStore):
         self._pool.close()
 
     @contextmanager
-    def _connection(self) -> Iterator[Any]:
-        """The open transaction's connection in this thread, else one from the pool for this statement."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            yield conn
-            return
+    def _reader(self) -> Iterator[Any]:
+        """A connection from the pool for one unit of reads (one transaction: psycopg opens it at the first statement
+        and the pool ends it when the connection is given back)."""
         with _unavailable_as_503(), self._pool.connection() as pooled:
             yield pooled
 
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
-        with _unavailable_as_503(), self._pool.connection() as conn:
-            self._local.conn = conn
-            try:
-                with conn.transaction():
-                    return work(SqlTransaction(self, conn))
-            finally:
-                self._local.conn = None
+        with _unavailable_as_503(), self._pool.connection() as conn, conn.transaction():
+            return work(SqlTransaction(self, conn))
 
 
 @contextmanager

@@ -1,8 +1,9 @@
 """SQLite backend (stdlib ``sqlite3``): WAL journal, one writer at a time, concurrent readers.
 
-Each thread reads on its own connection. Writes go through one writer connection under an in-process lock, with
-``BEGIN IMMEDIATE``, so writers queue instead of failing, and the writes that queued up commit together (group
-commit, ``transact``); ``busy_timeout`` covers writers in other processes (``--workers``).
+Reads take a connection from a pool of idle reader connections (opened as needed, one per concurrent reader) and
+give it back. Writes go through one writer connection under an in-process lock, with ``BEGIN IMMEDIATE``, so writers
+queue instead of failing, and the writes that queued up commit together (group commit, ``transact``);
+``busy_timeout`` covers writers in other processes (``--workers``).
 ``synchronous=FULL`` (default) makes every acknowledged write durable across a crash of the process or of the
 machine; ``normal`` survives a crash of the process (``kill -9``) but may lose the last commits on power loss.
 The statements are shared with PostgreSQL (``sqlstore.py``).
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fhir_imaging.fhir.outcome import TooCostly
+from fhir_imaging.fhir.registry import Registry
+from fhir_imaging.storage.base import Version
 from fhir_imaging.storage.dialect import SQLITE
-from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction
+from fhir_imaging.storage.sqlstore import SqlReader, SqlStore, SqlTransaction, read_current
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 60_000
@@ -72,14 +75,15 @@ class SQLiteStore(SqlStore):
     dialect = SQLITE
     reads_inline = True
 
-    def __init__(self, url: str, synchronous: str = "full", query_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, registry: Registry, synchronous: str = "full", query_timeout: float = 30.0) -> None:
+        super().__init__(registry)
         self.query_timeout = query_timeout
         self.path = path_from_url(url)
         if self.path == ":memory:":
             raise ValueError("an in-memory SQLite database cannot be shared between threads: give a file path")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = synchronous.upper()
-        self._local = threading.local()
+        self._idle: list[sqlite3.Connection] = []  # reader connections not in use (list.pop/append are atomic)
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Job] = []
@@ -98,22 +102,41 @@ class SQLiteStore(SqlStore):
             self._connections.append(conn)
         return conn
 
-    def _thread_connection(self) -> sqlite3.Connection:
-        """This thread's connection for reads; inside a write transaction, the writer's."""
-        conn: sqlite3.Connection | None = getattr(self._local, "writing", None) or getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open(READER_CACHE_KIB)
-        return conn
+    def _take(self) -> sqlite3.Connection:
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self._open(READER_CACHE_KIB)
 
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        yield self._thread_connection()
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        conn = self._take()
+        try:
+            yield conn
+        finally:
+            self._idle.append(conn)
 
-    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        """The hot path (on the event loop): the pool without a context manager."""
+        conn = self._take()
+        try:
+            return read_current(conn, SQLITE, resource_type, resource_id)
+        finally:
+            self._idle.append(conn)
+
+    def reading(self, work: Callable[[SqlReader], T]) -> T:
+        """``work`` in one read transaction: every statement of it sees the same snapshot."""
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                return work(SqlReader(self, conn))
+            finally:
+                conn.execute("COMMIT")
+
+    def run_query(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A search statement, interrupted when it runs past ``query_timeout`` seconds (SQLite calls the progress
         handler every ``PROGRESS_STEPS`` virtual machine steps, a fraction of a millisecond), and refused when it is
         larger than SQLite takes (its expression depth, variable and column limits): both a 400 too-costly."""
-        conn = self._thread_connection()
         deadline = time.monotonic() + self.query_timeout
         conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
         try:
@@ -139,11 +162,7 @@ class SQLiteStore(SqlStore):
             if not job.done:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
-                self._local.writing = self._writer
-                try:
-                    self._run_batch(self._writer, batch)
-                finally:
-                    self._local.writing = None
+                self._run_batch(self._writer, batch)
         outcome: T = job.outcome()
         return outcome
 
@@ -175,4 +194,4 @@ class SQLiteStore(SqlStore):
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
-        self._local = threading.local()
+        self._idle.clear()

@@ -1,10 +1,12 @@
-"""What SQLite and PostgreSQL share: the reads, the versioned writes and the migrations, written once over a
-DB-API connection (``conn.execute(sql, params)`` returning a cursor) and a ``Dialect``.
+"""What SQLite and PostgreSQL share: the reads, the versioned writes, index maintenance and the migrations, written
+once over a DB-API connection (``conn.execute(sql, params)`` returning a cursor) and a ``Dialect``.
 
-Backends provide ``_connection()`` (a context manager yielding the connection to use: the open transaction's when
-there is one in this thread) and ``transact``. Versions are assigned under a lock on the current row
-(``Dialect.lock_current_row``; SQLite serialises writers instead), so they are gap-free and an ``If-Match`` race has
-exactly one winner.
+Every unit of work runs on one explicit connection: ``SqlReader`` (``Store.reading``) reads on it, ``SqlTransaction``
+(``Store.transact``) also writes on it, and each write replaces the resource's search index rows in the same
+transaction (``Indexer``, built from the registry the store was opened with). Backends provide the connections:
+``_reader()`` (a context manager yielding a connection for reads) and ``transact``. Versions are assigned under a
+lock on the current row (``Dialect.lock_current_row``; SQLite serialises writers instead), so they are gap-free and
+an ``If-Match`` race has exactly one winner.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any, TypeVar
 import orjson
 
 from fhir_imaging.fhir.outcome import PreconditionFailed
+from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
-from fhir_imaging.search.index import INDEX_TABLES, delete_statements, index_statements
+from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.schema import MIGRATIONS
@@ -29,6 +32,9 @@ REINDEX_BATCH = 500
 VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, COALESCE(h.body, r.body), h.seq"
 VERSIONS = "resource_history h LEFT JOIN resource r ON r.rid = h.rid AND r.version = h.version"
 CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0"
+READ_CURRENT = f"SELECT {CURRENT_COLUMNS} FROM resource WHERE type = ? AND id = ?"
+READ_VERSION = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS} WHERE h.type = ? AND h.id = ? AND h.version = ?"
+COUNT_VERSIONS = "SELECT count(*) FROM resource_history WHERE type = ? AND id = ?"
 
 
 def _version(row: tuple[Any, ...]) -> Version:
@@ -36,77 +42,93 @@ def _version(row: tuple[Any, ...]) -> Version:
     return Version(row[0], row[1], row[2], row[3], row[4], bytes(body) if body is not None else None, row[6])
 
 
+# -- the reads, each over an explicit connection ---------------------------------------------------------------------
+
+
+def read_current(conn: Any, dialect: Dialect, resource_type: str, resource_id: str) -> Version | None:
+    row = conn.execute(dialect.sql(READ_CURRENT), (resource_type, resource_id)).fetchone()
+    return _version(row) if row is not None else None
+
+
+def read_version(conn: Any, dialect: Dialect, resource_type: str, resource_id: str, version: int) -> Version | None:
+    row = conn.execute(dialect.sql(READ_VERSION), (resource_type, resource_id, version)).fetchone()
+    return _version(row) if row is not None else None
+
+
+def count_versions(conn: Any, dialect: Dialect, resource_type: str, resource_id: str) -> int:
+    return int(conn.execute(dialect.sql(COUNT_VERSIONS), (resource_type, resource_id)).fetchone()[0])
+
+
+def read_history(conn: Any, dialect: Dialect, query: HistoryQuery) -> tuple[list[Version], int | None]:
+    where: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("h.type = ?", query.resource_type),
+        ("h.id = ?", query.id),
+        ("h.last_updated >= ?", query.since),
+        ("h.seq <= ?", query.at_or_before_seq),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    sql = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY h.seq DESC LIMIT ?"
+    params.append(query.count + 1)
+    rows = conn.execute(dialect.sql(sql), params).fetchall()
+    versions = [_version(row) for row in rows[: query.count]]
+    cursor = rows[query.count][6] if len(rows) > query.count else None
+    return versions, cursor
+
+
 class SqlStore:
+    """The shared part of a SQL backend; ``SqlReader`` / ``SqlTransaction`` do the work on one connection."""
+
     dialect: Dialect
+    indexer: Indexer
     reads_inline = False  # point reads cheap enough to run on the event loop (see api.context.read_quickly)
 
-    def _connection(self) -> AbstractContextManager[Any]:
+    def __init__(self, registry: Registry) -> None:
+        self.indexer = Indexer(registry)
+
+    def _reader(self) -> AbstractContextManager[Any]:
+        """A connection for one unit of reads (returned to the backend's pool afterwards)."""
         raise NotImplementedError
 
-    def transact(self, work: Callable[[Any], T]) -> T:
+    def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         raise NotImplementedError
 
-    def _rows(self, sql: str, params: tuple[Any, ...] | list[Any]) -> list[tuple[Any, ...]]:
-        with self._connection() as conn:
-            rows: list[tuple[Any, ...]] = conn.execute(self.dialect.sql(sql), params).fetchall()
-            return rows
+    def run_query(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one search statement on ``conn`` (backends bound it in time)."""
+        rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
+        return rows
 
-    # -- schema ------------------------------------------------------------------------------------------------
+    def reading(self, work: Callable[[SqlReader], T]) -> T:
+        with self._reader() as conn:
+            return work(SqlReader(self, conn))
 
-    def _apply_migrations(self, conn: Any) -> None:
-        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out)."""
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
-        for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
-            for statement in statements:
-                conn.execute(self.dialect.ddl(statement))
-            conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
-
-    # -- reads -------------------------------------------------------------------------------------------------
+    # -- one-step units of work ------------------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> Version | None:
-        rows = self._rows(
-            f"SELECT {CURRENT_COLUMNS} FROM resource WHERE type = ? AND id = ?", (resource_type, resource_id)
-        )
-        return _version(rows[0]) if rows else None
+        with self._reader() as conn:
+            return read_current(conn, self.dialect, resource_type, resource_id)
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
-        rows = self._rows(
-            f"SELECT {VERSION_COLUMNS} FROM {VERSIONS} WHERE h.type = ? AND h.id = ? AND h.version = ?",
-            (resource_type, resource_id, version),
-        )
-        return _version(rows[0]) if rows else None
+        with self._reader() as conn:
+            return read_version(conn, self.dialect, resource_type, resource_id, version)
 
     def count_versions(self, resource_type: str, resource_id: str) -> int:
-        rows = self._rows(
-            "SELECT count(*) FROM resource_history WHERE type = ? AND id = ?", (resource_type, resource_id)
-        )
-        return int(rows[0][0])
+        with self._reader() as conn:
+            return count_versions(conn, self.dialect, resource_type, resource_id)
 
     def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
-        where: list[str] = []
-        params: list[Any] = []
-        for clause, value in (
-            ("h.type = ?", query.resource_type),
-            ("h.id = ?", query.id),
-            ("h.last_updated >= ?", query.since),
-            ("h.seq <= ?", query.at_or_before_seq),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY h.seq DESC LIMIT ?"
-        params.append(query.count + 1)
-        rows = self._rows(sql, params)
-        versions = [_version(row) for row in rows[: query.count]]
-        cursor = rows[query.count][6] if len(rows) > query.count else None
-        return versions, cursor
+        with self._reader() as conn:
+            return read_history(conn, self.dialect, query)
 
-    # -- writes ------------------------------------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._reader() as conn:
+            return self.run_query(conn, sql, params)
 
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
         result: WriteResult = self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
@@ -122,57 +144,89 @@ class SqlStore:
         deleted: Version | None = self.transact(lambda tx: tx.delete(resource_type, resource_id, if_match))
         return deleted
 
-    # -- search indexes: maintained inside each write's transaction ---------------------------------------------
+    # -- schema and index ------------------------------------------------------------------------------------------
 
-    def _on_write(self, conn: Any, rid: int, resource: dict[str, Any], fresh: bool) -> None:
-        """Replace the resource's index rows (``fresh``: a new rid, which has none yet)."""
-        if not fresh:
-            self._on_delete(conn, rid)
-        cursor = conn.cursor()
-        for statement, rows in index_statements(rid, resource, self.dialect.placeholder):
-            cursor.executemany(statement, rows)
-
-    def _on_delete(self, conn: Any, rid: int) -> None:
-        """A deleted resource has no index rows."""
-        for statement in delete_statements(self.dialect.placeholder):
-            conn.execute(statement, (rid,))
-
-    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run one read-only statement compiled by fhir_imaging.search for this dialect."""
-        with self._connection() as conn:
-            rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
-            return rows
+    def _apply_migrations(self, conn: Any) -> None:
+        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out)."""
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
+            for statement in statements:
+                conn.execute(self.dialect.ddl(statement))
+            conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index row from the stored current versions, in one transaction; the count."""
-        return self.transact(lambda tx: self._reindex(tx.conn, progress))
+        return self.transact(lambda tx: tx.reindex(progress))
 
-    def _reindex(self, conn: Any, progress: Callable[[int], None] | None) -> int:
+
+class SqlReader:
+    """The reads of one unit of work, on its connection."""
+
+    def __init__(self, store: SqlStore, conn: Any) -> None:
+        self.conn = conn
+        self.dialect = store.dialect
+        self._run_query = store.run_query
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        return read_current(self.conn, self.dialect, resource_type, resource_id)
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None:
+        return read_version(self.conn, self.dialect, resource_type, resource_id, version)
+
+    def count_versions(self, resource_type: str, resource_id: str) -> int:
+        return count_versions(self.conn, self.dialect, resource_type, resource_id)
+
+    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
+        return read_history(self.conn, self.dialect, query)
+
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._run_query(self.conn, sql, params)
+
+
+class SqlTransaction(SqlReader):
+    """The reads and writes of one open write transaction, on its connection."""
+
+    def __init__(self, store: SqlStore, conn: Any) -> None:
+        super().__init__(store, conn)
+        self.indexer = store.indexer
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
+        return self.conn.execute(self.dialect.sql(sql), params)
+
+    # -- search index rows: replaced inside each write ---------------------------------------------------------------
+
+    def _index(self, rid: int, resource: dict[str, Any], fresh: bool) -> None:
+        """Replace the resource's index rows (``fresh``: a new rid, which has none yet)."""
+        if not fresh:
+            self._unindex(rid)
+        cursor = self.conn.cursor()
+        for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder):
+            cursor.executemany(statement, rows)
+
+    def _unindex(self, rid: int) -> None:
+        """A deleted resource has no index rows."""
+        for statement in delete_statements(self.dialect.placeholder):
+            self.conn.execute(statement, (rid,))
+
+    def reindex(self, progress: Callable[[int], None] | None = None) -> int:
+        """Rebuild every index row from the current versions; the number of resources indexed."""
         for table in INDEX_TABLES:
-            conn.execute(f"DELETE FROM {table}")
+            self.conn.execute(f"DELETE FROM {table}")
         count, last = 0, 0
         select = self.dialect.sql("SELECT rid, body FROM resource WHERE deleted = 0 AND rid > ? ORDER BY rid LIMIT ?")
-        while batch := conn.execute(select, (last, REINDEX_BATCH)).fetchall():
+        while batch := self.conn.execute(select, (last, REINDEX_BATCH)).fetchall():
             for rid, body in batch:
-                self._on_write(conn, rid, orjson.loads(body), fresh=True)
+                self._index(rid, orjson.loads(body), fresh=True)
             count += len(batch)
             last = batch[-1][0]
             if progress:
                 progress(count)
-        conn.execute("ANALYZE")
+        self.conn.execute("ANALYZE")
         return count
 
-
-class SqlTransaction:
-    """The writes (and reads) of one open write transaction."""
-
-    def __init__(self, store: SqlStore, conn: Any) -> None:
-        self.store = store
-        self.conn = conn
-        self.dialect = store.dialect
-
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
-        return self.conn.execute(self.dialect.sql(sql), params)
+    # -- versioned writes --------------------------------------------------------------------------------------------
 
     def _current(self, resource_type: str, resource_id: str) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._execute(
@@ -180,9 +234,6 @@ class SqlTransaction:
             (resource_type, resource_id),
         ).fetchone()
         return row
-
-    def read(self, resource_type: str, resource_id: str) -> Version | None:
-        return self.store.read(resource_type, resource_id)  # the same connection: sees this transaction's writes
 
     def lock(self, key: str) -> None:
         """Hold a lock on ``key`` until this transaction ends (conditional interactions on the same criteria)."""
@@ -210,7 +261,7 @@ class SqlTransaction:
             (version, last_updated, rid),
         )
         seq = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", None)
-        self.store._on_delete(self.conn, rid)
+        self._unindex(rid)
         return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
 
     def _put(
@@ -255,7 +306,7 @@ class SqlTransaction:
     ) -> WriteResult:
         resource_type, resource_id = document["resourceType"], document["id"]
         seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, None)
-        self.store._on_write(self.conn, rid, document, fresh)
+        self._index(rid, document, fresh)
         return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
 
     def _supersede(self, rid: int, resource_type: str, resource_id: str, version: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import HistoryQuery
 
@@ -23,7 +24,7 @@ def _history_bodies(store: object, resource_id: str) -> list[bytes | None]:
 
 
 def test_each_body_is_stored_once_and_every_version_reads_back(database: str) -> None:
-    store = open_store(Settings(database=database))
+    store = open_store(Settings(database=database), load_registry())
     try:
         store.create("Patient", "p", _patient("One"))
         assert _history_bodies(store, "p") == [None]  # the current body lives in resource only
@@ -56,7 +57,7 @@ def test_each_body_is_stored_once_and_every_version_reads_back(database: str) ->
 
 def test_histories_written_with_the_body_twice_still_read(database: str) -> None:
     """Databases written before the body was stored once hold the current body in both tables."""
-    store = open_store(Settings(database=database))
+    store = open_store(Settings(database=database), load_registry())
     try:
         store.create("Patient", "q", _patient("Old"))
         placeholder = store.dialect.placeholder  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION
@@ -41,7 +42,7 @@ def _make_old_database(database: str, versions: int) -> None:
 
 def test_an_older_schema_is_migrated_and_keeps_its_data(database: str) -> None:
     _make_old_database(database, 2)
-    store = open_store(Settings(database=database))
+    store = open_store(Settings(database=database), load_registry())
     try:
         assert store.read("Patient", "old") is not None
         version = store.query("SELECT max(version) FROM schema_version", [])[0][0]
@@ -49,7 +50,7 @@ def test_an_older_schema_is_migrated_and_keeps_its_data(database: str) -> None:
         assert store.create("Patient", "new", {"resourceType": "Patient", "gender": "male"}).created
     finally:
         store.close()
-    again = open_store(Settings(database=database))  # opening a current database changes nothing
+    again = open_store(Settings(database=database), load_registry())  # opening a current database changes nothing
     try:
         assert again.query("SELECT count(*) FROM schema_version", [])[0][0] == SCHEMA_VERSION
     finally:

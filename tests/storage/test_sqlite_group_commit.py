@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from fhir_imaging.fhir.outcome import PreconditionFailed
+from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage.sqlite import SQLiteStore
 
 
 def test_concurrent_writes_each_get_their_own_result_and_a_failure_stays_alone(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'group.db'}")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'group.db'}", load_registry())
     results: dict[int, Any] = {}
     start = threading.Barrier(24)
 
@@ -40,13 +41,13 @@ def test_concurrent_writes_each_get_their_own_result_and_a_failure_stays_alone(t
             assert result.version.id == f"p{number}" and result.created
             assert store.read("Patient", f"p{number}") is not None
     store.close()
-    reopened = SQLiteStore(f"sqlite:///{tmp_path / 'group.db'}")
+    reopened = SQLiteStore(f"sqlite:///{tmp_path / 'group.db'}", load_registry())
     assert sum(reopened.read("Patient", f"p{n}") is not None for n in range(24)) == 20
     reopened.close()
 
 
 def test_an_interrupted_batch_stores_nothing_and_tells_every_caller(tmp_path: Path) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'interrupted.db'}")
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'interrupted.db'}", load_registry())
 
     def work(tx: Any) -> None:
         tx.create("Patient", "gone", {"resourceType": "Patient"})

@@ -1,6 +1,6 @@
 """A frozen copy of the index extraction as it was before it was compiled into closures (the reference).
 
-``test_search_extract_equivalence.py`` checks that ``fhir_imaging.search.index.index_statements`` returns exactly what
+``test_search_extract_equivalence.py`` checks that ``fhir_imaging.search.index.Indexer.statements`` returns exactly what
 this returns. Only the value parsers shared with the query side (``normalize``, ``parse_interval``,
 ``strip_reference``) are imported; the FHIRPath subset, the typing of nodes and every type's ``extract`` are copied
 (the date and string generators condensed, same rows in the same order). No tests here.

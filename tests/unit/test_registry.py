@@ -50,3 +50,10 @@ def test_expression_for_base_keeps_only_that_base() -> None:
     assert expression_for_base("Patient.name | Practitioner.name", "Practitioner") == "Practitioner.name"
     assert expression_for_base("Resource.id", "Patient") == "Resource.id"
     assert expression_for_base(None, "Patient") is None
+
+
+def test_the_searchable_types_are_the_types_the_search_engine_implements() -> None:
+    from fhir_imaging.fhir.registry import SEARCHABLE_TYPES
+    from fhir_imaging.search.types import TYPES
+
+    assert set(TYPES) == SEARCHABLE_TYPES

@@ -1,7 +1,7 @@
 """The compiled index extraction gives exactly the rows the original one did (frozen in search_extract_reference.py).
 
 For every official R4 example and for a generated imaging corpus (studies of up to ~1000 instances), the
-statements ``index_statements`` returns must equal the reference's, rows in the same order. Also a few hand-made
+statements ``Indexer.statements`` returns must equal the reference's, rows in the same order. Also a few hand-made
 resources that reach the corners: choice elements, contained resources, the fhirpathpy fallback, odd JSON values.
 """
 
@@ -14,13 +14,14 @@ import pytest
 
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.fhirpath import evaluate
-from fhir_imaging.search.index import extract_values, index_statements
+from fhir_imaging.search.index import Indexer, extract_values
 from tests.conftest import SHARED
 from tests.unit import search_extract_reference as oracle
 
 generate_corpus = pytest.importorskip("bench.generate").generate_corpus
 EXAMPLES = SHARED / "fhir-r4" / "examples"
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.json"))
+index_statements = Indexer(load_registry()).statements
 
 
 def _check(resource: dict[str, Any]) -> None:

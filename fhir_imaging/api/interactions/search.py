@@ -31,7 +31,6 @@ from fhir_imaging.fhir.bundle import searchset_bundle
 from fhir_imaging.fhir.outcome import BadRequest, Issue, NotFound, UnsupportedMediaType
 from fhir_imaging.fhir.resource import is_valid_id
 from fhir_imaging.search.execute import run_search
-from fhir_imaging.search.index import indexed_params
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.query import Compartment, Filter, SearchRequest, parse_search
 from fhir_imaging.search.shape import shape
@@ -168,7 +167,7 @@ async def search_compartment(request: Request) -> Response:
     resource_type = request.path_params["compartment_type"]
     if not registry.is_resource_type(resource_type):
         raise NotFound(f"Unknown resource type '{resource_type}'", resource_type)
-    searchable = {param.code for param in indexed_params(registry, resource_type)}
+    searchable = {param.code for param in registry.searchable_params(resource_type)}
     codes = tuple(code for code in registry.patient_compartment.get(resource_type, ()) if code in searchable)
     if not codes:
         raise NotFound(f"{resource_type} is not in the Patient compartment", resource_type)
