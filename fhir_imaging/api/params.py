@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fhir_imaging.fhir.outcome import BadRequest
-from fhir_imaging.fhir.resource import format_instant, parse_whole_number
+from fhir_imaging.fhir.resource import format_instant
+from fhir_imaging.search.paging import decode_history_cursor
 from fhir_imaging.search.query import parse_count as search_count
-
-CURSOR_PARAM = "_cursor"
 
 
 def parse_count(value: str | None, default: int, maximum: int) -> int:
@@ -31,11 +30,5 @@ def parse_since(value: str | None) -> str | None:
 
 
 def parse_cursor(value: str | None) -> int | None:
-    if value is None:
-        return None
-    cursor = parse_whole_number(value)
-    if cursor is None:
-        raise BadRequest(
-            f"{CURSOR_PARAM} must be a page cursor given by a 'next' link, not '{value[:40]}'", CURSOR_PARAM
-        )
-    return cursor
+    """A history's ``_cursor`` (search.paging says what a cursor is) → the sequence number its page starts at."""
+    return None if value is None else decode_history_cursor(value)

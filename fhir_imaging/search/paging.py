@@ -1,8 +1,13 @@
-"""The page cursor: an opaque, stateless token in the ``next`` / ``previous`` links.
+"""The page cursor, ``_cursor``: an opaque, stateless token in the ``next`` / ``previous`` links of a search and
+the ``next`` links of a history.
 
 It is base64url(JSON ``{"d": "n"|"p", "k": [sort key values of the boundary row], "r": its rid}``): the next page
 is the rows after the last row of this one in (sort keys…, rid) order; the previous page the rows before the first.
 The server keeps nothing between requests, and rows inserted or updated meanwhile never shift a page.
+
+A history is ordered by the server-wide history sequence alone, newest first, and only goes forward: its cursor has
+no keys, ``"d"`` is ``"n"`` and ``"r"`` is the sequence number of the newest version of the next page (the page is
+the versions at or before it).
 """
 
 from __future__ import annotations
@@ -48,6 +53,27 @@ def _fits(kind: str, value: Any) -> bool:
 
 def decode_cursor(token: str, kinds: tuple[str, ...]) -> Cursor:
     """The cursor of a search sorted by parameters of ``kinds`` (one per sort key, e.g. ``("date", "_id")``)."""
+    return _decode(token, kinds, "search")
+
+
+def encode_history_cursor(seq: int) -> str:
+    """The cursor of the history page whose newest version has the sequence number ``seq``."""
+    return encode_cursor([], seq, False)
+
+
+def decode_history_cursor(token: str) -> int:
+    """The sequence number a history cursor names: its page is the versions at or before it."""
+    cursor = _decode(token, (), "history")
+    if cursor.backward or cursor.rid < 0:
+        raise _refused("history")
+    return cursor.rid
+
+
+def _refused(what: str) -> BadRequest:
+    return BadRequest(f"{CURSOR} is not a page cursor given by this {what}'s links", CURSOR)
+
+
+def _decode(token: str, kinds: tuple[str, ...], what: str) -> Cursor:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         keys, rid, direction = data["k"], data["r"], data["d"]
@@ -61,5 +87,5 @@ def decode_cursor(token: str, kinds: tuple[str, ...]) -> Cursor:
         ):
             raise ValueError
     except (ValueError, TypeError, KeyError, binascii.Error, orjson.JSONDecodeError):
-        raise BadRequest(f"{CURSOR} is not a page cursor given by this search's links", CURSOR) from None
+        raise _refused(what) from None
     return Cursor(keys, rid, direction == "p")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.testclient import TestClient
 
+from fhir_imaging.search.paging import decode_history_cursor, encode_cursor, encode_history_cursor
 from tests.conftest import BASE
 
 
@@ -112,3 +113,19 @@ def test_history_unknown_parameter_ignored_unless_strict(client: TestClient) -> 
     strict = client.get("/_history", params={"foo": "1"}, headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400
     assert strict.json()["issue"][0]["expression"] == ["foo"]
+
+
+def test_history_cursor_is_a_page_cursor_and_refuses_any_other(client: TestClient, patient: dict[str, Any]) -> None:
+    patient["id"] = "p1"
+    for _ in range(3):
+        _put(client, patient)
+    first = client.get("/Patient/p1/_history", params={"_count": "2"}).json()
+    cursor = parse_qs(urlsplit(next(link["url"] for link in first["link"] if link["relation"] == "next")).query)
+    seq = decode_history_cursor(cursor["_cursor"][0])
+    assert cursor["_cursor"] == [encode_history_cursor(seq)]
+    second = client.get("/Patient/p1/_history", params={"_count": "2", "_cursor": encode_history_cursor(seq)}).json()
+    assert [entry["resource"]["meta"]["versionId"] for entry in second["entry"]] == ["1"]
+    backward, negative = encode_cursor([], seq, True), encode_cursor([], -1, False)
+    for bad in ("12", "abc", backward, negative, encode_cursor(["x"], seq, False)):
+        response = client.get("/_history", params={"_cursor": bad})
+        assert response.status_code == 400 and response.json()["issue"][0]["expression"] == ["_cursor"], bad
