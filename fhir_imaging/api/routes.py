@@ -150,9 +150,10 @@ class FhirRouter(Router):
             await super().app(scope, receive, send)
             return
         route, params = hot
-        scope["router"] = self
-        scope["route"] = route
-        scope["endpoint"] = route.endpoint
+        # Only the path parameters, which Request.path_params reads. Starlette's matching also records its own
+        # bookkeeping in the scope ("router", "route", "endpoint"): nothing here reads it (Request.url_for, its only
+        # reader in Starlette besides the opt-in OpenTelemetry middleware, is not used), so the hot paths leave it as
+        # the Mount set it.
         scope["path_params"] = {**scope.get("path_params", {}), **params}
         await route.handle(scope, receive, send)
 

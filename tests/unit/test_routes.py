@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 
 from fhir_imaging.api.routes import FhirRouter, starlette_routes
@@ -69,3 +74,38 @@ def test_read_and_search_are_hot() -> None:
     assert router.hot_route("GET", "/ImagingStudy") is not None
     assert router.hot_route("POST", "/ImagingStudy") is not None
     assert router.hot_route("PUT", "/ImagingStudy/abc") is not None
+
+
+def test_the_hot_path_sets_only_the_path_parameters() -> None:
+    seen: dict[str, Any] = {}
+
+    async def endpoint(request: Request) -> Response:
+        seen.update(keys=set(request.scope), params=dict(request.path_params))
+        return Response(status_code=204)
+
+    instance = Route("/{type:fhirtype}/{id:fhirid}", endpoint, methods=["GET"])
+    kind = Route("/{type:fhirtype}", endpoint, methods=["GET"])
+    router = FhirRouter([instance, kind], instance_route=instance, type_route=kind)
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/Patient/p1",
+        "root_path": "",
+        "path_params": {"outer": "1"},
+        "headers": [],
+        "query_string": b"",
+    }
+    keys = set(scope)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    assert router.hot_route("GET", "/Patient/p1") == (instance, {"type": "Patient", "id": "p1"})
+    asyncio.run(router.app(scope, receive, send))
+    assert sent[0]["status"] == 204
+    assert seen["params"] == {"outer": "1", "type": "Patient", "id": "p1"}
+    assert seen["keys"] == keys  # no "router", "route" or "endpoint"
