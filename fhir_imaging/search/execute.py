@@ -6,11 +6,11 @@ to run for one page: the page itself, the total when asked for, and the _include
 On SQLite it also decides which filters are *broad* (planner.py): ``r.rid IN (…)`` lists every match before the
 page takes its first ``count + 1``, so a filter matching 90,000 studies costs 30–100 ms however small the page,
 while ``EXISTS`` checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity
-rows per match (a few µs each). A probe counting the filter's index rows up to ``BROAD_ROWS`` tells them apart:
-reaching it, ``EXISTS`` is cheaper. Measured at 100,000 studies: ``IN`` costs ~0.4 µs a listed row, a walked row
-~7 µs, so they break even near 5,000 matches; the probe itself costs at most ~0.1–0.2 µs a row. PostgreSQL's
-planner weighs IN against EXISTS itself from its own statistics: no probe there. Only pages in rid order probe:
-a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
+rows per match (a few µs each). A probe counting the filter's index rows up to the dialect's ``broad_rows``
+(storage/dialect.py) tells them apart: reaching it, ``EXISTS`` is cheaper. Measured at 100,000 studies: ``IN``
+costs ~0.4 µs a listed row, a walked row ~7 µs, so they break even near 5,000 matches; the probe itself costs at
+most ~0.1–0.2 µs a row. PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe
+there. Only pages in rid order probe: a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
 
 The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
 drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
@@ -22,6 +22,7 @@ walk (~``WALK_ROWS`` × 7 µs) more than ``IN`` alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -30,18 +31,17 @@ from fhir_imaging.search.paging import decode_cursor, encode_cursor
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest
 from fhir_imaging.search.sql import Select, render
+from fhir_imaging.storage.dialect import Dialect
 
 MAX_INCLUDE_ROUNDS = 4
 MAX_INCLUDE = Settings().max_include  # most included resources on one page (the max_include setting)
-# Index rows from which a filter counts as broad, per dialect (None: never probe). See the module docstring.
-BROAD_ROWS: dict[str, int | None] = {"sqlite": 5000, "postgres": None}
 WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead
 
 
 class Queryable(Protocol):
-    dialect: Any  # a dialect name, or an object with .name (storage's own dialect table)
+    dialect: Dialect  # what the statements are compiled for
 
-    def query(self, sql: str, params: Any) -> list[tuple[Any, ...]]: ...
+    def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
 
 
 @dataclass
@@ -54,13 +54,8 @@ class SearchResult:
     previous_cursor: str | None = None
 
 
-def dialect_name(store: Queryable) -> str:
-    dialect = getattr(store, "dialect", "sqlite")
-    return str(getattr(dialect, "name", dialect))
-
-
 def _run(store: Queryable, select: Select) -> list[tuple[Any, ...]]:
-    text, params = render(select, dialect_name(store))
+    text, params = render(select, store.dialect)
     return store.query(text, params)
 
 
@@ -106,10 +101,9 @@ def run_search(
     max_include: int = MAX_INCLUDE,
 ) -> SearchResult:
     """One page of ``request``, with at most ``max_include`` resources found by ``_include`` / ``_revinclude``.
-    ``broad_rows``: the probe threshold (default: the dialect's ``BROAD_ROWS``); ``walk_rows``: see ``WALK_ROWS``
+    ``broad_rows``: the probe threshold (default: the dialect's ``broad_rows``); ``walk_rows``: see ``WALK_ROWS``
     (both parameters for tests)."""
-    dialect = dialect_name(store)
-    planner = Planner(bases, dialect)
+    planner = Planner(bases, store.dialect)
     cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
     if request.summary == "count" or request.total == "accurate" or request.total == "estimate":
@@ -118,7 +112,7 @@ def run_search(
         return result
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)
-    broad = broad_filters(store, planner, request, broad_rows if broad_rows is not None else BROAD_ROWS.get(dialect))
+    broad = broad_filters(store, planner, request, broad_rows if broad_rows is not None else store.dialect.broad_rows)
     rows = _page(store, planner, request, after, backward, broad, walk_rows)
     more = len(rows) > request.count
     rows = rows[: request.count]

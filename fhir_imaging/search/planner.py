@@ -21,6 +21,7 @@ from fhir_imaging.search.query import Chain, Clause, Compartment, Filter, Has, I
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import CompileContext
 from fhir_imaging.search.types.token import TokenValue
+from fhir_imaging.storage.dialect import Dialect
 
 RESOURCE_COLUMNS = ("rid", "type", "id", "version", "last_updated", "body")
 REFERENCE_TABLE = TABLES["reference"]
@@ -32,7 +33,7 @@ MISSING_LOW = {"date": -(2**63), "number": -1.7e308, "quantity": -1.7e308}
 @dataclass
 class Planner:
     bases: tuple[str, ...]  # '' and this server's absolute base URLs: references that point here
-    dialect: str = "sqlite"
+    dialect: Dialect
     _aliases: itertools.count[int] = field(default_factory=itertools.count)
 
     def alias(self, stem: str) -> str:
@@ -185,7 +186,7 @@ class Planner:
         if key.kind in MISSING_HIGH:
             missing: Any = MISSING_LOW[key.kind] if key.descending else MISSING_HIGH[key.kind]
         else:
-            missing = "" if key.descending else sql.DIALECTS[self.dialect].greatest_text
+            missing = "" if key.descending else self.dialect.greatest_text
         return sql.Func("coalesce", (sql.Scalar(select), sql.Param(missing)))
 
     def page(

@@ -1,7 +1,8 @@
 """A tiny SQL tree: the planner builds it, ``render`` turns it into SQL text and bound parameters for a dialect.
 
 Every value that comes from a request is a ``Param`` (a bound parameter); SQL text only ever holds names and
-operators written in this package. Every difference between SQLite and PostgreSQL lives in ``DIALECTS``.
+operators written in this package. Every difference between SQLite and PostgreSQL lives in the ``Dialect``
+(storage/dialect.py) that ``render`` is given.
 """
 
 from __future__ import annotations
@@ -9,20 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    name: str
-    placeholder: str  # one bound parameter
-    contains: str  # "{0} contains {1}" (both strings), as a boolean expression
-    greatest_text: str  # a string that sorts after every indexed string (missing sort keys last)
-    no_index: str  # "{0}" as an expression the planner will not look up in an index (``NoIndex``)
-
-
-DIALECTS: dict[str, Dialect] = {
-    "sqlite": Dialect("sqlite", "?", "instr({0}, {1}) > 0", "\U0010ffff", "+{0}"),
-    "postgres": Dialect("postgres", "%s", "strpos({0}, {1}) > 0", "\U0010ffff", "{0}"),
-}
+from fhir_imaging.storage.dialect import Dialect
 
 
 class Expr:
@@ -231,7 +219,7 @@ class _Renderer:
 FLAT_TERMS = 16
 
 
-def render(node: Select, dialect: str = "sqlite") -> tuple[str, list[Any]]:
-    """SQL text and its bound parameters, in order."""
-    renderer = _Renderer(DIALECTS[dialect])
+def render(node: Select, dialect: Dialect) -> tuple[str, list[Any]]:
+    """SQL text and its bound parameters, in order, for ``dialect``."""
+    renderer = _Renderer(dialect)
     return renderer.select(node), renderer.params

@@ -13,12 +13,13 @@ import pytest
 
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
-from fhir_imaging.search.execute import WALK_ROWS, broad_filters, dialect_name, run_search
+from fhir_imaging.search.execute import WALK_ROWS, broad_filters, run_search
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest, parse_search
 from fhir_imaging.search.sql import render
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
+from fhir_imaging.storage.dialect import SQLITE
 
 REGISTRY = load_registry()
 BASES = ("", "http://testserver/baseR4")
@@ -42,7 +43,7 @@ STUDIES = [_study(number) for number in range(30)]
 
 @pytest.fixture
 def store(database: str) -> Iterator[Store]:
-    opened = open_store(Settings(database=database, sqlite_synchronous="off", pool_size=2))
+    opened = open_store(Settings(database=database, sqlite_synchronous="off", pool_size=2), REGISTRY)
     for study in STUDIES:
         opened.update("ImagingStudy", str(study["id"]), study)
     yield opened
@@ -71,21 +72,21 @@ def _request(query: list[tuple[str, str]]) -> SearchRequest:
 def test_a_filter_is_broad_when_its_probe_reaches_the_threshold(
     store: Store, query: list[tuple[str, str]], broad: set[int]
 ) -> None:
-    planner = Planner(BASES, dialect_name(store))
+    planner = Planner(BASES, store.dialect)
     assert broad_filters(store, planner, _request(query), THRESHOLD) == broad
     assert broad_filters(store, planner, _request(query), None) == frozenset()
 
 
 def test_a_broad_filter_is_an_exists_on_the_resource_row_and_a_narrow_one_an_in() -> None:
     request = _request([("patient", "p0"), ("status", "available")])
-    text, params = render(Planner(BASES).page(request, None, False, frozenset({1})))
+    text, params = render(Planner(BASES, SQLITE).page(request, None, False, frozenset({1})), SQLITE)
     assert "r.rid IN (SELECT i0.rid FROM spidx_reference i0 WHERE (i0.type = ? AND i0.param = ?" in text
     # no type on the index row: SQLite would rather walk (type, param, code…) than (rid, param)
     assert "EXISTS (SELECT i1.rid FROM spidx_token i1 WHERE (i1.rid = r.rid AND i1.param = ? AND i1.code = ?))" in text
     assert params[-2:] == ["status", "available"]
-    select = Planner(BASES).probe(request.filters[1], request.types, 7)
+    select = Planner(BASES, SQLITE).probe(request.filters[1], request.types, 7)
     assert select is not None
-    probe, _ = render(select)
+    probe, _ = render(select, SQLITE)
     assert probe.startswith("SELECT count(*) FROM (SELECT i0.rid FROM spidx_token i0 WHERE")
     assert probe.endswith("LIMIT 7) b1")
 
@@ -137,25 +138,25 @@ def test_broad_filters_page_forward_and_back_like_narrow_ones(
 def test_a_broad_page_does_not_list_every_match_first(tmp_path: Any) -> None:
     """On SQLite, ``IN`` builds the whole list before the page's LIMIT applies (``LIST SUBQUERY``)."""
     url = f"sqlite:///{tmp_path / 'plan.db'}"
-    store = open_store(Settings(database=url, sqlite_synchronous="off"))
+    store = open_store(Settings(database=url, sqlite_synchronous="off"), REGISTRY)
     try:
         for study in STUDIES:
             store.update("ImagingStudy", str(study["id"]), study)
     finally:
         store.close()
     request = _request([("status", "available")])
-    planner = Planner(BASES)
+    planner = Planner(BASES, SQLITE)
     conn = sqlite3.connect(tmp_path / "plan.db")
     try:
 
         class Probe:
-            dialect = "sqlite"
+            dialect = SQLITE
 
             def query(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
                 return conn.execute(sql, params).fetchall()
 
         broad = broad_filters(Probe(), planner, request, THRESHOLD)
-        text, params = render(planner.page(request, None, False, broad))
+        text, params = render(planner.page(request, None, False, broad), SQLITE)
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + text, params)]
     finally:
         conn.close()
@@ -167,16 +168,18 @@ def test_a_page_driven_by_a_list_of_rids_is_not_sorted_without_statistics(tmp_pa
     """Without ANALYZE statistics SQLite scanned the (type, rid) index and sorted the page (bodies included): 32 ms
     instead of 2 ms for 4,000 matches at 100,000 studies. The type is checked on the rows the list finds."""
     database = f"sqlite:///{tmp_path / 'plain.db'}"
-    opened = open_store(Settings(database=database, sqlite_synchronous="off"))
+    opened = open_store(Settings(database=database, sqlite_synchronous="off"), REGISTRY)
     try:
         for study in STUDIES:
             opened.update("ImagingStudy", str(study["id"]), study)
         request = _request([("status", "cancelled"), ("_count", "4")])
-        text, params = render(Planner(BASES).page(request, None, False))
+        text, params = render(Planner(BASES, SQLITE).page(request, None, False), SQLITE)
         assert "+r.type = ?" in text
         plan = " ".join(str(row[3]) for row in opened.query("EXPLAIN QUERY PLAN " + text, params))
         assert "TEMP B-TREE" not in plan and "PRIMARY KEY" in plan, plan
-        by_id = render(Planner(BASES).page(_request([("_id", "s01"), ("status", "cancelled")]), None, False))[0]
+        by_id = render(
+            Planner(BASES, SQLITE).page(_request([("_id", "s01"), ("status", "cancelled")]), None, False), SQLITE
+        )[0]
         assert "+r.type" not in by_id  # _id is looked up in the (type, id) index
     finally:
         opened.close()

@@ -46,7 +46,7 @@ SEARCH_MODES = ((None, WALK_ROWS), (1, WALK_ROWS), (8, WALK_ROWS), (1, 2), (1, 5
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
     path: Path = tmp_path_factory.mktemp("differential") / "search.db"
-    opened = SQLiteStore(f"sqlite:///{path}", synchronous="off")
+    opened = SQLiteStore(f"sqlite:///{path}", REGISTRY, synchronous="off")
     yield opened
     opened.close()
 

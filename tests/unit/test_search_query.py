@@ -15,6 +15,7 @@ from fhir_imaging.search.types.date import parse_date_value, parse_interval
 from fhir_imaging.search.types.number import parse_number
 from fhir_imaging.search.types.reference import ReferenceValue, parse_reference
 from fhir_imaging.search.types.token import TokenValue, parse_token
+from fhir_imaging.storage.dialect import POSTGRES, SQLITE
 
 REGISTRY = load_registry()
 US = 1_000_000
@@ -141,7 +142,7 @@ def test_rendered_sql_binds_every_value() -> None:
         (("resource", "r"),),
         sql.and_(sql.eq(sql.Column("r", "id"), "x' OR 1=1"), sql.InValues(sql.Column("r", "type"), ("A", "B"))),
     )
-    text, params = sql.render(select)
+    text, params = sql.render(select, SQLITE)
     assert text == "SELECT r.rid FROM resource r WHERE (r.id = ? AND r.type IN (?, ?))"
     assert params == ["x' OR 1=1", "A", "B"]
-    assert sql.render(select, "postgres")[0].count("%s") == 3
+    assert sql.render(select, POSTGRES)[0].count("%s") == 3
