@@ -7,18 +7,41 @@ re-serialised.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from fhir_imaging.fhir.outcome import Issue, operation_outcome
 from fhir_imaging.fhir.resource import format_instant, new_id, now
-from fhir_imaging.storage.base import Version
+
+
+class StoredVersion(Protocol):
+    """What the builders read from a stored version of a resource: any object with these attributes will do
+    (``storage.base.Version`` is one). Read-only, so that frozen dataclasses and named tuples fit."""
+
+    @property
+    def resource_type(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def last_updated(self) -> str: ...  # the stored instant (meta.lastUpdated)
+
+    @property
+    def method(self) -> str: ...  # POST | PUT | DELETE: the interaction that made this version
+
+    @property
+    def body(self) -> bytes | None: ...  # the stored JSON; None for a deletion
+
 
 HISTORY_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "200 OK"}
 
 
-def _history_entry(base: str, version: Version) -> dict[str, Any]:
+def _history_entry(base: str, version: StoredVersion) -> dict[str, Any]:
     url = f"{version.resource_type}/{version.id}"
     entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
     if version.body is not None:
@@ -51,7 +74,7 @@ def _bundle(
 
 
 def history_bundle(
-    base: str, versions: Iterable[Version], links: dict[str, str], total: int | None = None
+    base: str, versions: Iterable[StoredVersion], links: dict[str, str], total: int | None = None
 ) -> dict[str, Any]:
     """A Bundle of type ``history``, newest first as given."""
     return _bundle("history", [_history_entry(base, version) for version in versions], links, total)
@@ -59,10 +82,10 @@ def history_bundle(
 
 def searchset_bundle(
     base: str,
-    matches: Iterable[Version],
+    matches: Iterable[StoredVersion],
     links: dict[str, str],
     total: int | None = None,
-    included: Iterable[Version] = (),
+    included: Iterable[StoredVersion] = (),
     warnings: Iterable[Issue] = (),
 ) -> dict[str, Any]:
     """A Bundle of type ``searchset``: each match (``search.mode`` = match), then ``included`` (mode include), then
