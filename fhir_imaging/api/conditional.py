@@ -53,7 +53,7 @@ def find(
     )
     search = dataclasses.replace(search, count=limit, total=None, summary=None, elements=None, includes=())
     result = run_search(ctx.store, search, bases)
-    return [Version(row[1], row[2], row[3], row[4], "", bytes(row[5])) for row in result.matches]
+    return [Version(hit.resource_type, hit.id, hit.version, hit.last_updated, "", hit.body) for hit in result.matches]
 
 
 def find_one(

@@ -44,10 +44,27 @@ class Queryable(Protocol):
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A resource a search found: its current version."""
+
+    rid: int
+    resource_type: str
+    id: str
+    version: int
+    last_updated: str
+    body: bytes
+
+    @classmethod
+    def of(cls, row: tuple[Any, ...]) -> Hit:
+        """From a row whose first columns are the planner's ``RESOURCE_COLUMNS``."""
+        return cls(row[0], row[1], row[2], row[3], row[4], bytes(row[5]))
+
+
 @dataclass
 class SearchResult:
-    matches: list[tuple[Any, ...]]  # (rid, type, id, version, last_updated, body)
-    included: list[tuple[Any, ...]] = field(default_factory=list)
+    matches: list[Hit]
+    included: list[Hit] = field(default_factory=list)
     included_capped: bool = False  # _include / _revinclude found more than ``max_include``: the rest is left out
     total: int | None = None
     next_cursor: str | None = None
@@ -127,7 +144,7 @@ def run_search(
             result.previous_cursor = encode_cursor(list(first[6 : 6 + width]), first[0], True)
     elif backward and cursor is not None:
         result.next_cursor = encode_cursor(cursor.keys, cursor.rid - 1, False)
-    result.matches = [row[:6] for row in rows]
+    result.matches = [Hit.of(row) for row in rows]
     if result.total is None and cursor is None and not more:
         result.total = len(rows)
     if request.includes and rows:
@@ -136,24 +153,24 @@ def run_search(
 
 
 def _includes(
-    store: Queryable, planner: Planner, request: SearchRequest, matches: list[tuple[Any, ...]], most: int
-) -> tuple[list[tuple[Any, ...]], bool]:
+    store: Queryable, planner: Planner, request: SearchRequest, matches: list[Hit], most: int
+) -> tuple[list[Hit], bool]:
     """The resources the includes find (at most ``most``), and whether some were left out. Each query asks for no
     more rows than could still be kept, plus the ones already seen (which it may return again), plus one: a full
     answer therefore always holds a row past the cap."""
-    seen = {row[0] for row in matches}
-    included: list[tuple[Any, ...]] = []
+    seen = {hit.rid for hit in matches}
+    included: list[Hit] = []
     base = matches
     for round_number in range(MAX_INCLUDE_ROUNDS):
         specs = [spec for spec in request.includes if round_number == 0 or spec.iterate]
         if not specs or not base:
             break
-        found: list[tuple[Any, ...]] = []
+        found: list[Hit] = []
         for spec in specs:
             if spec.reverse:
-                select = planner.revincluded(spec, [(row[1], row[2]) for row in base])
+                select = planner.revincluded(spec, [(hit.resource_type, hit.id) for hit in base])
             else:
-                select = planner.included(spec, [row[0] for row in base])
+                select = planner.included(spec, [hit.rid for hit in base])
             room = most - len(included) - len(found)
             for row in _run(store, replace(select, limit=room + len(seen) + 1)):
                 if row[0] not in seen:
@@ -161,7 +178,7 @@ def _includes(
                         return included + found, True
                     room -= 1
                     seen.add(row[0])
-                    found.append(row)
+                    found.append(Hit.of(row))
         included += found
         base = found
     return included, False

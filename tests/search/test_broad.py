@@ -102,14 +102,14 @@ def _pages(
     for _ in range(30):
         page = run_search(store, _request([*query, ("_count", "4"), *([("_cursor", cursor)] if cursor else [])]),
                           BASES, broad_rows, walk_rows)  # fmt: skip
-        forward += [row[2] for row in page.matches]
+        forward += [hit.id for hit in page.matches]
         last, cursor = page, page.next_cursor
         if cursor is None:
             break
     cursor = last.previous_cursor if last else None
     while cursor is not None:
         page = run_search(store, _request([*query, ("_count", "4"), ("_cursor", cursor)]), BASES, broad_rows, walk_rows)
-        backward = [row[2] for row in page.matches] + backward
+        backward = [hit.id for hit in page.matches] + backward
         cursor = page.previous_cursor
     return forward, backward
 

@@ -213,7 +213,7 @@ def check(
                 broad_rows,
                 walk_rows,
             )
-            got += [row[2] for row in page.matches]
+            got += [hit.id for hit in page.matches]
             cursor = page.next_cursor
             if cursor is None:
                 break

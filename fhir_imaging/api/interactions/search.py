@@ -30,7 +30,7 @@ from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.bundle import searchset_bundle
 from fhir_imaging.fhir.outcome import BadRequest, Issue, NotFound, UnsupportedMediaType
 from fhir_imaging.fhir.resource import is_valid_id
-from fhir_imaging.search.execute import run_search
+from fhir_imaging.search.execute import Hit, run_search
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.query import Compartment, Filter, SearchRequest, parse_search
 from fhir_imaging.search.shape import shape
@@ -39,13 +39,13 @@ from fhir_imaging.storage.base import Version
 FORM = "application/x-www-form-urlencoded"
 
 
-def _version(row: tuple[Any, ...], search: SearchRequest) -> Version:
-    _, resource_type, resource_id, version, last_updated, body = row
+def _version(hit: Hit, search: SearchRequest) -> Version:
+    body = hit.body
     if search.summary or search.elements is not None:
         shaped = shape(orjson.loads(body), search.summary, search.elements)
         if shaped is not None:
             body = orjson.dumps(shaped)
-    return Version(resource_type, resource_id, version, last_updated, "", body)
+    return Version(hit.resource_type, hit.id, hit.version, hit.last_updated, "", body)
 
 
 def search_bundle(
@@ -87,10 +87,10 @@ def search_bundle(
     total = None if search.total == "none" else result.total
     return searchset_bundle(
         base,
-        [_version(row, search) for row in result.matches],
+        [_version(hit, search) for hit in result.matches],
         links,
         total,
-        [_version(row, search) for row in result.included],
+        [_version(hit, search) for hit in result.included],
         _include_warning(search, ctx.settings.max_include) if result.included_capped else (),
     )
 
