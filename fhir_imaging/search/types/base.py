@@ -33,6 +33,23 @@ class NotSupportedModifier(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class IndexColumn:
+    """A column of an index table, as its DDL declares it (SQLite types: storage/dialect.py converts them)."""
+
+    name: str
+    sql_type: str  # TEXT | INTEGER | REAL
+    nullable: bool = False
+
+
+# The columns every index table starts with: the resource's rid and type, and the parameter's code.
+KEY_COLUMNS = (IndexColumn("rid", "INTEGER"), IndexColumn("type", "TEXT"), IndexColumn("param", "TEXT"))
+
+
+def column_names(columns: tuple[IndexColumn, ...]) -> tuple[str, ...]:
+    return tuple(item.name for item in columns)
+
+
+@dataclass(frozen=True, slots=True)
 class CompileContext:
     """What compilation needs beyond the value: the index alias and the bases that mean "this server"."""
 
@@ -50,8 +67,17 @@ class SearchType(Protocol):
         """spidx_<name>"""
 
     @property
+    def value_columns(self) -> tuple[IndexColumn, ...]:
+        """The value columns after ``KEY_COLUMNS`` (rid, type, param), with their SQL types."""
+
+    @property
     def columns(self) -> tuple[str, ...]:
-        """The value columns after (rid, type, param)."""
+        """The names of ``value_columns``."""
+
+    @property
+    def indexes(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(name suffix, columns) of the table's indexes besides ``<table>_rid`` (rid, param), which every index
+        table has (storage/schema.py creates them all)."""
 
     @property
     def modifiers(self) -> frozenset[str]:

@@ -22,7 +22,16 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
+from fhir_imaging.search.types.base import (
+    CompileContext,
+    Extractor,
+    IndexColumn,
+    InvalidValue,
+    Row,
+    column,
+    column_names,
+    split_prefix,
+)
 
 LOWEST, HIGHEST = -(2**62), 2**62
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -110,7 +119,9 @@ def parse_date_value(text: str, now: datetime | None = None) -> DateValue:
 class DateType:
     name = "date"
     table = "spidx_date"
-    columns = ("lo", "hi")
+    value_columns = (IndexColumn("lo", "INTEGER"), IndexColumn("hi", "INTEGER"))
+    columns = column_names(value_columns)
+    indexes = (("lo", ("type", "param", "lo", "hi", "rid")), ("hi", ("type", "param", "hi", "lo", "rid")))
     modifiers: frozenset[str] = frozenset()
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

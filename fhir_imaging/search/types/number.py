@@ -15,7 +15,16 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
+from fhir_imaging.search.types.base import (
+    CompileContext,
+    Extractor,
+    IndexColumn,
+    InvalidValue,
+    Row,
+    column,
+    column_names,
+    split_prefix,
+)
 
 NUMBER_PATTERN = linear_regex.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 UNBOUNDED = 1e308
@@ -79,7 +88,9 @@ def number_of(value: Any) -> float | None:
 class NumberType:
     name = "number"
     table = "spidx_number"
-    columns = ("lo", "hi")
+    value_columns = (IndexColumn("lo", "REAL"), IndexColumn("hi", "REAL"))
+    columns = column_names(value_columns)
+    indexes = (("lo", ("type", "param", "lo", "hi", "rid")),)
     modifiers: frozenset[str] = frozenset()
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

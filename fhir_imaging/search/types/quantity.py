@@ -18,8 +18,10 @@ from fhir_imaging.search import sql
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
+    IndexColumn,
     Row,
     column,
+    column_names,
     split_escaped,
     split_prefix,
     unescape,
@@ -37,7 +39,15 @@ class QuantityValue:
 class QuantityType:
     name = "quantity"
     table = "spidx_quantity"
-    columns = ("system", "code", "unit", "lo", "hi")
+    value_columns = (
+        IndexColumn("system", "TEXT", nullable=True),
+        IndexColumn("code", "TEXT", nullable=True),
+        IndexColumn("unit", "TEXT", nullable=True),
+        IndexColumn("lo", "REAL"),
+        IndexColumn("hi", "REAL"),
+    )
+    columns = column_names(value_columns)
+    indexes = (("lo", ("type", "param", "lo", "hi", "rid")),)
     modifiers: frozenset[str] = frozenset()
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

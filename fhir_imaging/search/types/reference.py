@@ -19,10 +19,12 @@ from fhir_imaging.search.fhirpath import reference_target
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
+    IndexColumn,
     InvalidValue,
     NotSupportedModifier,
     Row,
     column,
+    column_names,
     unescape,
 )
 from fhir_imaging.search.types.token import identifier_rows
@@ -65,7 +67,18 @@ def parse_reference(text: str, types: tuple[str, ...], resource_types: frozenset
 class ReferenceType:
     name = "reference"
     table = "spidx_reference"
-    columns = ("target_type", "target_id", "base", "url")
+    value_columns = (
+        IndexColumn("target_type", "TEXT", nullable=True),
+        IndexColumn("target_id", "TEXT", nullable=True),
+        IndexColumn("base", "TEXT", nullable=True),
+        IndexColumn("url", "TEXT"),
+    )
+    columns = column_names(value_columns)
+    indexes = (
+        ("target", ("type", "param", "target_id", "target_type", "base", "rid")),
+        ("url", ("type", "param", "url", "rid")),
+        ("reverse", ("target_type", "target_id", "type", "param", "rid")),  # _revinclude, _has: who points here
+    )
     modifiers = frozenset({"identifier", "above", "below"})  # and :[type]; above/below need hierarchies
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

@@ -15,9 +15,11 @@ from fhir_imaging.search import sql
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
+    IndexColumn,
     InvalidValue,
     Row,
     column,
+    column_names,
     normalize,
     normalize_cached,
     unescape,
@@ -37,7 +39,9 @@ class StringValue:
 class StringType:
     name = "string"
     table = "spidx_string"
-    columns = ("norm", "exact")
+    value_columns = (IndexColumn("norm", "TEXT"), IndexColumn("exact", "TEXT"))
+    columns = column_names(value_columns)
+    indexes = (("norm", ("type", "param", "norm", "rid")), ("exact", ("type", "param", "exact", "rid")))
     modifiers = frozenset({"exact", "contains"})
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

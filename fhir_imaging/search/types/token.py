@@ -19,10 +19,12 @@ from fhir_imaging.search.fhirpath import Node
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
+    IndexColumn,
     InvalidValue,
     NotSupportedModifier,
     Row,
     column,
+    column_names,
     normalize,
     normalize_cached,
     split_escaped,
@@ -65,7 +67,17 @@ def parse_token(text: str) -> TokenValue:
 class TokenType:
     name = "token"
     table = "spidx_token"
-    columns = ("system", "code", "text")
+    value_columns = (
+        IndexColumn("system", "TEXT"),
+        IndexColumn("code", "TEXT", nullable=True),
+        IndexColumn("text", "TEXT", nullable=True),
+    )
+    columns = column_names(value_columns)
+    indexes = (
+        ("code", ("type", "param", "code", "system", "rid")),
+        ("system", ("type", "param", "system", "rid")),
+        ("text", ("type", "param", "text", "rid")),  # partial since schema migration 3: text IS NOT NULL
+    )
     modifiers = frozenset({"not", "text", "of-type", *TERMINOLOGY_MODIFIERS})
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:

@@ -9,7 +9,16 @@ from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, unescape
+from fhir_imaging.search.types.base import (
+    CompileContext,
+    Extractor,
+    IndexColumn,
+    InvalidValue,
+    Row,
+    column,
+    column_names,
+    unescape,
+)
 
 TOP = "\U0010ffff"
 
@@ -17,7 +26,9 @@ TOP = "\U0010ffff"
 class UriType:
     name = "uri"
     table = "spidx_uri"
-    columns = ("uri",)
+    value_columns = (IndexColumn("uri", "TEXT"),)
+    columns = column_names(value_columns)
+    indexes = (("uri", ("type", "param", "uri", "rid")),)
     modifiers = frozenset({"above", "below"})
 
     def parse_value(self, text: str, modifier: str | None, param: SearchParam) -> Any:
