@@ -3,8 +3,9 @@ exactly what the in-Python oracle (search/match.py) returns, in the same order, 
 store plans it by default and with tiny broad-filter thresholds, which turn filters into ``EXISTS`` (all, or only
 those matching more than a few rows; search/execute.py).
 
-One hypothesis test per parameter type. Each example writes its resources with ids and a ``_tag`` of its own into
-one store per test, and every query carries that ``_tag``, so examples do not see each other.
+One hypothesis test per parameter type, each run on SQLite and on PostgreSQL (FHIR_IMAGING_TEST_POSTGRES: without
+it the PostgreSQL runs fail). Each example writes its resources with ids and a ``_tag`` of its own into one store
+per backend, and every query carries that ``_tag``, so examples do not see each other.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from fhir_imaging.search.execute import WALK_ROWS, run_search
 from fhir_imaging.search.match import Corpus
 from fhir_imaging.search.match import search as oracle_search
 from fhir_imaging.search.query import parse_search
+from fhir_imaging.storage.base import Store
+from fhir_imaging.storage.postgres import PostgresStore
 from fhir_imaging.storage.sqlite import SQLiteStore
+from tests.conftest import POSTGRES_URL, fresh_postgres_database
 
 REGISTRY = load_registry()
 OURS = "http://testserver/baseR4"
@@ -43,12 +47,20 @@ COUNTER = itertools.count()
 SEARCH_MODES = ((None, WALK_ROWS), (1, WALK_ROWS), (8, WALK_ROWS), (1, 2), (1, 5))
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQLiteStore]:
-    path: Path = tmp_path_factory.mktemp("differential") / "search.db"
-    opened = SQLiteStore(f"sqlite:///{path}", REGISTRY, synchronous="off")
-    yield opened
-    opened.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("differential") / "search.db"
+        opened: Store = SQLiteStore(f"sqlite:///{path}", REGISTRY, synchronous="off")
+        yield opened
+        opened.close()
+        return
+    if not POSTGRES_URL:
+        pytest.fail("FHIR_IMAGING_TEST_POSTGRES is not set: these tests run on PostgreSQL too (scripts/test sets it)")
+    with fresh_postgres_database() as url:
+        opened = PostgresStore(url, REGISTRY, pool_size=2)
+        yield opened
+        opened.close()
 
 
 # -- corpora -------------------------------------------------------------------------------------------------------
@@ -191,9 +203,7 @@ def corpus(draw: st.DrawFn) -> list[dict[str, Any]]:
 # -- running both sides --------------------------------------------------------------------------------------------
 
 
-def check(
-    store: SQLiteStore, resources: list[dict[str, Any]], resource_type: str, query: list[tuple[str, str]]
-) -> None:
+def check(store: Store, resources: list[dict[str, Any]], resource_type: str, query: list[tuple[str, str]]) -> None:
     stored = []
     for resource in resources:
         result = store.update(resource["resourceType"], resource["id"], resource)
@@ -253,14 +263,14 @@ def token_query(draw: st.DrawFn) -> list[tuple[str, str]]:
 
 @given(corpus(), token_query())
 @EXAMPLES
-def test_token(store: SQLiteStore, resources: list[dict[str, Any]], query: list[tuple[str, str]]) -> None:
+def test_token(store: Store, resources: list[dict[str, Any]], query: list[tuple[str, str]]) -> None:
     check(store, resources, "ImagingStudy", query)
 
 
 @given(corpus(), st.sampled_from(["name", "family", "given", "name:exact", "family:contains", "name:contains"]),
        st.sampled_from(["sm", "Smith", "smith", "mu", "Müller", "le", "o'b", "y"]))  # fmt: skip
 @EXAMPLES
-def test_string(store: SQLiteStore, resources: list[dict[str, Any]], name: str, value: str) -> None:
+def test_string(store: Store, resources: list[dict[str, Any]], name: str, value: str) -> None:
     check(store, resources, "Patient", [(name, value)])
 
 
@@ -268,7 +278,7 @@ def test_string(store: SQLiteStore, resources: list[dict[str, Any]], name: str, 
        PREFIX, date_text(), st.booleans())  # fmt: skip
 @EXAMPLES
 def test_date(
-    store: SQLiteStore, resources: list[dict[str, Any]], target: tuple[str, str], prefix: str, value: str, sort: bool
+    store: Store, resources: list[dict[str, Any]], target: tuple[str, str], prefix: str, value: str, sort: bool
 ) -> None:
     query = [(target[1], prefix + value)] + ([("_sort", f"-{target[1]}")] if sort else [])
     check(store, resources, target[0], query)
@@ -276,14 +286,14 @@ def test_date(
 
 @given(corpus(), PREFIX, st.sampled_from(["0.5", "0.55", "1", "0.2", "1e0", "2.50", "0.3"]))
 @EXAMPLES
-def test_number(store: SQLiteStore, resources: list[dict[str, Any]], prefix: str, value: str) -> None:
+def test_number(store: Store, resources: list[dict[str, Any]], prefix: str, value: str) -> None:
     check(store, resources, "RiskAssessment", [("probability", prefix + value), ("_sort", "probability")])
 
 
 @given(corpus(), PREFIX, st.sampled_from(["100", "1", "5.4", "1e2", "250.0"]),
        st.sampled_from(["", "|http://unitsofmeasure.org|mg", "||mg", "||g", "|urn:x|mg"]))  # fmt: skip
 @EXAMPLES
-def test_quantity(store: SQLiteStore, resources: list[dict[str, Any]], prefix: str, number: str, unit: str) -> None:
+def test_quantity(store: Store, resources: list[dict[str, Any]], prefix: str, number: str, unit: str) -> None:
     check(store, resources, "Observation", [("value-quantity", prefix + number + unit), ("_sort", "-value-quantity")])
 
 
@@ -292,7 +302,7 @@ URIS = st.sampled_from(["http://a.org/fhir/x", "http://a.org/fhir", "http://a.or
 
 @given(corpus(), st.sampled_from(["_profile", "_profile:below", "_profile:above", "_profile:missing"]), URIS)
 @EXAMPLES
-def test_uri(store: SQLiteStore, resources: list[dict[str, Any]], name: str, value: str) -> None:
+def test_uri(store: Store, resources: list[dict[str, Any]], name: str, value: str) -> None:
     check(store, resources, "ImagingStudy", [(name, "true" if name.endswith("missing") else value)])
 
 
@@ -324,7 +334,7 @@ def reference_query(draw: st.DrawFn, ns_hint: str = "") -> tuple[str, list[tuple
 @given(corpus(), reference_query())
 @EXAMPLES
 def test_reference_chain_has_and_sort(
-    store: SQLiteStore, resources: list[dict[str, Any]], target: tuple[str, list[tuple[str, str]]]
+    store: Store, resources: list[dict[str, Any]], target: tuple[str, list[tuple[str, str]]]
 ) -> None:
     ns = resources[0]["meta"]["tag"][0]["code"]
     resource_type, query = target
