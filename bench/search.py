@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded in {seconds:.1f} s", file=sys.stderr)
     settings = Settings(database=url, sqlite_synchronous="normal", log_level="warning")
     with TestClient(create_app(settings), base_url="http://bench/baseR4") as client:
-        store = client.app.state.context.store  # type: ignore[attr-defined]
+        store = client.app.state.service.store  # type: ignore[attr-defined]
         sample = (
             "SELECT DISTINCT target_id FROM spidx_reference WHERE type = 'ImagingStudy' AND param = 'patient' LIMIT 100"
         )

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from fhir_imaging.api.context import BASE_PATH, Context
+from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
@@ -20,19 +19,9 @@ from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.resource import format_instant, now
 from fhir_imaging.logs import configure_logging
+from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
-from fhir_imaging.validation import Validator, has_errors, status_for
-
-
-def validator_of(validator: Validator) -> Callable[[dict[str, Any]], None]:
-    """A check that raises one FhirError listing every error of a resource (400 or 422, see docs/validation.md)."""
-
-    def validate(resource: dict[str, Any]) -> None:
-        issues = validator.validate(resource)
-        if has_errors(issues):
-            raise FhirError(issues=issues, status=status_for(issues))
-
-    return validate
+from fhir_imaging.validation import Validator
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -43,9 +32,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
-        app.state.context = Context(
-            settings=settings, registry=registry, store=store, validator=validator, validate=validator_of(validator)
-        )
+        app.state.service = FhirService(settings, registry, store, validator)
         try:
             yield
         finally:

@@ -1,9 +1,9 @@
-"""What every interaction needs from the running server: settings, store, registry, validator; request helpers."""
+"""What every interaction needs from the running server (the service, who is asking, where the request came in),
+and the request helpers: path parameters, the body, work off the event loop."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -11,43 +11,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.formats import check_content_type, negotiate
-from fhir_imaging.config import Settings
-from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, error
-from fhir_imaging.fhir.patch import FhirPathPatcher, PatchLimits
-from fhir_imaging.fhir.references import dangling_references
-from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
-from fhir_imaging.search.query import SearchLimits
-from fhir_imaging.storage.base import Store, Transaction
-from fhir_imaging.validation import Validator
+from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
 
 BASE_PATH = "/baseR4"
 T = TypeVar("T")
 
 
-@dataclass
-class Context:
-    settings: Settings
-    registry: Registry
-    store: Store
-    validator: Validator
-    validate: Callable[[dict[str, Any]], None]  # raises FhirError listing every error of a resource
-    search_limits: SearchLimits = field(init=False)
-    patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
-
-    def __post_init__(self) -> None:
-        """What the settings bound, built once for every request."""
-        settings = self.settings
-        self.search_limits = SearchLimits.of(settings)
-        fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
-        limits = PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
-        self.patcher = FhirPathPatcher(self.validator.schema, limits)
+def service(request: Request) -> FhirService:
+    found: FhirService = request.app.state.service
+    return found
 
 
-def context(request: Request) -> Context:
-    ctx: Context = request.app.state.context
-    return ctx
+def caller(request: Request) -> Caller:
+    """Who is asking (every request is anonymous until access control identifies callers)."""
+    return ANONYMOUS
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
@@ -55,10 +34,10 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(function, *args)
 
 
-async def read_quickly(ctx: Context, function: Callable[..., T], *args: Any) -> T:
+async def read_quickly(svc: FhirService, function: Callable[..., T], *args: Any) -> T:
     """A point read: on the event loop when the store's reads are local and short (SQLite: tens of microseconds,
     less than the hop to a worker thread), else in a worker thread (PostgreSQL: a network round trip)."""
-    if ctx.store.reads_inline:
+    if svc.store.reads_inline:
         return function(*args)
     return await anyio.to_thread.run_sync(function, *args)
 
@@ -97,20 +76,21 @@ def request_base(request: Request) -> str:
 
 
 def base_url(request: Request) -> str:
-    public = context(request).settings.public_url
+    public = service(request).settings.public_url
     if public:
         return public.rstrip("/")
     return request_base(request)
 
 
-def server_bases(request: Request) -> tuple[str, ...]:
-    """What a reference's base may be to point at this server: '' (relative), the public URL, the request's base."""
-    return tuple(dict.fromkeys(["", base_url(request), request_base(request)]))
+def bases(request: Request) -> Bases:
+    """Where the request came in: the base written into links, and what a reference's base may be to point at this
+    server: '' (relative), the public URL, the request's base."""
+    return Bases.of(base_url(request), request_base(request))
 
 
 def resource_type_of(request: Request) -> str:
     name: str = request.path_params["type"]
-    if not context(request).registry.is_resource_type(name):
+    if not service(request).registry.is_resource_type(name):
         raise NotFound(f"Unknown resource type '{name}': not an R4 resource type served here", name)
     return name
 
@@ -133,11 +113,12 @@ def version_id_of(request: Request) -> int:
 async def read_body(request: Request) -> bytes:
     """The request body, refusing (413) anything over the configured size before reading it all, and (408) one that
     takes more than the configured time to arrive."""
-    limit = context(request).settings.max_body_size
+    settings = service(request).settings
+    limit = settings.max_body_size
     declared = request.headers.get("content-length")
     if declared and is_ascii_digits(declared) and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"The request body of {declared} bytes is over the limit of {limit} bytes")
-    timeout = context(request).settings.body_timeout
+    timeout = settings.body_timeout
     chunks, size = [], 0
     try:
         with anyio.fail_after(timeout):
@@ -165,10 +146,8 @@ async def off_loop(size: int, function: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(function, *args)
 
 
-async def read_resource(
-    request: Request, expected_type: str, check: Callable[[dict[str, Any]], None] | None = None
-) -> dict[str, Any]:
-    """The request body as a resource of ``expected_type`` (the type in the URL), after ``check`` (validation)."""
+async def read_resource(request: Request, expected_type: str) -> dict[str, Any]:
+    """The request body as a resource of ``expected_type`` (the type in the URL)."""
     check_content_type(request.headers.get("content-type"))
     body = await read_body(request)
 
@@ -179,40 +158,6 @@ async def read_resource(
                 f"The resourceType '{resource['resourceType']}' does not match the type in the URL, '{expected_type}'",
                 "resourceType",
             )
-        if check is not None:
-            check(resource)
         return resource
 
     return await off_loop(len(body), parse)
-
-
-def ensure_references(ctx: Context, base: str, resource: dict[str, Any], tx: Transaction) -> None:
-    """With ``--enforce-references``: every literal reference to this server must name a live resource (else 400).
-    Runs inside the write's transaction, so it sees what the same transaction wrote."""
-    if not ctx.settings.enforce_references:
-        return
-
-    def exists(resource_type: str, resource_id: str) -> bool:
-        current = tx.read(resource_type, resource_id)
-        return current is not None and current.body is not None
-
-    issues = dangling_references(resource, base, exists, ctx.registry.is_resource_type)
-    if issues:
-        raise FhirError(issues=issues, status=400)
-
-
-def check_id_element(resource: dict[str, Any], expected: str | None) -> None:
-    """``id`` in a body must be a legal id; for an update it must equal the URL's."""
-    value = resource.get("id")
-    if value is not None and not is_valid_id(value):
-        raise BadRequest(f"'{value}' is not a valid id ([A-Za-z0-9-.]{{1,64}})", f"{resource['resourceType']}.id")
-    if expected is not None and value != expected:
-        if value is None:
-            raise BadRequest(
-                f"The resource has no id; an update must carry the id of the URL, '{expected}'",
-                f"{resource['resourceType']}.id",
-            )
-        raise BadRequest(
-            f"The resource id '{value}' does not match the id in the URL, '{expected}'",
-            f"{resource['resourceType']}.id",
-        )

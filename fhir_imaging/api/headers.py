@@ -8,20 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from fhir_imaging.fhir.outcome import BadRequest
-from fhir_imaging.fhir.resource import parse_etag, parse_instant
+from fhir_imaging.fhir.resource import parse_etag, parse_if_match, parse_instant
 
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")
 
 
 def if_match(value: str | None) -> int | None:
     """The version an If-Match asks for (``W/"3"`` → 3), None when absent; malformed → 400."""
-    if value is None:
-        return None
-    version = parse_etag(value)
-    if version is None:
-        raise BadRequest(f'If-Match: {value!r} is not a version ETag such as W/"3"', "If-Match")
-    return version
+    return None if value is None else parse_if_match(value)
 
 
 def none_match(value: str | None, current_version: int) -> bool:

@@ -14,6 +14,7 @@ from fhir_imaging.api.formats import FHIR_JSON
 from fhir_imaging.api.headers import return_preference
 from fhir_imaging.fhir.outcome import Issue, operation_outcome
 from fhir_imaging.fhir.resource import etag, http_date
+from fhir_imaging.service import Written
 from fhir_imaging.storage.base import Version
 
 
@@ -55,3 +56,16 @@ def write_response(request: Request, base: str, version: Version, status: int, m
         outcome = operation_outcome([Issue("information", "informational", message)])
         return fhir_response(request, outcome, status, headers)
     return fhir_response(request, version.body, status, headers)
+
+
+def written_response(request: Request, base: str, written: Written, verb: str | None = None) -> Response:
+    """The answer to a create, update or patch: 201 when it made the resource, else 200. ``verb`` names what was
+    done in a ``return=OperationOutcome`` message (default: Created / Updated)."""
+    version = written.version
+    name = f"{version.resource_type}/{version.id}"
+    if written.matched:
+        return write_response(request, base, version, 200, f"{name} already matches")
+    status = 201 if written.created else 200
+    return write_response(
+        request, base, version, status, f"{verb or ('Created' if written.created else 'Updated')} {name}"
+    )

@@ -15,15 +15,22 @@ from fhir_imaging.fhir.outcome import Issue, operation_outcome
 from fhir_imaging.fhir.resource import format_instant, new_id, now
 
 
-class StoredVersion(Protocol):
-    """What the builders read from a stored version of a resource: any object with these attributes will do
-    (``storage.base.Version`` is one). Read-only, so that frozen dataclasses and named tuples fit."""
+class StoredResource(Protocol):
+    """What the searchset builder reads from a stored resource: any object with these attributes will do (a search
+    hit is one). Read-only, so that frozen dataclasses and named tuples fit."""
 
     @property
     def resource_type(self) -> str: ...
 
     @property
     def id(self) -> str: ...
+
+    @property
+    def body(self) -> bytes | None: ...  # the stored JSON; None for a deletion
+
+
+class StoredVersion(StoredResource, Protocol):
+    """What the history builder reads from a stored version (``storage.base.Version`` is one)."""
 
     @property
     def version(self) -> int: ...
@@ -33,9 +40,6 @@ class StoredVersion(Protocol):
 
     @property
     def method(self) -> str: ...  # POST | PUT | DELETE: the interaction that made this version
-
-    @property
-    def body(self) -> bytes | None: ...  # the stored JSON; None for a deletion
 
 
 HISTORY_STATUS = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "200 OK"}
@@ -56,9 +60,11 @@ def _history_entry(base: str, version: StoredVersion) -> dict[str, Any]:
     return entry
 
 
-def _bundle(
-    bundle_type: str, entries: list[dict[str, Any]], links: dict[str, str], total: int | None
+def new_bundle(
+    bundle_type: str, entries: list[dict[str, Any]], links: dict[str, str], total: int | None = None
 ) -> dict[str, Any]:
+    """A Bundle of ``bundle_type``: a new id, ``meta.lastUpdated`` now, ``total`` when given, the links, and the
+    entries when there are some."""
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": new_id(),
@@ -77,15 +83,15 @@ def history_bundle(
     base: str, versions: Iterable[StoredVersion], links: dict[str, str], total: int | None = None
 ) -> dict[str, Any]:
     """A Bundle of type ``history``, newest first as given."""
-    return _bundle("history", [_history_entry(base, version) for version in versions], links, total)
+    return new_bundle("history", [_history_entry(base, version) for version in versions], links, total)
 
 
 def searchset_bundle(
     base: str,
-    matches: Iterable[StoredVersion],
+    matches: Iterable[StoredResource],
     links: dict[str, str],
     total: int | None = None,
-    included: Iterable[StoredVersion] = (),
+    included: Iterable[StoredResource] = (),
     warnings: Iterable[Issue] = (),
 ) -> dict[str, Any]:
     """A Bundle of type ``searchset``: each match (``search.mode`` = match), then ``included`` (mode include), then
@@ -102,4 +108,4 @@ def searchset_bundle(
     issues = list(warnings)
     if issues:
         entries.append({"resource": operation_outcome(issues), "search": {"mode": "outcome"}})
-    return _bundle("searchset", entries, links, total)
+    return new_bundle("searchset", entries, links, total)

@@ -91,6 +91,14 @@ def parse_etag(value: str) -> int | None:
     return parse_whole_number(text.strip('"'))
 
 
+def parse_if_match(value: str, where: str = "If-Match") -> int:
+    """The version an If-Match asks for (``W/"3"`` → 3); malformed → 400 naming ``where``."""
+    version = parse_etag(value)
+    if version is None:
+        raise BadRequest(f'If-Match: {value!r} is not a version ETag such as W/"3"', where)
+    return version
+
+
 def stamped(resource: dict[str, Any], resource_id: str, version: int, last_updated: str) -> dict[str, Any]:
     """A copy with ``id`` and ``meta.versionId``/``meta.lastUpdated`` set first; the rest stays as it was sent."""
     meta = dict(resource.get("meta") or {})

@@ -15,9 +15,9 @@ from typing import Any
 from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
-from fhir_imaging.search.types.base import Row
+from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
 
-INDEX_PREFIX = ("rid", "type", "param")
+INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 
 
 Extract = Callable[[dict[str, Any]], list[Row]]

@@ -15,11 +15,11 @@ from fhir_imaging.config import Settings
 from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
+from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
 from fhir_imaging.search.types.token import parse_token
 
-CURSOR = "_cursor"
 PASSIVE = frozenset({"_format", "_pretty"})  # shape the response, not the search
 TOTALS = ("none", "estimate", "accurate")
 SUMMARIES = ("true", "false", "text", "data", "count")

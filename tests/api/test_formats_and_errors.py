@@ -111,7 +111,7 @@ def test_server_error_is_500_outcome_with_request_id_and_no_trace(
         def explode(*args: Any) -> None:
             raise RuntimeError("secret internals")
 
-        app.state.context.store.read = explode
+        app.state.service.store.read = explode
         response = failing.get("/Patient/x")
     assert response.status_code == 500
     outcome = _outcome(response)

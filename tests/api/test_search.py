@@ -434,7 +434,7 @@ def test_capability_statement_lists_exactly_the_supported_search(client: TestCli
 
 def test_reindex_rebuilds_the_indexes(client: TestClient) -> None:
     _put(client, _study("r1"))
-    store = client.app.state.context.store  # type: ignore[attr-defined]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
     tables = ("spidx_token", "spidx_reference", "spidx_date")
     store.transact(lambda tx: [tx.conn.execute(f"DELETE FROM {table}") for table in tables])
     assert ids(client, "/ImagingStudy?modality=CT") == []

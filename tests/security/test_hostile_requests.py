@@ -253,7 +253,7 @@ def test_get_entries_of_a_bundle_return_a_bounded_number_of_resources(capped: Te
 def test_read_only_entries_do_not_wait_for_the_write_lock(client: TestClient, patient_id: str) -> None:
     """A batch's GET entries, and a transaction of GET entries only, read without a write transaction: they answer
     while a long write holds the lock."""
-    store = client.app.state.context.store  # type: ignore[attr-defined]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
     holding, release = threading.Event(), threading.Event()
 
     def long_write(tx: Any) -> None:

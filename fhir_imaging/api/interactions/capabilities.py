@@ -6,7 +6,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import base_url, context, endpoint
+from fhir_imaging.api.context import base_url, endpoint, service
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.capability import capability_statement
 
@@ -23,13 +23,13 @@ async def capabilities(request: Request) -> Response:
     body = cache.get(base)
     if body is None:
         statement = capability_statement(
-            context(request).registry,
+            service(request).registry,
             state.type_interactions,
             state.system_interactions,
             base,
             state.started,
             operations=state.operations,
-            cors=bool(context(request).settings.cors_origin),
+            cors=bool(service(request).settings.cors_origin),
         )
         body = orjson.dumps(statement)
         if len(cache) >= MOST_CACHED_BASES:  # the base comes from the client's Host header: keep the cache bounded

@@ -9,20 +9,19 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.conditional import MAX_CONDITIONAL_DELETE, find
-from fhir_imaging.api.context import context, endpoint, in_thread, resource_id_of, resource_type_of, server_bases
+from fhir_imaging.api.context import bases, caller, endpoint, in_thread, resource_id_of, resource_type_of, service
 from fhir_imaging.api.headers import if_match
 from fhir_imaging.api.rendering import fhir_response
-from fhir_imaging.fhir.outcome import Issue, PreconditionFailed, operation_outcome
+from fhir_imaging.fhir.outcome import Issue, operation_outcome
 from fhir_imaging.fhir.resource import etag
-from fhir_imaging.storage.base import Transaction, Version
 
 
 @endpoint
 async def delete(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     expected_version = if_match(request.headers.get("if-match"))
-    version = await in_thread(context(request).store.delete, resource_type, resource_id, expected_version)
+    svc = service(request)
+    version = await in_thread(svc.delete, caller(request), resource_type, resource_id, expected_version)
     if version is None:
         message = f"Nothing to delete: {resource_type}/{resource_id} does not exist or is already deleted"
         return fhir_response(request, operation_outcome([Issue("information", "informational", message)]))
@@ -33,23 +32,11 @@ async def delete(request: Request) -> Response:
 
 @endpoint
 async def conditional_delete(request: Request) -> Response:
-    """``DELETE /[type]?[search]`` (http.html#cdelete): every match is deleted, up to ``MAX_CONDITIONAL_DELETE``;
-    more matches than that → 412 and nothing is deleted."""
-    ctx = context(request)
+    """``DELETE /[type]?[search]`` (http.html#cdelete)."""
     resource_type = resource_type_of(request)
     criteria = list(request.query_params.multi_items())
-    bases = server_bases(request)
-
-    def work(tx: Transaction) -> list[Version]:
-        matches = find(ctx, tx, resource_type, criteria, bases, MAX_CONDITIONAL_DELETE + 1)
-        if len(matches) > MAX_CONDITIONAL_DELETE:
-            raise PreconditionFailed(
-                f"The criteria match more than {MAX_CONDITIONAL_DELETE} resources: narrow them to delete", "url"
-            )
-        deleted = [tx.delete(resource_type, match.id) for match in matches]
-        return [version for version in deleted if version is not None]
-
-    deleted = await in_thread(ctx.store.transact, work)
+    svc = service(request)
+    deleted = await in_thread(svc.conditional_delete, caller(request), resource_type, criteria, bases(request))
     names = ", ".join(f"{resource_type}/{version.id}" for version in deleted)
     message = f"Deleted {len(deleted)} resource(s){': ' + names if names else ''}"
     return fhir_response(request, operation_outcome([Issue("information", "informational", message)]))

@@ -11,12 +11,12 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import base_url, context, endpoint, in_thread, resource_id_of, resource_type_of
+from fhir_imaging.api.context import base_url, caller, endpoint, in_thread, resource_id_of, resource_type_of, service
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.params import parse_count, parse_cursor, parse_since
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.bundle import history_bundle
-from fhir_imaging.fhir.outcome import BadRequest, NotFound
+from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.search.paging import CURSOR, encode_history_cursor
 from fhir_imaging.storage.base import HistoryQuery
 
@@ -24,12 +24,12 @@ KNOWN_PARAMS = frozenset({"_count", "_since", "_format", "_pretty", CURSOR})
 
 
 async def _history(request: Request, resource_type: str | None, resource_id: str | None) -> Response:
-    ctx = context(request)
+    svc = service(request)
     params = request.query_params
     unknown = sorted(set(params) - KNOWN_PARAMS)
     if unknown and handling_preference(request.headers.get("prefer")) == "strict":
         raise BadRequest(f"Unknown or unsupported history parameter(s): {', '.join(unknown)}", *unknown)
-    count = parse_count(params.get("_count"), ctx.settings.default_count, ctx.settings.max_count)
+    count = parse_count(params.get("_count"), svc.settings.default_count, svc.settings.max_count)
     query = HistoryQuery(
         resource_type=resource_type,
         id=resource_id,
@@ -37,13 +37,7 @@ async def _history(request: Request, resource_type: str | None, resource_id: str
         at_or_before_seq=parse_cursor(params.get(CURSOR)),
         count=count,
     )
-    total = None
-    if resource_id is not None:
-        assert resource_type is not None
-        total = await in_thread(ctx.store.count_versions, resource_type, resource_id)
-        if total == 0:
-            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
-    versions, next_cursor = await in_thread(ctx.store.history, query)
+    versions, next_cursor, total = await in_thread(svc.history, caller(request), query)
     base = base_url(request)
     path = "/".join(part for part in (base, resource_type, resource_id, "_history") if part)
     kept = [(key, value) for key, value in params.multi_items() if key in KNOWN_PARAMS]

@@ -7,25 +7,24 @@ from starlette.responses import Response
 
 from fhir_imaging.api.context import (
     base_url,
-    context,
+    caller,
     endpoint,
     read_quickly,
     resource_id_of,
     resource_type_of,
+    service,
     version_id_of,
 )
 from fhir_imaging.api.headers import none_match, not_modified_since
 from fhir_imaging.api.rendering import fhir_response, version_headers
-from fhir_imaging.fhir.outcome import Gone, NotFound
+from fhir_imaging.fhir.outcome import Gone
 
 
 @endpoint
 async def read(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
-    ctx = context(request)
-    version = await read_quickly(ctx, ctx.store.read, resource_type, resource_id)
-    if version is None:
-        raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+    svc = service(request)
+    version = await read_quickly(svc, svc.read, caller(request), resource_type, resource_id)
     headers = version_headers(base_url(request), version)
     if version.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted (version {version.version})", headers=headers)
@@ -40,12 +39,8 @@ async def read(request: Request) -> Response:
 async def vread(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     number = version_id_of(request)
-    ctx = context(request)
-    version = await read_quickly(ctx, ctx.store.vread, resource_type, resource_id, number)
-    if version is None:
-        if await read_quickly(ctx, ctx.store.read, resource_type, resource_id) is None:
-            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
-        raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
+    svc = service(request)
+    version = await read_quickly(svc, svc.vread, caller(request), resource_type, resource_id, number)
     headers = version_headers(base_url(request), version)
     if version.deleted:
         raise Gone(f"Version {number} of {resource_type}/{resource_id} is its deletion", headers=headers)

@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import Context, context, endpoint, in_thread, read_body, resource_type_of
+from fhir_imaging.api.context import caller, endpoint, in_thread, read_body, resource_type_of, service
 from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import BadRequest, Issue, operation_outcome
@@ -52,23 +52,8 @@ def _resource_parameter(parameter: dict[str, Any], where: str) -> dict[str, Any]
     return resource
 
 
-def _issues(ctx: Context, resource: dict[str, Any], resource_id: str | None, mode: str | None) -> list[Issue]:
-    """Every issue of ``resource`` (blocking: run in a worker thread)."""
-    issues = ctx.validator.validate(resource)
-    if resource_id is not None and mode == "update" and resource.get("id") != resource_id:
-        issues.append(
-            Issue(
-                "error",
-                "invalid",
-                f"The resource id does not match the URL's '{resource_id}'",
-                (f"{resource['resourceType']}.id",),
-            )
-        )
-    return issues
-
-
 async def _validate(request: Request, resource_id: str | None) -> Response:
-    ctx = context(request)
+    svc = service(request)
     resource_type = resource_type_of(request)
     check_content_type(request.headers.get("content-type"))
     body = await in_thread(parse_resource_json, await read_body(request))
@@ -82,7 +67,7 @@ async def _validate(request: Request, resource_id: str | None) -> Response:
             "resourceType",
         )
     else:
-        issues = await in_thread(_issues, ctx, resource, resource_id, mode)
+        issues = await in_thread(svc.validation_issues, caller(request), resource, resource_id, mode)
     if not issues:
         issues = [Issue("information", "informational", "No issues: the resource is valid")]
     return fhir_response(request, operation_outcome(issues))

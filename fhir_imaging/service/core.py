@@ -1,0 +1,345 @@
+"""``FhirService``: every interaction of the server, over plain values (resources, criteria, a parsed query, the
+caller), built once from the settings, the registry, the store and the validator.
+
+Each operation is blocking (database work, validation, patching): the HTTP layer runs it in a worker thread. A
+read-only operation runs over one ``Store.reading`` unit, a write over one ``Store.transact`` unit; inside a unit
+every read, search and write goes through its explicit ``Reader`` / ``Transaction``.
+
+Spec: https://hl7.org/fhir/R4/http.html
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from fhir_imaging.config import Settings
+from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
+from fhir_imaging.fhir.outcome import BadRequest, FhirError, Gone, Issue, NotFound, PreconditionFailed, Unprocessable
+from fhir_imaging.fhir.references import dangling_references
+from fhir_imaging.fhir.registry import Registry
+from fhir_imaging.fhir.resource import is_valid_id, new_id
+from fhir_imaging.search.query import SearchLimits
+from fhir_imaging.service.caller import Caller
+from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text
+from fhir_imaging.service.patch import FhirPathPatcher, PatchLimits, apply_json_patch
+from fhir_imaging.service.search import SearchSpec, searchset
+from fhir_imaging.storage.base import HistoryQuery, Reader, Store, Transaction, Version
+from fhir_imaging.validation import Validator, has_errors, status_for
+
+PATCH_ATTEMPTS = 5  # a patch applies to the version it read; when another write slips in, it is applied again
+
+
+@dataclass(frozen=True, slots=True)
+class Bases:
+    """Where a request reached this server: ``url`` is written into links and ``fullUrl``s; a reference with any of
+    ``matching`` ('' for a relative one) points at this server."""
+
+    url: str
+    matching: tuple[str, ...]
+
+    @classmethod
+    def of(cls, url: str, *others: str) -> Bases:
+        return cls(url, tuple(dict.fromkeys(["", url, *others])))
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a create, update or patch did: the version now current, and whether it made the resource (201), or (for
+    a conditional create) found it already there and wrote nothing."""
+
+    version: Version
+    created: bool
+    matched: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PatchDocument:
+    """A parsed PATCH body: a JSON Patch array (``json_patch``), or a FHIRPath Patch Parameters resource."""
+
+    document: Any
+    json_patch: bool
+    where: str = ""  # where the document sits, for errors (``Bundle.entry[2].resource``); '' for a request body
+
+
+class _Moved(Exception):
+    """A conditional patch's criteria now name another resource: read again."""
+
+
+@dataclass
+class FhirService:
+    settings: Settings
+    registry: Registry
+    store: Store
+    validator: Validator
+    search_limits: SearchLimits = field(init=False)
+    patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
+    finder: Finder = field(init=False)
+
+    def __post_init__(self) -> None:
+        """What the settings bound, built once for every request."""
+        settings = self.settings
+        self.search_limits = SearchLimits.of(settings)
+        fhirpath = FhirPathLimits(settings.fhirpath_max_length, settings.fhirpath_max_items, settings.fhirpath_timeout)
+        self.patcher = FhirPathPatcher(
+            self.validator.schema, PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
+        )
+        self.finder = Finder(self.registry, self.search_limits)
+
+    # -- checks every write shares --------------------------------------------------------------------------------
+
+    def validate(self, resource: dict[str, Any]) -> None:
+        """Raise one FhirError listing every error of ``resource`` (400 or 422, see docs/validation.md)."""
+        issues = self.validator.validate(resource)
+        if has_errors(issues):
+            raise FhirError(issues=issues, status=status_for(issues))
+
+    def check_references(self, tx: Reader, resource: dict[str, Any], base: str) -> None:
+        """With ``--enforce-references``: every literal reference to this server must name a live resource (else
+        400). Runs inside the write's transaction, so it sees what the same transaction wrote."""
+        if not self.settings.enforce_references:
+            return
+
+        def exists(resource_type: str, resource_id: str) -> bool:
+            current = tx.read(resource_type, resource_id)
+            return current is not None and current.body is not None
+
+        issues = dangling_references(resource, base, exists, self.registry.is_resource_type)
+        if issues:
+            raise FhirError(issues=issues, status=400)
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+
+    def read(self, caller: Caller, resource_type: str, resource_id: str) -> Version:
+        """The current version (a deletion marker when deleted: the caller answers 410); NotFound when it never
+        existed."""
+        version = self.store.read(resource_type, resource_id)
+        if version is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+        return version
+
+    def vread(self, caller: Caller, resource_type: str, resource_id: str, number: int) -> Version:
+        version = self.store.vread(resource_type, resource_id, number)
+        if version is not None:
+            return version
+        if self.store.read(resource_type, resource_id) is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+        raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
+
+    def history(self, caller: Caller, query: HistoryQuery) -> tuple[list[Version], int | None, int | None]:
+        """One page of history (newest first), the cursor of the next page, and (for one resource) the number of
+        its versions; NotFound for a resource that never existed."""
+
+        def work(reader: Reader) -> tuple[list[Version], int | None, int | None]:
+            total = None
+            if query.id is not None:
+                assert query.resource_type is not None
+                total = reader.count_versions(query.resource_type, query.id)
+                if total == 0:
+                    raise NotFound(f"{query.resource_type}/{query.id} is not known", query.resource_type)
+            versions, cursor = reader.history(query)
+            return versions, cursor, total
+
+        return self.store.reading(work)
+
+    def search(self, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
+        """A ``searchset`` Bundle for ``spec``; every statement of it reads one snapshot."""
+        return self.store.reading(lambda reader: self.search_in(reader, spec, bases))
+
+    def search_in(self, reader: Reader, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
+        """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote)."""
+        return searchset(reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching)
+
+    # -- writes ---------------------------------------------------------------------------------------------------
+
+    def create(
+        self, caller: Caller, resource: dict[str, Any], bases: Bases, if_none_exist: Criteria | None = None
+    ) -> Written:
+        """A new resource with a server-assigned id (any id in the body is ignored). With ``if_none_exist``
+        (http.html#ccreate): one match → nothing is written and the match is answered; several → 412."""
+        resource.pop("id", None)
+        self.validate(resource)
+        resource_type = resource["resourceType"]
+
+        def work(tx: Transaction) -> Written:
+            if if_none_exist:
+                existing = self.finder.find_one(tx, resource_type, if_none_exist, bases.matching, "If-None-Exist")
+                if existing is not None:
+                    return Written(as_version(existing), created=False, matched=True)
+            self.check_references(tx, resource, bases.url)
+            return Written(tx.create(resource_type, new_id(), resource).version, created=True)
+
+        return self.store.transact(work)
+
+    def update(
+        self, caller: Caller, resource_id: str, resource: dict[str, Any], bases: Bases, if_match: int | None = None
+    ) -> Written:
+        """A new version, or update-as-create with the client's id (201). The body's id must be ``resource_id``;
+        ``if_match`` makes it version-aware (412 when stale)."""
+        if not is_valid_id(resource_id):
+            raise BadRequest(f"'{resource_id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", "id")
+        check_id_element(resource, resource_id)
+        self.validate(resource)
+        resource_type = resource["resourceType"]
+
+        def work(tx: Transaction) -> Written:
+            self.check_references(tx, resource, bases.url)
+            result = tx.update(resource_type, resource_id, resource, if_match)
+            return Written(result.version, result.created)
+
+        return self.store.transact(work)
+
+    def conditional_update(
+        self, caller: Caller, criteria: Criteria, resource: dict[str, Any], bases: Bases, if_match: int | None = None
+    ) -> Written:
+        """``PUT /[type]?[search]`` (http.html#cond-update): no match → create (with the body's id, if any); one →
+        update it (the body's id, if any, must be its id); several → 412."""
+        check_id_element(resource, None)
+        self.validate(resource)
+        resource_type = resource["resourceType"]
+        body_id = resource.get("id")
+
+        def work(tx: Transaction) -> Written:
+            target, _ = self.finder.update_target(tx, resource_type, criteria, body_id, bases.matching)
+            self.check_references(tx, resource, bases.url)
+            result = tx.update(resource_type, target, resource, if_match)
+            return Written(result.version, result.created)
+
+        return self.store.transact(work)
+
+    def patch(
+        self,
+        caller: Caller,
+        resource_type: str,
+        target: str | Criteria,
+        patch: PatchDocument,
+        bases: Bases,
+        if_match: int | None = None,
+    ) -> Written:
+        """Patch ``target`` (an id, or criteria for a conditional patch: none → 404, several → 412). The patch
+        applies to the version read, outside the write lock; when another write slips in before the write, it is
+        applied again to the newer version (``PATCH_ATTEMPTS`` at most), unless ``if_match`` pinned a version
+        (then 412). The result is validated and reference-checked like any update."""
+        by_criteria = not isinstance(target, str)
+        for _ in range(PATCH_ATTEMPTS):
+            current = self.store.reading(lambda reader: self._patch_target(reader, resource_type, target, bases))
+            check_pinned(if_match, current)
+            patched = self.patched(current, patch)
+
+            def work(tx: Transaction, current: Version = current, patched: dict[str, Any] = patched) -> Written:
+                if by_criteria:
+                    match = self.finder.find_one(tx, resource_type, target, bases.matching)
+                    if match is None or match.id != current.id:
+                        raise _Moved
+                self.check_references(tx, patched, bases.url)
+                return Written(tx.update(resource_type, current.id, patched, current.version).version, False)
+
+            try:
+                return self.store.transact(work)
+            except PreconditionFailed:
+                if if_match is not None:
+                    raise
+            except _Moved:
+                continue
+        name = f"{resource_type}/{target}" if isinstance(target, str) else f"{resource_type}?{criteria_text(target)}"
+        raise PreconditionFailed(f"{name} kept changing while the patch was applied; try again")
+
+    def patch_in(
+        self,
+        tx: Transaction,
+        resource_type: str,
+        resource_id: str,
+        patch: PatchDocument,
+        base: str,
+        if_match: int | None = None,
+    ) -> Written:
+        """A patch inside an open transaction (a Bundle entry): read, patch, validate and write in one unit."""
+        current = current_version(tx, resource_type, resource_id)
+        check_pinned(if_match, current)
+        patched = self.patched(current, patch)
+        self.check_references(tx, patched, base)
+        return Written(tx.update(resource_type, resource_id, patched, current.version).version, False)
+
+    def _patch_target(self, reader: Reader, resource_type: str, target: str | Criteria, bases: Bases) -> Version:
+        if isinstance(target, str):
+            return current_version(reader, resource_type, target)
+        match = self.finder.find_one_reading(reader, resource_type, target, bases.matching)
+        if match is None:
+            raise NotFound(f"No {resource_type} matches the criteria", "url")
+        return current_version(reader, resource_type, match.id)
+
+    def patched(self, current: Version, patch: PatchDocument) -> dict[str, Any]:
+        """``current`` patched and validated; a patch may not change the resourceType or the id."""
+        resource = orjson.loads(current.body or b"{}")
+        where = (patch.where,) if patch.where else ()
+        if patch.json_patch:
+            result = apply_json_patch(resource, patch.document, self.patcher.limits, *where)
+        else:
+            result = self.patcher.apply(resource, patch.document, *where)
+        if result.get("resourceType") != current.resource_type or result.get("id") != current.id:
+            raise Unprocessable("A patch may not change the resourceType or the id", f"{current.resource_type}.id")
+        self.validate(result)
+        return result
+
+    def delete(
+        self, caller: Caller, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> Version | None:
+        """Mark deleted (history keeps every version; reads then answer 410). None when there was nothing to delete
+        (it never existed, or is deleted already)."""
+        return self.store.delete(resource_type, resource_id, if_match)
+
+    def conditional_delete(self, caller: Caller, resource_type: str, criteria: Criteria, bases: Bases) -> list[Version]:
+        """``DELETE /[type]?[search]`` (http.html#cdelete): every match, up to ``MAX_CONDITIONAL_DELETE`` (more →
+        412, nothing deleted); the deletions made."""
+
+        def work(tx: Transaction) -> list[Version]:
+            ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching)
+            deleted = [tx.delete(resource_type, resource_id) for resource_id in ids]
+            return [version for version in deleted if version is not None]
+
+        return self.store.transact(work)
+
+    # -- $validate --------------------------------------------------------------------------------------------------
+
+    def validation_issues(
+        self, caller: Caller, resource: dict[str, Any], resource_id: str | None, mode: str | None
+    ) -> list[Issue]:
+        """Every issue of ``resource`` ($validate: nothing is stored); in ``update`` mode its id must be the URL's."""
+        issues = self.validator.validate(resource)
+        if resource_id is not None and mode == "update" and resource.get("id") != resource_id:
+            message = f"The resource id does not match the URL's '{resource_id}'"
+            issues.append(Issue("error", "invalid", message, (f"{resource['resourceType']}.id",)))
+        return issues
+
+
+def current_version(reader: Reader, resource_type: str, resource_id: str) -> Version:
+    """The live current version; NotFound when it never existed, Gone when it is deleted."""
+    current = reader.read(resource_type, resource_id)
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+    if current.body is None:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    return current
+
+
+def check_pinned(if_match: int | None, current: Version) -> None:
+    if if_match is not None and if_match != current.version:
+        raise PreconditionFailed(
+            f"If-Match asked for version {if_match} of {current.resource_type}/{current.id}, but the server has "
+            f"version {current.version}",
+            "If-Match",
+        )
+
+
+def check_id_element(resource: dict[str, Any], expected: str | None, where: str | None = None) -> None:
+    """``id`` in a body must be a legal id; for an update it must equal the URL's."""
+    value = resource.get("id")
+    at = where or f"{resource['resourceType']}.id"
+    if value is not None and not is_valid_id(value):
+        raise BadRequest(f"'{value}' is not a valid id ([A-Za-z0-9-.]{{1,64}})", at)
+    if expected is not None and value != expected:
+        if value is None:
+            raise BadRequest(f"The resource has no id; an update must carry the id of the URL, '{expected}'", at)
+        raise BadRequest(f"The resource id '{value}' does not match the id in the URL, '{expected}'", at)
