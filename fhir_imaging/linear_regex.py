@@ -18,9 +18,9 @@ Where RE2 reads a pattern differently from ``re`` (the patterns here rely on the
 - bytes patterns read the text byte by byte (Latin-1), exactly as ``re`` does with bytes.
 
 ``fullmatcher`` is for the hot paths (primitive validation): a yes/no answer from one call into RE2's own extension
-module (``re2._re2``, which the ``re2`` module wraps), without capture groups or match objects: about 1.5 µs for a
-60-character DICOM uid where ``re`` takes 0.6 µs. ``compile`` gives match objects, a few microseconds more per call;
-its ``findall`` makes one call per match, as fast as ``re`` on serialised resources.
+module (``re2._re2``, which the ``re2`` module wraps), without capture groups or match objects (its cost against
+``re``: bench/README.md, "Figures behind design choices"). ``compile`` gives match objects, at a few microseconds
+more per call; its ``findall`` makes one call per match.
 """
 
 from __future__ import annotations

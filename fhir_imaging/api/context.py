@@ -133,9 +133,9 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-# Bodies up to this size are parsed and validated on the event loop (≈ 1 ms of work at most: less than handing it
-# to a worker thread costs in throughput); larger ones in a worker thread, so that a 16 MiB body never holds up
-# every other request for the second it takes.
+# Bodies up to this size are parsed on the event loop (a short piece of work: less than handing it to a worker
+# thread costs in throughput, see bench/README.md); larger ones in a worker thread, so that a 16 MiB body never
+# holds up every other request for the second it takes.
 INLINE_WORK_BYTES = 64 * 1024
 
 

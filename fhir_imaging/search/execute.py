@@ -4,20 +4,19 @@ The store only executes what is compiled here (``store.query(sql, params)``); th
 to run for one page: the page itself, the total when asked for, and the _include / _revinclude rounds.
 
 On SQLite it also decides which filters are *broad* (planner.py): ``r.rid IN (…)`` lists every match before the
-page takes its first ``count + 1``, so a filter matching 90,000 studies costs 30–100 ms however small the page,
-while ``EXISTS`` checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity
-rows per match (a few µs each). A probe counting the filter's index rows up to the dialect's ``broad_rows``
-(storage/dialect.py) tells them apart: reaching it, ``EXISTS`` is cheaper. Measured at 100,000 studies: ``IN``
-costs ~0.4 µs a listed row, a walked row ~7 µs, so they break even near 5,000 matches; the probe itself costs at
-most ~0.1–0.2 µs a row. PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe
-there. Only pages in rid order probe: a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
+page takes its first ``count + 1``, so its cost grows with the matches however small the page, while ``EXISTS``
+checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity rows per match.
+A probe counting the filter's index rows up to the dialect's ``broad_rows`` (storage/dialect.py) tells them apart:
+reaching it, ``EXISTS`` is cheaper (the measurements behind the threshold: bench/README.md, "Figures behind design
+choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there. Only pages
+in rid order probe: a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
 
 The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
 drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
 when the data came in date order — ``started=ge`` last year), the walk would cross every older row first. So such
 a page first walks at most ``WALK_ROWS`` rows: when the window holds ``count + 1`` matches they are the page (no
 match can come before them); otherwise the page is listed with ``IN`` after all. The worst case costs one bounded
-walk (~``WALK_ROWS`` × 7 µs) more than ``IN`` alone.
+walk of ``WALK_ROWS`` rows more than ``IN`` alone.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Most R4 search expressions use a small subset of FHIRPath: paths (``ImagingStudy
 type (from fhirpathpy's R4 model tables). Anything outside the subset falls back to fhirpathpy itself, pre-compiled
 once, with ``resolve()`` supplied as a user function that types a node from its reference (``Patient/123`` → Patient).
 
-Plain element paths compile to list comprehensions over the raw JSON (no typed node built, see ``Plan``): all the
-ImagingStudy parameters of a 110-instance study take ≈ 0.15 ms; fhirpathpy would take milliseconds.
+Plain element paths compile to list comprehensions over the raw JSON (no typed node built, see ``Plan``), an order
+of magnitude faster than fhirpathpy on imaging studies (bench/README.md, "Figures behind design choices").
 
 Spec: https://hl7.org/fhir/R4/fhirpath.html, https://hl7.org/fhirpath/N1/
 """

@@ -58,7 +58,7 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 @cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     kind = next(kind for kind in TYPES.values() if kind.table == table)
-    names = (*INDEX_PREFIX, *kind.columns)
+    names = (*INDEX_PREFIX, *column_names(kind.value_columns))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 

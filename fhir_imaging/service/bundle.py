@@ -273,8 +273,8 @@ class BundleRunner:
         return self.service.store.transact(work)
 
     def _reads_only(self, entries: list[Entry]) -> list[dict[str, Any]]:
-        """A transaction of GET entries writes nothing: it reads one snapshot, holding no write lock (writers go
-        on meanwhile); the first failing entry still fails the whole transaction."""
+        """A transaction of GET entries writes nothing: it reads on one reader connection, holding no write lock
+        (writers go on meanwhile); the first failing entry still fails the whole transaction."""
 
         def work(reader: Reader) -> list[dict[str, Any]]:
             results = []

@@ -2,7 +2,7 @@
 (https://hl7.org/fhir/R4/http.html#ccreate, #cond-update, #cdelete, and conditional references in transactions).
 
 Criteria are parsed strictly (an unknown parameter would widen the match: it is a 400). Inside a write, the search
-runs on the transaction itself after a lock on the criteria (``find_for_write``: PostgreSQL takes an advisory lock;
+runs on the transaction itself after a lock on the criteria (``find(…, locking=tx)``: PostgreSQL takes an advisory lock;
 SQLite serialises writers anyway), so two racing conditional creates with the same criteria make one resource.
 """
 
@@ -51,9 +51,14 @@ class Finder:
         bases: tuple[str, ...],
         limit: int = 2,
         where: str = "url",
+        locking: Transaction | None = None,
     ) -> list[Hit]:
-        """The current versions (at most ``limit``) of the ``resource_type`` resources matching ``criteria``."""
+        """The current versions (at most ``limit``) of the ``resource_type`` resources matching ``criteria``.
+        Inside a write, ``locking`` (the reader's own transaction) first takes a lock on the criteria, held until
+        the transaction ends."""
         items = criteria_items(criteria, where)
+        if locking is not None:
+            locking.lock(f"{resource_type}?{sorted(items)}")
         search = parse_search(
             self.registry,
             (resource_type,),
@@ -66,30 +71,11 @@ class Finder:
         search = dataclasses.replace(search, count=limit, total=None, summary=None, elements=None, includes=())
         return run_search(reader, search, bases).matches
 
-    def find_for_write(
-        self,
-        tx: Transaction,
-        resource_type: str,
-        criteria: Criteria,
-        bases: tuple[str, ...],
-        limit: int = 2,
-        where: str = "url",
-    ) -> list[Hit]:
-        """``find`` inside a write, holding a lock on the criteria until the transaction ends."""
-        tx.lock(f"{resource_type}?{sorted(criteria_items(criteria, where))}")
-        return self.find(tx, resource_type, criteria, bases, limit, where)
-
     def find_one(
         self, tx: Transaction, resource_type: str, criteria: Criteria, bases: tuple[str, ...], where: str = "url"
     ) -> Hit | None:
         """The single match of ``criteria`` inside a write (None when there is none); several matches → 412."""
-        return _one(self.find_for_write(tx, resource_type, criteria, bases, 2, where), resource_type, criteria, where)
-
-    def find_one_reading(
-        self, reader: Reader, resource_type: str, criteria: Criteria, bases: tuple[str, ...], where: str = "url"
-    ) -> Hit | None:
-        """The single match of ``criteria`` outside a write (no lock); several matches → 412."""
-        return _one(self.find(reader, resource_type, criteria, bases, 2, where), resource_type, criteria, where)
+        return single(self.find(tx, resource_type, criteria, bases, 2, where, tx), resource_type, criteria, where)
 
     def update_target(
         self,
@@ -116,7 +102,7 @@ class Finder:
         self, tx: Transaction, resource_type: str, criteria: Criteria, bases: tuple[str, ...], where: str = "url"
     ) -> list[str]:
         """The ids a conditional delete deletes: every match, up to ``MAX_CONDITIONAL_DELETE`` (more → 412)."""
-        matches = self.find_for_write(tx, resource_type, criteria, bases, MAX_CONDITIONAL_DELETE + 1, where)
+        matches = self.find(tx, resource_type, criteria, bases, MAX_CONDITIONAL_DELETE + 1, where, tx)
         if len(matches) > MAX_CONDITIONAL_DELETE:
             raise PreconditionFailed(
                 f"The criteria match more than {MAX_CONDITIONAL_DELETE} resources: narrow them to delete", where
@@ -124,7 +110,8 @@ class Finder:
         return [match.id for match in matches]
 
 
-def _one(matches: list[Hit], resource_type: str, criteria: Criteria, where: str) -> Hit | None:
+def single(matches: list[Hit], resource_type: str, criteria: Criteria, where: str = "url") -> Hit | None:
+    """The one match of ``criteria`` (None when there is none); several → 412."""
     if len(matches) > 1:
         raise PreconditionFailed(
             f"The criteria {resource_type}?{criteria_text(criteria)} match more than one resource", where

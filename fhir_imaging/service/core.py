@@ -23,7 +23,7 @@ from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_valid_id, new_id
 from fhir_imaging.search.query import SearchLimits
 from fhir_imaging.service.caller import Caller
-from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text
+from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text, single
 from fhir_imaging.service.patch import FhirPathPatcher, PatchLimits, apply_json_patch
 from fhir_imaging.service.search import SearchSpec, searchset
 from fhir_imaging.storage.base import HistoryQuery, Reader, Store, Transaction, Version
@@ -145,7 +145,7 @@ class FhirService:
         return self.store.reading(work)
 
     def search(self, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
-        """A ``searchset`` Bundle for ``spec``; every statement of it reads one snapshot."""
+        """A ``searchset`` Bundle for ``spec``, its statements run on one reader connection."""
         return self.store.reading(lambda reader: self.search_in(reader, spec, bases))
 
     def search_in(self, reader: Reader, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class FhirService:
     def _patch_target(self, reader: Reader, resource_type: str, target: str | Criteria, bases: Bases) -> Version:
         if isinstance(target, str):
             return current_version(reader, resource_type, target)
-        match = self.finder.find_one_reading(reader, resource_type, target, bases.matching)
+        match = single(self.finder.find(reader, resource_type, target, bases.matching), resource_type, target)
         if match is None:
             raise NotFound(f"No {resource_type} matches the criteria", "url")
         return current_version(reader, resource_type, match.id)

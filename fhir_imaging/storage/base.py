@@ -92,7 +92,8 @@ class Store(Protocol):
     reads_inline: bool  # point reads are cheap enough to run on the event loop
 
     def reading(self, work: Callable[[Reader], T]) -> T:
-        """Run ``work(reader)`` on one connection, in one read-only snapshot."""
+        """Run ``work(reader)`` on one connection (PostgreSQL: in one transaction; SQLite: each statement reads the
+        latest commit)."""
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""

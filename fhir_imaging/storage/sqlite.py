@@ -23,7 +23,7 @@ from fhir_imaging.fhir.outcome import TooCostly
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.storage.base import Version
 from fhir_imaging.storage.dialect import SQLITE
-from fhir_imaging.storage.sqlstore import SqlReader, SqlStore, SqlTransaction, read_current
+from fhir_imaging.storage.sqlstore import SqlStore, SqlTransaction, read_current
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 60_000
@@ -123,15 +123,6 @@ class SQLiteStore(SqlStore):
             return read_current(conn, SQLITE, resource_type, resource_id)
         finally:
             self._idle.append(conn)
-
-    def reading(self, work: Callable[[SqlReader], T]) -> T:
-        """``work`` in one read transaction: every statement of it sees the same snapshot."""
-        with self._reader() as conn:
-            conn.execute("BEGIN")
-            try:
-                return work(SqlReader(self, conn))
-            finally:
-                conn.execute("COMMIT")
 
     def run_query(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """A search statement, interrupted when it runs past ``query_timeout`` seconds (SQLite calls the progress

@@ -45,7 +45,7 @@ def test_migration_2_is_the_released_index_schema() -> None:
     assert MIGRATIONS[1] == RELEASED_MIGRATION_2
 
 
-def test_the_column_names_are_those_of_the_declared_columns() -> None:
+def test_every_indexed_column_is_a_declared_column() -> None:
     for kind in TYPES.values():
-        assert kind.columns == column_names(kind.value_columns)
-        assert all(name in ("rid", "type", "param", *kind.columns) for _, names in kind.indexes for name in names)
+        declared = ("rid", "type", "param", *column_names(kind.value_columns))
+        assert all(name in declared for _, names in kind.indexes for name in names)

@@ -520,7 +520,7 @@ def index_statements(rid: int, resource: dict[str, Any], placeholder: str = "?")
     out = []
     for table, rows in by_table.items():
         kind = next(kind for kind in TYPES.values() if kind.table == table)
-        names = ("rid", "type", "param", *kind.columns)
+        names = ("rid", "type", "param", *(column.name for column in kind.value_columns))
         sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
         out.append((sql, rows))
     return out

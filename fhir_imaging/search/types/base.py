@@ -71,10 +71,6 @@ class SearchType(Protocol):
         """The value columns after ``KEY_COLUMNS`` (rid, type, param), with their SQL types."""
 
     @property
-    def columns(self) -> tuple[str, ...]:
-        """The names of ``value_columns``."""
-
-    @property
     def indexes(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """(name suffix, columns) of the table's indexes besides ``<table>_rid`` (rid, param), which every index
         table has (storage/schema.py creates them all)."""

@@ -22,16 +22,8 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import (
-    CompileContext,
-    Extractor,
-    IndexColumn,
-    InvalidValue,
-    Row,
-    column,
-    column_names,
-    split_prefix,
-)
+from fhir_imaging.search.types import base
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 LOWEST, HIGHEST = -(2**62), 2**62
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -119,8 +111,7 @@ def parse_date_value(text: str, now: datetime | None = None) -> DateValue:
 class DateType:
     name = "date"
     table = "spidx_date"
-    value_columns = (IndexColumn("lo", "INTEGER"), IndexColumn("hi", "INTEGER"))
-    columns = column_names(value_columns)
+    value_columns = (base.IndexColumn("lo", "INTEGER"), base.IndexColumn("hi", "INTEGER"))
     indexes = (("lo", ("type", "param", "lo", "hi", "rid")), ("hi", ("type", "param", "hi", "lo", "rid")))
     modifiers: frozenset[str] = frozenset()
 

@@ -15,16 +15,8 @@ from typing import Any
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import (
-    CompileContext,
-    Extractor,
-    IndexColumn,
-    InvalidValue,
-    Row,
-    column,
-    column_names,
-    split_prefix,
-)
+from fhir_imaging.search.types import base
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, split_prefix
 
 NUMBER_PATTERN = linear_regex.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 UNBOUNDED = 1e308
@@ -88,8 +80,7 @@ def number_of(value: Any) -> float | None:
 class NumberType:
     name = "number"
     table = "spidx_number"
-    value_columns = (IndexColumn("lo", "REAL"), IndexColumn("hi", "REAL"))
-    columns = column_names(value_columns)
+    value_columns = (base.IndexColumn("lo", "REAL"), base.IndexColumn("hi", "REAL"))
     indexes = (("lo", ("type", "param", "lo", "hi", "rid")),)
     modifiers: frozenset[str] = frozenset()
 

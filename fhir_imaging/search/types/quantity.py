@@ -21,7 +21,6 @@ from fhir_imaging.search.types.base import (
     IndexColumn,
     Row,
     column,
-    column_names,
     split_escaped,
     split_prefix,
     unescape,
@@ -46,7 +45,6 @@ class QuantityType:
         IndexColumn("lo", "REAL"),
         IndexColumn("hi", "REAL"),
     )
-    columns = column_names(value_columns)
     indexes = (("lo", ("type", "param", "lo", "hi", "rid")),)
     modifiers: frozenset[str] = frozenset()
 

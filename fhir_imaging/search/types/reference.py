@@ -24,7 +24,6 @@ from fhir_imaging.search.types.base import (
     NotSupportedModifier,
     Row,
     column,
-    column_names,
     unescape,
 )
 from fhir_imaging.search.types.token import identifier_rows
@@ -73,7 +72,6 @@ class ReferenceType:
         IndexColumn("base", "TEXT", nullable=True),
         IndexColumn("url", "TEXT"),
     )
-    columns = column_names(value_columns)
     indexes = (
         ("target", ("type", "param", "target_id", "target_type", "base", "rid")),
         ("url", ("type", "param", "url", "rid")),

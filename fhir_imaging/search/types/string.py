@@ -12,14 +12,13 @@ from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
+from fhir_imaging.search.types import base
 from fhir_imaging.search.types.base import (
     CompileContext,
     Extractor,
-    IndexColumn,
     InvalidValue,
     Row,
     column,
-    column_names,
     normalize,
     normalize_cached,
     unescape,
@@ -39,8 +38,7 @@ class StringValue:
 class StringType:
     name = "string"
     table = "spidx_string"
-    value_columns = (IndexColumn("norm", "TEXT"), IndexColumn("exact", "TEXT"))
-    columns = column_names(value_columns)
+    value_columns = (base.IndexColumn("norm", "TEXT"), base.IndexColumn("exact", "TEXT"))
     indexes = (("norm", ("type", "param", "norm", "rid")), ("exact", ("type", "param", "exact", "rid")))
     modifiers = frozenset({"exact", "contains"})
 

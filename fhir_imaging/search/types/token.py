@@ -24,7 +24,6 @@ from fhir_imaging.search.types.base import (
     NotSupportedModifier,
     Row,
     column,
-    column_names,
     normalize,
     normalize_cached,
     split_escaped,
@@ -72,7 +71,6 @@ class TokenType:
         IndexColumn("code", "TEXT", nullable=True),
         IndexColumn("text", "TEXT", nullable=True),
     )
-    columns = column_names(value_columns)
     indexes = (
         ("code", ("type", "param", "code", "system", "rid")),
         ("system", ("type", "param", "system", "rid")),

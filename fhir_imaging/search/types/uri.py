@@ -9,16 +9,8 @@ from typing import Any
 
 from fhir_imaging.fhir.registry import SearchParam
 from fhir_imaging.search import sql
-from fhir_imaging.search.types.base import (
-    CompileContext,
-    Extractor,
-    IndexColumn,
-    InvalidValue,
-    Row,
-    column,
-    column_names,
-    unescape,
-)
+from fhir_imaging.search.types import base
+from fhir_imaging.search.types.base import CompileContext, Extractor, InvalidValue, Row, column, unescape
 
 TOP = "\U0010ffff"
 
@@ -26,8 +18,7 @@ TOP = "\U0010ffff"
 class UriType:
     name = "uri"
     table = "spidx_uri"
-    value_columns = (IndexColumn("uri", "TEXT"),)
-    columns = column_names(value_columns)
+    value_columns = (base.IndexColumn("uri", "TEXT"),)
     indexes = (("uri", ("type", "param", "uri", "rid")),)
     modifiers = frozenset({"above", "below"})
 
