@@ -1,0 +1,224 @@
+// A real OpenID provider (oidc-provider 9) for the end-to-end tests of SMART-on-FHIR authorization.
+//
+//   node provider.mjs --clients clients.json [--port 0] [--token-ttl 300]
+//
+// Listens on 127.0.0.1 only. The issuer is http://127.0.0.1:PORT (discovery at /.well-known/openid-configuration,
+// keys at /jwks). With --port 0 (the default) the system picks the port. Once listening it prints one JSON line on
+// stdout: {"ready": true, "issuer": ..., "port": ..., "token_endpoint": ..., "jwks_uri": ..., "kids": {...}}.
+// oidc-provider may print notices of its own on stdout and stderr: a reader looks for the line with "ready".
+//
+// Grant: client_credentials only. Every token request must name the resource server with `resource` (RFC 8707):
+// the access token is then a JWT (typ at+jwt) whose `aud` is exactly that resource string, e.g. the FHIR base URL
+// http://127.0.0.1:8080/baseR4. A request without `resource` is refused (invalid_target).
+//
+// Clients (--clients: a JSON file, or the JSON text itself when it starts with "["): a list of oidc-provider client
+// metadata objects, e.g.
+//   {"client_id": "app", "client_secret": "s3cret", "scope": "system/*.rs patient/*.read",
+//    "patient": "p-1", "fhirUser": "Practitioner/dr-1", "access_token_alg": "ES256"}
+// - client_secret: client_secret_basic authentication (the default; any other oidc-provider client metadata, such
+//   as token_endpoint_auth_method "private_key_jwt" with "jwks", is passed through as given);
+// - scope: the scopes the client may ask for (space-separated; SMART scopes such as system/*.rs, user/*.cruds,
+//   patient/ImagingStudy.rs). Asking for any other scope is refused with invalid_scope. The token's `scope` is the
+//   requested scopes (none requested: no `scope` claim);
+// - patient, fhirUser (optional): copied into every access token of that client as the claims of the same names;
+// - access_token_alg (optional): "RS256" (the default) or "ES256", the algorithm that signs the client's tokens.
+//
+// Keys: one RS256 (RSA 2048) and one ES256 (P-256) signing key, generated at start, each with a fresh random kid.
+// Admin endpoints on the same port (loopback only, no authentication; this is a test fixture):
+//   POST /admin/rotate            new RS256 and ES256 keys with new kids sign every token from now on; the JWKS
+//                                 publishes the new keys only (the old ones are gone: tokens they signed no
+//                                 longer verify against the published JWKS)
+//   POST /admin/rotate?keep_old=1 the same, but the previous keys stay published (not used for signing), as in a
+//                                 graceful rotation
+//   GET  /admin/keys              the kids in use and the kids published
+// Both answer {"kids": {"RS256": kid, "ES256": kid}, "published": [kid, ...]}.
+
+import * as crypto from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider, { errors } from 'oidc-provider';
+
+const HOST = '127.0.0.1';
+const ALGORITHMS = ['RS256', 'ES256'];
+const EXTRA_CLIENT_PROPERTIES = ['patient', 'fhirUser', 'access_token_alg'];
+
+const { values: options } = parseArgs({
+  options: {
+    port: { type: 'string', default: '0' },
+    clients: { type: 'string', default: '[]' },
+    'token-ttl': { type: 'string', default: '300' },
+  },
+});
+
+const port = Number(options.port);
+const tokenTtl = Number(options['token-ttl']);
+if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port: ${options.port}`);
+if (!Number.isSafeInteger(tokenTtl) || tokenTtl <= 0) throw new Error(`--token-ttl: not a positive integer`);
+
+const clients = (() => {
+  const text = options.clients.trimStart().startsWith('[') ? options.clients : readFileSync(options.clients, 'utf8');
+  const list = JSON.parse(text);
+  if (!Array.isArray(list)) throw new Error('--clients: expected a JSON list of client objects');
+  for (const client of list) {
+    if (client.access_token_alg !== undefined && !ALGORITHMS.includes(client.access_token_alg)) {
+      throw new Error(`client ${client.client_id}: access_token_alg must be one of ${ALGORITHMS.join(', ')}`);
+    }
+  }
+  return list.map((client) => ({
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    ...client,
+  }));
+})();
+
+// Every scope some client may ask for: oidc-provider only accepts a client's `scope` made of provider scopes.
+const scopes = new Set(['openid']);
+for (const client of clients) {
+  for (const scope of (client.scope || '').split(' ').filter(Boolean)) scopes.add(scope);
+}
+
+function newKey(alg) {
+  const { privateKey } = alg === 'RS256'
+    ? crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+    : crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const kid = `${alg.toLowerCase()}-${crypto.randomBytes(6).toString('hex')}`;
+  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
+}
+
+const keys = {
+  current: Object.fromEntries(ALGORITHMS.map((alg) => [alg, newKey(alg)])),
+  retired: [], // previous keys still published after a rotation with keep_old
+};
+
+function publishedKeys() {
+  return [...Object.values(keys.current), ...keys.retired];
+}
+
+function keyReport() {
+  return {
+    kids: Object.fromEntries(Object.entries(keys.current).map(([alg, key]) => [alg, key.kid])),
+    published: publishedKeys().map((key) => key.kid),
+  };
+}
+
+// A new Provider on the current keys: oidc-provider reads its keys once, so a rotation builds a new instance and the
+// HTTP server hands every later request to it. Clients are static configuration; tokens are JWTs, stored nowhere.
+function buildProvider(issuer) {
+  const provider = new Provider(issuer, {
+    clients,
+    jwks: { keys: publishedKeys() },
+    scopes: [...scopes],
+    cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+    extraClientMetadata: {
+      properties: EXTRA_CLIENT_PROPERTIES,
+      validator(_ctx, key, value) {
+        if (value !== undefined && typeof value !== 'string') {
+          throw new errors.InvalidClientMetadata(`${key} must be a string`);
+        }
+      },
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        async defaultResource(_ctx, _client, oneOf) {
+          if (oneOf) return oneOf;
+          throw new errors.InvalidTarget('the resource parameter (the FHIR base URL) is required');
+        },
+        async getResourceServerInfo(ctx, resource, client) {
+          const allowed = new Set((client.scope || '').split(' ').filter(Boolean));
+          const requested = (ctx.oidc.params.scope || '').split(' ').filter(Boolean);
+          const refused = requested.filter((scope) => !allowed.has(scope));
+          if (refused.length) {
+            throw new errors.InvalidScope('requested scope is not allowed for this client', refused.join(' '));
+          }
+          const alg = client.access_token_alg || 'RS256';
+          return {
+            audience: resource,
+            scope: [...allowed].join(' '),
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: tokenTtl,
+            jwt: { sign: { alg, kid: keys.current[alg].kid } },
+          };
+        },
+      },
+    },
+    async extraTokenClaims(ctx, _token) {
+      const client = ctx.oidc.client;
+      const claims = {};
+      if (client?.patient) claims.patient = client.patient;
+      if (client?.fhirUser) claims.fhirUser = client.fhirUser;
+      return Object.keys(claims).length ? claims : undefined;
+    },
+    ttl: { ClientCredentials: tokenTtl },
+  });
+  return provider.callback();
+}
+
+let handler; // the current provider's request handler
+
+function answer(res, status, body) {
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+function admin(req, res, issuer) {
+  const url = new URL(req.url, issuer);
+  if (url.pathname === '/admin/rotate') {
+    if (req.method !== 'POST') return answer(res, 405, { error: 'use POST' });
+    const keepOld = ['1', 'true', 'yes'].includes(url.searchParams.get('keep_old') || '');
+    const previous = Object.values(keys.current);
+    keys.current = Object.fromEntries(ALGORITHMS.map((alg) => [alg, newKey(alg)]));
+    keys.retired = keepOld ? [...previous, ...keys.retired] : [];
+    handler = buildProvider(issuer);
+    return answer(res, 200, keyReport());
+  }
+  if (url.pathname === '/admin/keys') {
+    if (req.method !== 'GET') return answer(res, 405, { error: 'use GET' });
+    return answer(res, 200, keyReport());
+  }
+  return answer(res, 404, { error: 'unknown admin endpoint' });
+}
+
+const server = http.createServer((req, res) => {
+  const issuer = `http://${HOST}:${server.address().port}`;
+  if (req.url.startsWith('/admin/')) {
+    // Drain any request body before answering.
+    req.resume();
+    req.on('end', () => {
+      try {
+        admin(req, res, issuer);
+      } catch (error) {
+        answer(res, 500, { error: String(error) });
+      }
+    });
+    return;
+  }
+  handler(req, res);
+});
+
+server.listen(port, HOST, () => {
+  const actual = server.address().port;
+  const issuer = `http://${HOST}:${actual}`;
+  handler = buildProvider(issuer);
+  process.stdout.write(`${JSON.stringify({
+    ready: true,
+    issuer,
+    port: actual,
+    token_endpoint: `${issuer}/token`,
+    jwks_uri: `${issuer}/jwks`,
+    ...keyReport(),
+  })}\n`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}
