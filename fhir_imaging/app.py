@@ -14,6 +14,7 @@ from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
+from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
@@ -22,6 +23,18 @@ from fhir_imaging.logs import configure_logging
 from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
+
+
+def token_audience(settings: Settings) -> str:
+    """The ``aud`` an access token must name: --auth-audience, else --public-url, else http://HOST:PORT/baseR4."""
+    return settings.auth_audience or settings.public_url or f"http://{settings.host}:{settings.port}{BASE_PATH}"
+
+
+def token_verifier(settings: Settings) -> TokenVerifier | None:
+    """The check of bearer tokens with --auth-issuer; None (no authorization) without it."""
+    if not settings.auth_issuer:
+        return None
+    return TokenVerifier(settings.auth_issuer, token_audience(settings))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -47,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )
+    app.state.verifier = token_verifier(settings)
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
     app.state.operations = operation_names()

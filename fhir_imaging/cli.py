@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
 SERVE_SETTINGS = tuple(SETTINGS)
 DATABASE_UNUSABLE = 2  # exit code of serve and reindex when the database cannot be opened or used
+UNSAFE_SETUP = 2  # exit code of serve on a non-loopback address without authorization (and no --allow-anonymous)
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +171,16 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
     """The store, or None after one line on stderr saying why it cannot be opened (its password masked)."""
     from fhir_imaging.fhir.registry import load_registry
@@ -189,6 +201,14 @@ def serve(settings: Settings) -> int:
     from fhir_imaging.server import run
 
     configure_logging(settings.log_level)
+    if not settings.auth_issuer and not settings.allow_anonymous and not is_loopback(settings.host):
+        print(
+            f"fhir-imaging serve: refusing to serve on {settings.host} without authorization: anyone who reaches "
+            "the port could read and write every record. Give --auth-issuer URL (SMART on FHIR), serve on "
+            "127.0.0.1, or say --allow-anonymous.",
+            file=sys.stderr,
+        )
+        return UNSAFE_SETUP
     store = _open_store_or_explain(settings, "serve")  # fail fast on a bad database URL; migrate before workers
     if store is None:
         return DATABASE_UNUSABLE

@@ -148,6 +148,26 @@ SETTINGS: tuple[Setting, ...] = (
         "(default: none, no cross-origin access)",
     ),
     Setting(
+        "auth_issuer",
+        None,
+        str,
+        "OpenID provider whose JWT access tokens (SMART on FHIR scopes) every request must carry, e.g. "
+        "https://idp.example.org/realms/imaging (default: none, no authorization: loopback only)",
+    ),
+    Setting(
+        "auth_audience",
+        None,
+        str,
+        "the aud a token must name (default: --public-url, else http://HOST:PORT/baseR4)",
+    ),
+    Setting(
+        "allow_anonymous",
+        False,
+        _boolean,
+        "serve on a non-loopback --host without --auth-issuer (anyone who reaches the port reads and writes "
+        "everything)",
+    ),
+    Setting(
         "max_patch_operations",
         1000,
         int,
@@ -208,6 +228,9 @@ class Settings:
     search_timeout: float = 30.0
     max_bundle_read_resources: int = 10_000
     cors_origin: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    allow_anonymous: bool = False
     max_patch_operations: int = 1000
     fhirpath_max_length: int = 500
     fhirpath_max_items: int = 100_000

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.formats import check_content_type, negotiate
-from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, error
+from fhir_imaging.auth.tokens import TokenVerifier
+from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, Unauthorized, error
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
 from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
 
@@ -25,8 +26,9 @@ def service(request: Request) -> FhirService:
 
 
 def caller(request: Request) -> Caller:
-    """Who is asking (every request is anonymous until access control identifies callers)."""
-    return ANONYMOUS
+    """Who is asking, as ``endpoint`` identified the request's caller."""
+    found: Caller = request.state.caller
+    return found
 
 
 async def in_thread(function: Callable[..., T], *args: Any) -> T:
@@ -43,16 +45,44 @@ async def read_quickly(svc: FhirService, function: Callable[..., T], *args: Any)
 
 
 def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap an interaction: negotiate the response format before anything else is done."""
+    """Wrap an interaction: negotiate the response format, then identify the caller (with ``--auth-issuer``: from
+    the bearer token, else 401) before anything else is done."""
+    return _wrap(handler, public=False)
 
+
+def public_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap what anyone may ask for, token or not (the CapabilityStatement, the SMART configuration)."""
+    return _wrap(handler, public=True)
+
+
+def _wrap(handler: Callable[[Request], Awaitable[Response]], public: bool) -> Callable[[Request], Awaitable[Response]]:
     async def wrapped(request: Request) -> Response:
         format_param = request.query_params.get("_format") if request.scope["query_string"] else None
         request.state.media_type = negotiate(request.headers.get("accept"), format_param)
+        if not public:
+            verifier: TokenVerifier | None = request.app.state.verifier
+            request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         return await handler(request)
 
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+async def _authenticate(request: Request, verifier: TokenVerifier) -> Caller:
+    """The caller a request's bearer token names (a token verified before: on the event loop; else in a worker
+    thread, which may fetch the issuer's keys); 401 without a valid one."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("This server needs an access token: Authorization: Bearer <token>")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("The Authorization header must be 'Bearer <token>'")
+    principal = verifier.cached(token)
+    if principal is None:
+        principal = await in_thread(verifier.verify, token)
+    return Caller(principal.subject, access=principal.access, client_id=principal.client_id)
 
 
 _REQUEST_BASES: dict[tuple[object, ...], str] = {}

@@ -74,7 +74,10 @@ def capability_statement(
     searchable: bool = True,
     operations: Iterable[str] = (),
     cors: bool = False,
+    oauth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """The server's CapabilityStatement. ``oauth`` (with authorization): the SMART on FHIR endpoints by name
+    (``token``, ``authorize``), declared in ``rest.security`` with the SMART-on-FHIR service code."""
     type_codes = list(type_interactions)
     operation_list = list(operations)
     return {
@@ -90,7 +93,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "security": {"cors": cors},  # CORS headers are sent (for the origins of the cors_origin setting)
+                "security": _security(cors, oauth),
                 "resource": [
                     _resource_entry(
                         registry, name, type_codes, searchable and "search-type" in type_codes, operation_list
@@ -102,3 +105,23 @@ def capability_statement(
             }
         ],
     }
+
+
+SMART_SERVICE = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}],
+    "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+}
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def _security(cors: bool, oauth: dict[str, str] | None) -> dict[str, Any]:
+    """``rest.security``: whether CORS headers are sent (for the origins of the cors_origin setting) and, with
+    authorization, the SMART service and its OAuth endpoints."""
+    security: dict[str, Any] = {"cors": cors}
+    if oauth is not None:
+        if oauth:
+            uris = [{"url": name, "valueUri": uri} for name, uri in oauth.items()]
+            security["extension"] = [{"url": OAUTH_URIS, "extension": uris}]
+        security["service"] = [SMART_SERVICE]
+        security["description"] = "Every request but /metadata and the SMART configuration needs a bearer token"
+    return security

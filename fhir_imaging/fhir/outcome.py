@@ -65,6 +65,26 @@ class FhirError(Exception):
         super().__init__("; ".join(issue.diagnostics for issue in self.issues))
 
 
+class Unauthorized(FhirError):
+    """401: no bearer token, or one that does not verify (``WWW-Authenticate: Bearer error="invalid_token"``)."""
+
+    status, code = 401, "login"
+
+    def __init__(self, diagnostics: str, error_code: str = "invalid_token") -> None:
+        challenge = f'Bearer error="{error_code}"' if error_code else "Bearer"
+        super().__init__(diagnostics, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(FhirError):
+    """403: a valid token whose scopes do not allow the interaction
+    (``WWW-Authenticate: Bearer error="insufficient_scope"``)."""
+
+    status, code = 403, "forbidden"
+
+    def __init__(self, diagnostics: str, *expression: str) -> None:
+        super().__init__(diagnostics, *expression, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'})
+
+
 class BadRequest(FhirError):
     """400: the request cannot be understood (malformed JSON, bad parameter, mismatched id)."""
 

@@ -50,6 +50,7 @@ from fhir_imaging.service.search import SearchSpec
 from fhir_imaging.storage.base import Reader, Transaction, Version
 
 BUNDLE_TYPES = ("transaction", "batch")
+WRITES = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # the SMART permission each write needs
 
 
 def _status(code: int) -> str:
@@ -83,12 +84,25 @@ class BundleRunner:
     def prepare(self, entry: Entry) -> None:
         if entry.operation is not None and not (entry.method in ("GET", "HEAD") and entry.operation == "_history"):
             raise NotSupported(f"{entry.url} is not supported in a Bundle", f"{entry.where}.request.url")
+        self.authorize(entry)
         if entry.method == "POST" and entry.resource is not None:
             entry.resource.pop("id", None)
         if entry.method == "PUT" and entry.resource is not None:
             check_id_element(entry.resource, entry.resource_id)
         if entry.resource is not None and entry.method in ("POST", "PUT"):
             self.service.validate(entry.resource)
+
+    def authorize(self, entry: Entry) -> None:
+        """The entry's interaction must be allowed to the caller (a transaction needs the scopes of every entry);
+        a conditional entry also searches."""
+        where = f"{entry.where}.request"
+        if entry.method in ("GET", "HEAD"):
+            reads = entry.resource_id is not None or entry.operation == "_history"
+            self.caller.authorize("r" if reads else "s", entry.resource_type, where)
+            return
+        self.caller.authorize(WRITES[entry.method], entry.resource_type, where)
+        if entry.conditional or (entry.method == "POST" and entry.if_none_exist):
+            self.caller.authorize("s", entry.resource_type, where)
 
     # -- in the database transaction: resolve conditional entries and references, then run ----------------------
 
@@ -126,6 +140,7 @@ class BundleRunner:
             target_type, _, criteria = reference.partition("?")
             if not self.service.registry.is_resource_type(target_type):
                 raise BadRequest(f"The conditional reference {reference} names no resource type", entry.where)
+            self.caller.authorize("s", target_type, entry.where)
             match = self.service.finder.find_one(
                 tx, target_type, criteria, self.bases.matching, f"{entry.where}.resource"
             )
@@ -227,7 +242,7 @@ class BundleRunner:
 
     def _search(self, reader: Reader, entry: Entry) -> dict[str, Any]:
         spec = SearchSpec(entry.resource_type, (entry.resource_type,), entry.query, self.strict)
-        bundle = self.service.search_in(reader, spec, self.bases)
+        bundle = self.service.search_in(reader, self.caller, spec, self.bases)
         result: dict[str, Any] = {"response": {"status": _status(200)}}
         if entry.method == "GET":
             result["resource"] = bundle

@@ -115,12 +115,14 @@ class FhirService:
     def read(self, caller: Caller, resource_type: str, resource_id: str) -> Version:
         """The current version (a deletion marker when deleted: the caller answers 410); NotFound when it never
         existed."""
+        caller.authorize("r", resource_type)
         version = self.store.read(resource_type, resource_id)
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
         return version
 
     def vread(self, caller: Caller, resource_type: str, resource_id: str, number: int) -> Version:
+        caller.authorize("r", resource_type)
         version = self.store.vread(resource_type, resource_id, number)
         if version is not None:
             return version
@@ -131,6 +133,7 @@ class FhirService:
     def history(self, caller: Caller, query: HistoryQuery) -> tuple[list[Version], int | None, int | None]:
         """One page of history (newest first), the cursor of the next page, and (for one resource) the number of
         its versions; NotFound for a resource that never existed."""
+        caller.authorize("r", query.resource_type or "*")
 
         def work(reader: Reader) -> tuple[list[Version], int | None, int | None]:
             total = None
@@ -146,11 +149,16 @@ class FhirService:
 
     def search(self, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
         """A ``searchset`` Bundle for ``spec``, its statements run on one reader connection."""
-        return self.store.reading(lambda reader: self.search_in(reader, spec, bases))
+        for resource_type in spec.types:
+            caller.authorize("s", resource_type, "_type" if len(spec.types) > 1 else resource_type)
+        return self.store.reading(lambda reader: self.search_in(reader, caller, spec, bases))
 
-    def search_in(self, reader: Reader, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
-        """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote)."""
-        return searchset(reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching)
+    def search_in(self, reader: Reader, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
+        """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote); resources
+        ``_include`` / ``_revinclude`` find are left out where the caller may not read their type."""
+        return searchset(
+            reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching, caller
+        )
 
     # -- writes ---------------------------------------------------------------------------------------------------
 
@@ -159,9 +167,12 @@ class FhirService:
     ) -> Written:
         """A new resource with a server-assigned id (any id in the body is ignored). With ``if_none_exist``
         (http.html#ccreate): one match → nothing is written and the match is answered; several → 412."""
+        resource_type = resource["resourceType"]
+        caller.authorize("c", resource_type)
+        if if_none_exist:
+            caller.authorize("s", resource_type, "If-None-Exist")
         resource.pop("id", None)
         self.validate(resource)
-        resource_type = resource["resourceType"]
 
         def work(tx: Transaction) -> Written:
             if if_none_exist:
@@ -178,11 +189,12 @@ class FhirService:
     ) -> Written:
         """A new version, or update-as-create with the client's id (201). The body's id must be ``resource_id``;
         ``if_match`` makes it version-aware (412 when stale)."""
+        resource_type = resource["resourceType"]
+        caller.authorize("u", resource_type)
         if not is_valid_id(resource_id):
             raise BadRequest(f"'{resource_id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", "id")
         check_id_element(resource, resource_id)
         self.validate(resource)
-        resource_type = resource["resourceType"]
 
         def work(tx: Transaction) -> Written:
             self.check_references(tx, resource, bases.url)
@@ -196,9 +208,11 @@ class FhirService:
     ) -> Written:
         """``PUT /[type]?[search]`` (http.html#cond-update): no match → create (with the body's id, if any); one →
         update it (the body's id, if any, must be its id); several → 412."""
+        resource_type = resource["resourceType"]
+        caller.authorize("u", resource_type)
+        caller.authorize("s", resource_type, "url")
         check_id_element(resource, None)
         self.validate(resource)
-        resource_type = resource["resourceType"]
         body_id = resource.get("id")
 
         def work(tx: Transaction) -> Written:
@@ -223,6 +237,9 @@ class FhirService:
         applied again to the newer version (``PATCH_ATTEMPTS`` at most), unless ``if_match`` pinned a version
         (then 412). The result is validated and reference-checked like any update."""
         by_criteria = not isinstance(target, str)
+        caller.authorize("u", resource_type)
+        if by_criteria:
+            caller.authorize("s", resource_type, "url")
         for _ in range(PATCH_ATTEMPTS):
             current = self.store.reading(lambda reader: self._patch_target(reader, resource_type, target, bases))
             check_pinned(if_match, current)
@@ -288,11 +305,14 @@ class FhirService:
     ) -> Version | None:
         """Mark deleted (history keeps every version; reads then answer 410). None when there was nothing to delete
         (it never existed, or is deleted already)."""
+        caller.authorize("d", resource_type)
         return self.store.delete(resource_type, resource_id, if_match)
 
     def conditional_delete(self, caller: Caller, resource_type: str, criteria: Criteria, bases: Bases) -> list[Version]:
         """``DELETE /[type]?[search]`` (http.html#cdelete): every match, up to ``MAX_CONDITIONAL_DELETE`` (more →
         412, nothing deleted); the deletions made."""
+        caller.authorize("d", resource_type)
+        caller.authorize("s", resource_type, "url")
 
         def work(tx: Transaction) -> list[Version]:
             ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching)

@@ -6,6 +6,7 @@ keyset cursor. https://hl7.org/fhir/R4/search.html
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,8 +19,9 @@ from fhir_imaging.fhir.outcome import Issue, NotFound
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.search.execute import Hit, run_search
 from fhir_imaging.search.paging import CURSOR
-from fhir_imaging.search.query import Compartment, Filter, SearchLimits, SearchRequest, parse_search
+from fhir_imaging.search.query import Chain, Compartment, Filter, Has, SearchLimits, SearchRequest, parse_search
 from fhir_imaging.search.shape import shape
+from fhir_imaging.service.caller import ANONYMOUS, Caller
 from fhir_imaging.storage.base import Reader
 
 
@@ -56,8 +58,10 @@ def searchset(
     spec: SearchSpec,
     base: str,
     bases: tuple[str, ...],
+    caller: Caller = ANONYMOUS,
 ) -> dict[str, Any]:
-    """Parse, run and answer one search as a ``searchset`` Bundle."""
+    """Parse, run and answer one search as a ``searchset`` Bundle for ``caller``: the types its chains and ``_has``
+    reach must be searchable to it (403 otherwise), and included resources of types it may not read are left out."""
     search = parse_search(
         registry,
         spec.types,
@@ -68,6 +72,9 @@ def searchset(
         extra=spec.extra,
         limits=limits,
     )
+    for filter_ in search.filters:
+        for resource_type, name in _reached(filter_):
+            caller.authorize("s", resource_type, name)
     result = run_search(reader, search, bases, max_include=settings.max_include)
     url = f"{base}/{spec.path}" if spec.path else base
     performed = list(search.performed)
@@ -89,9 +96,20 @@ def searchset(
         [_shaped(hit, search) for hit in result.matches],
         links,
         total,
-        [_shaped(hit, search) for hit in result.included],
+        [_shaped(hit, search) for hit in result.included if caller.may("r", hit.resource_type)],
         _include_warning(search, settings.max_include) if result.included_capped else (),
     )
+
+
+def _reached(filter_: Filter) -> Iterator[tuple[str, str]]:
+    """(type, parameter) for every resource type a filter's chains and ``_has`` search through."""
+    if isinstance(filter_, Chain):
+        for target in filter_.target_types:
+            yield target, filter_.code
+        yield from _reached(filter_.inner)
+    elif isinstance(filter_, Has):
+        yield filter_.source, f"_has:{filter_.source}"
+        yield from _reached(filter_.inner)
 
 
 def _shaped(hit: Hit, search: SearchRequest) -> Hit:

@@ -6,14 +6,16 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import base_url, endpoint, service
+from fhir_imaging.api.context import base_url, in_thread, public_endpoint, service
 from fhir_imaging.api.rendering import fhir_response
+from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.fhir.capability import capability_statement
+from fhir_imaging.fhir.outcome import ServiceUnavailable
 
 MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
 
 
-@endpoint
+@public_endpoint
 async def capabilities(request: Request) -> Response:
     """The CapabilityStatement, built once per base URL (at most ``MOST_CACHED_BASES`` kept) from the registry and
     the route table."""
@@ -22,6 +24,7 @@ async def capabilities(request: Request) -> Response:
     cache: dict[str, bytes] = state.capability_cache
     body = cache.get(base)
     if body is None:
+        oauth, complete = await _oauth_uris(state.verifier)
         statement = capability_statement(
             service(request).registry,
             state.type_interactions,
@@ -30,9 +33,23 @@ async def capabilities(request: Request) -> Response:
             state.started,
             operations=state.operations,
             cors=bool(service(request).settings.cors_origin),
+            oauth=oauth,
         )
         body = orjson.dumps(statement)
         if len(cache) >= MOST_CACHED_BASES:  # the base comes from the client's Host header: keep the cache bounded
             cache.pop(next(iter(cache)))
-        cache[base] = body
+        if complete:  # not while the issuer cannot be reached: its endpoints are missing
+            cache[base] = body
     return fhir_response(request, body)
+
+
+async def _oauth_uris(verifier: TokenVerifier | None) -> tuple[dict[str, str] | None, bool]:
+    """The SMART OAuth endpoints (None without authorization), and whether they could be read from the issuer."""
+    if verifier is None:
+        return None, True
+    try:
+        metadata = await in_thread(verifier.metadata)
+    except ServiceUnavailable:
+        return {}, False
+    uris = {"token": metadata.token_endpoint, "authorize": metadata.authorization_endpoint}
+    return {name: uri for name, uri in uris.items() if uri}, True
