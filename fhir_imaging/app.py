@@ -14,6 +14,7 @@ from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
+from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
@@ -47,8 +48,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         store = open_store(settings, registry)
         app.state.service = FhirService(settings, registry, store, validator)
         try:
+            if settings.audit_log:
+                app.state.audit = AuditLog(settings.audit_log)
             yield
         finally:
+            if app.state.audit is not None:
+                app.state.audit.close()
+                app.state.audit = None
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]
@@ -61,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.verifier = token_verifier(settings)
+    app.state.audit = None  # the AuditLog, opened in the lifespan with --audit-log
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
     app.state.operations = operation_names()

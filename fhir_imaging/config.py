@@ -168,6 +168,13 @@ SETTINGS: tuple[Setting, ...] = (
         "everything)",
     ),
     Setting(
+        "audit_log",
+        None,
+        str,
+        "file to append an AuditEvent of every FHIR interaction to, allowed or refused, one per line (NDJSON, "
+        "created readable by its owner only; default: none, no audit trail)",
+    ),
+    Setting(
         "max_patch_operations",
         1000,
         int,
@@ -231,6 +238,7 @@ class Settings:
     auth_issuer: str | None = None
     auth_audience: str | None = None
     allow_anonymous: bool = False
+    audit_log: str | None = None
     max_patch_operations: int = 1000
     fhirpath_max_length: int = 500
     fhirpath_max_items: int = 100_000

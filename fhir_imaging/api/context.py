@@ -3,6 +3,7 @@ and the request helpers: path parameters, the body, work off the event loop."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -11,12 +12,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.formats import check_content_type, negotiate
+from fhir_imaging.audit import audit_event
+from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, Unauthorized, error
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
 from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
 
 BASE_PATH = "/baseR4"
+log = logging.getLogger("fhir_imaging.audit")
 T = TypeVar("T")
 
 
@@ -56,10 +60,15 @@ def public_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callab
 
 
 def _wrap(handler: Callable[[Request], Awaitable[Response]], public: bool) -> Callable[[Request], Awaitable[Response]]:
+    interaction = _INTERACTIONS.get(handler.__name__, "operation")
+
     async def wrapped(request: Request) -> Response:
         format_param = request.query_params.get("_format") if request.scope["query_string"] else None
         request.state.media_type = negotiate(request.headers.get("accept"), format_param)
         if not public:
+            audit: AuditLog | None = request.app.state.audit
+            if audit is not None:
+                return await _audited(request, handler, interaction, audit)
             verifier: TokenVerifier | None = request.app.state.verifier
             request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         return await handler(request)
@@ -67,6 +76,97 @@ def _wrap(handler: Callable[[Request], Awaitable[Response]], public: bool) -> Ca
     wrapped.__name__ = handler.__name__
     wrapped.__doc__ = handler.__doc__
     return wrapped
+
+
+# The FHIR interaction (http://hl7.org/fhir/restful-interaction) each handler serves, for the audit trail.
+# batch_or_transaction is refined by its answer's Bundle type (``_event``); anything not named is an operation.
+_INTERACTIONS = {
+    "read": "read",
+    "vread": "vread",
+    "update": "update",
+    "conditional_update": "update",
+    "patch": "patch",
+    "conditional_patch": "patch",
+    "delete": "delete",
+    "conditional_delete": "delete",
+    "history_instance": "history-instance",
+    "history_type": "history-type",
+    "history_system": "history-system",
+    "create": "create",
+    "search_type": "search-type",
+    "search_type_post": "search-type",
+    "search_system": "search-system",
+    "search_compartment": "search-compartment",
+    "batch_or_transaction": "transaction",
+}
+_WITH_QUERY = frozenset({"search-type", "search-system", "search-compartment"})
+_CONDITIONAL = frozenset({"conditional_update", "conditional_patch", "conditional_delete"})
+
+
+async def _audited(
+    request: Request, handler: Callable[[Request], Awaitable[Response]], interaction: str, audit: AuditLog
+) -> Response:
+    """Identify the caller and run the handler, as ``_wrap`` does, then record the AuditEvent of what was answered:
+    the response's status, the ``FhirError``'s (a refusal), 500 for anything else, none when cancelled."""
+    status: int | None = None
+    response: Response | None = None
+    try:
+        verifier: TokenVerifier | None = request.app.state.verifier
+        request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
+        response = await handler(request)
+        status = response.status_code
+        return response
+    except FhirError as exc:
+        status = exc.status
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status_code", 500)  # Starlette's HTTPException keeps its status; anything else: 500
+        raise
+    finally:
+        try:
+            audit.record(_event(request, handler.__name__, interaction, status, response))
+        except Exception:  # the audit trail never turns an answer into an error
+            log.exception("audit event of %s not recorded", interaction)
+
+
+def _event(
+    request: Request, name: str, interaction: str, status: int | None, response: Response | None
+) -> dict[str, Any]:
+    """The AuditEvent of one answered request: references from the path (or, for a write, the version the answer's
+    Content-Location names), a search's or conditional interaction's query as a URL relative to the base, never a
+    body."""
+    scope = request.scope
+    who: Caller | None = getattr(request.state, "caller", None)
+    params = scope.get("path_params", {})
+    headers = response.headers if response is not None else None
+    references: list[str] = []
+    written = headers.get("content-location") if headers is not None else None
+    if written and "/_history/" in written:
+        references.append("/".join(written.rsplit("/", 4)[1:]))
+    elif "id" in params and name != "search_compartment":
+        vid = params.get("vid")
+        references.append(f"{params['type']}/{params['id']}" + (f"/_history/{vid}" if vid else ""))
+    query = None
+    if interaction in _WITH_QUERY or name in _CONDITIONAL:
+        path = scope["path"].removeprefix(BASE_PATH).lstrip("/")
+        query = f"{path}?{scope['query_string'].decode('latin-1')}"
+    if name == "search_compartment":
+        references.append(f"{params['type']}/{params['id']}")
+    if interaction == "transaction" and b"batch-response" in getattr(response, "body", b"")[:200]:
+        interaction = "batch"  # the answer's Bundle type, near its start: the request's Bundle is never looked at
+    patient = who.access.patient if who is not None and who.access is not None else None
+    client = scope.get("client")
+    return audit_event(
+        interaction,
+        status,
+        "unknown" if who is None else who.name,
+        client_id=who.client_id if who is not None else None,
+        address=client[0] if client else None,
+        patient=patient,
+        references=references,
+        query=query,
+        request_id=scope.get("request_id"),
+    )
 
 
 async def _authenticate(request: Request, verifier: TokenVerifier) -> Caller:
