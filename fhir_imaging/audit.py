@@ -26,7 +26,7 @@ OBSERVER = "fhir-imaging"
 
 PATIENT_RECORD = {"system": DCM, "code": "110110", "display": "Patient Record"}
 QUERY = {"system": DCM, "code": "110112", "display": "Query"}
-SEARCHES = frozenset({"search-type", "search-system", "search-compartment"})
+SEARCHES = frozenset({"search-type", "search-system"})
 
 # The AuditEvent action of each interaction (C create, R read, U update, D delete, E execute: a search, a Bundle,
 # an operation).
@@ -42,7 +42,6 @@ ACTIONS = {
     "delete": "D",
     "search-type": "E",
     "search-system": "E",
-    "search-compartment": "E",
     "transaction": "E",
     "batch": "E",
     "operation": "E",

@@ -200,7 +200,6 @@ def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
 def serve(settings: Settings) -> int:
     from fhir_imaging.server import run
 
-    configure_logging(settings.log_level)
     if not settings.auth_issuer and not settings.allow_anonymous and not is_loopback(settings.host):
         print(
             f"fhir-imaging serve: refusing to serve on {settings.host} without authorization: anyone who reaches "
@@ -209,6 +208,7 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return UNSAFE_SETUP
+    configure_logging(settings.log_level)
     store = _open_store_or_explain(settings, "serve")  # fail fast on a bad database URL; migrate before workers
     if store is None:
         return DATABASE_UNUSABLE

@@ -96,10 +96,10 @@ _INTERACTIONS = {
     "search_type": "search-type",
     "search_type_post": "search-type",
     "search_system": "search-system",
-    "search_compartment": "search-compartment",
+    "search_compartment": "search-type",  # a type search within a compartment (R4 has no code of its own)
     "batch_or_transaction": "transaction",
 }
-_WITH_QUERY = frozenset({"search-type", "search-system", "search-compartment"})
+_WITH_QUERY = frozenset({"search-type", "search-system"})
 _CONDITIONAL = frozenset({"conditional_update", "conditional_patch", "conditional_delete"})
 
 

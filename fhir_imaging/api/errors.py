@@ -73,6 +73,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = next_request_id()
+        scope["request_id"] = request_id  # for the audit trail (api/context.py)
         started = time.perf_counter()
         status = 500
         response_started = False

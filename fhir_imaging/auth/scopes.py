@@ -73,16 +73,19 @@ class Access:
     patient: str | None = None  # the patient in context (the token's ``patient`` claim)
 
     def allows(self, interaction: str, resource_type: str) -> bool:
-        """Whether ``interaction`` (a letter of "cruds") is allowed on every resource of ``resource_type``.
+        """Whether some grant allows ``interaction`` (a letter of "cruds") on ``resource_type``: a ``user/`` or
+        ``system/`` grant, or a ``patient/`` grant when a patient is in context (then confined to that patient's
+        compartment: see ``confined_to``). A granular grant (``?category=…``) is not honoured yet: it never
+        widens access."""
+        return any(self._counts(grant) and grant.covers(interaction, resource_type) for grant in self.grants)
 
-        Only ``user/`` and ``system/`` grants without a query count here: a ``patient/`` grant confines access to one
-        patient's compartment, and a granular grant (``?category=…``) to the resources matching its query, and both
-        are refused until those confinements are enforced (they never widen access)."""
-        return any(
-            grant.context != "patient" and not grant.query and grant.covers(interaction, resource_type)
-            for grant in self.grants
-        )
+    def confined_to(self, interaction: str, resource_type: str) -> str | None:
+        """The patient whose compartment bounds ``interaction`` on ``resource_type``: the patient in context when
+        only ``patient/`` grants allow it, None when a ``user/`` or ``system/`` grant does."""
+        for grant in self.grants:
+            if grant.context != "patient" and not grant.query and grant.covers(interaction, resource_type):
+                return None
+        return self.patient
 
-    def readable_types(self, resource_types: frozenset[str]) -> frozenset[str]:
-        """The types whose resources this access may read (for system-wide searches and ``_include``)."""
-        return frozenset(name for name in resource_types if self.allows("r", name) or self.allows("s", name))
+    def _counts(self, grant: Grant) -> bool:
+        return not grant.query and (grant.context != "patient" or self.patient is not None)

@@ -110,23 +110,25 @@ class BundleRunner:
         """Find the target of a conditional entry, give POSTs their id, and record placeholder → Type/id."""
         where = f"{entry.where}.request"
         finder, bases = self.service.finder, self.bases.matching
+        within = self.caller.confined_to("s", entry.resource_type)
         if entry.method == "POST":
             if entry.if_none_exist:
-                match = finder.find_one(tx, entry.resource_type, entry.if_none_exist, bases, f"{where}.ifNoneExist")
+                criteria, at = entry.if_none_exist, f"{where}.ifNoneExist"
+                match = finder.find_one(tx, entry.resource_type, criteria, bases, at, within)
                 entry.existing = as_version(match) if match is not None else None
             entry.resource_id = entry.existing.id if entry.existing is not None else new_id()
         elif entry.conditional and entry.method == "PUT":
             body_id = entry.resource.get("id") if entry.resource else None
             entry.resource_id, _ = finder.update_target(
-                tx, entry.resource_type, entry.query, body_id, bases, f"{where}.url"
+                tx, entry.resource_type, entry.query, body_id, bases, f"{where}.url", within
             )
         elif entry.conditional and entry.method == "PATCH":
-            match = finder.find_one(tx, entry.resource_type, entry.query, bases, f"{where}.url")
+            match = finder.find_one(tx, entry.resource_type, entry.query, bases, f"{where}.url", within)
             if match is None:
                 raise NotFound(f"No {entry.resource_type} matches {entry.url}", f"{where}.url")
             entry.resource_id = match.id
         elif entry.conditional and entry.method == "DELETE":
-            entry.delete_ids = finder.delete_targets(tx, entry.resource_type, entry.query, bases, where)
+            entry.delete_ids = finder.delete_targets(tx, entry.resource_type, entry.query, bases, where, within)
         if entry.full_url and entry.resource_id and entry.method in ("POST", "PUT"):
             mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
 
@@ -158,9 +160,12 @@ class BundleRunner:
         if entry.method in ("GET", "HEAD"):
             return self.get(tx, entry)
         version_wanted = parse_if_match(entry.if_match, f"{entry.where}.request.ifMatch") if entry.if_match else None
+        service, caller, bases = self.service, self.caller, self.bases
         if entry.method == "DELETE":
-            ids = entry.delete_ids if entry.conditional else [entry.resource_id]
-            deleted = [tx.delete(entry.resource_type, i, version_wanted) for i in ids if i is not None]
+            ids = [i for i in (entry.delete_ids if entry.conditional else [entry.resource_id]) if i is not None]
+            for target in ids:
+                service.check_visible(caller, "d", tx.read(entry.resource_type, target), bases)
+            deleted = [tx.delete(entry.resource_type, i, version_wanted) for i in ids]
             response: dict[str, Any] = {"status": _status(204)}
             if len(deleted) == 1 and deleted[0] is not None:
                 response["etag"] = etag(deleted[0].version)
@@ -170,16 +175,18 @@ class BundleRunner:
             assert entry.resource is not None
             if entry.existing is not None:
                 return self._written(entry.existing, 200)
+            service.check_inside(caller, "c", entry.resource, bases)
             created = tx.create(entry.resource_type, entry.resource_id, entry.resource).version
             return self._written(created, 201)
         if entry.method == "PUT":
             assert entry.resource is not None
+            service.check_inside(caller, "u", entry.resource, bases)
+            service.check_visible(caller, "u", tx.read(entry.resource_type, entry.resource_id), bases)
             result = tx.update(entry.resource_type, entry.resource_id, entry.resource, version_wanted)
             return self._written(result.version, 201 if result.created else 200)
         assert entry.method == "PATCH"
-        patched = self.service.patch_in(
-            tx, entry.resource_type, entry.resource_id, self._patch_document(entry), self.bases.url, version_wanted
-        )
+        document = self._patch_document(entry)
+        patched = service.patch_in(tx, caller, entry.resource_type, entry.resource_id, document, bases, version_wanted)
         entry.resource = orjson.loads(patched.version.body or b"{}")
         return self._written(patched.version, 200)
 
@@ -234,6 +241,7 @@ class BundleRunner:
                 raise Gone(f"{entry.url} is a deletion")
         else:
             version = current_version(reader, entry.resource_type, entry.resource_id)
+        self.service.check_visible(self.caller, "r", version, self.bases)
         response = {"status": _status(200), "etag": etag(version.version), "lastModified": version.last_updated}
         result: dict[str, Any] = {"response": response}
         if entry.method == "GET":

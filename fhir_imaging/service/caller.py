@@ -23,6 +23,10 @@ class Caller:
         """Whether ``interaction`` (a letter of "cruds") is allowed on ``resource_type``."""
         return self.access is None or self.access.allows(interaction, resource_type)
 
+    def confined_to(self, interaction: str, resource_type: str) -> str | None:
+        """The patient whose compartment bounds what the caller may do (``patient/`` scopes), or None."""
+        return None if self.access is None else self.access.confined_to(interaction, resource_type)
+
     def authorize(self, interaction: str, resource_type: str, *expression: str) -> None:
         """Forbidden (403 insufficient_scope) unless the caller may do ``interaction`` on ``resource_type``."""
         if not self.may(interaction, resource_type):

@@ -10,6 +10,7 @@ Spec: https://hl7.org/fhir/R4/http.html
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,23 @@ import orjson
 
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
-from fhir_imaging.fhir.outcome import BadRequest, FhirError, Gone, Issue, NotFound, PreconditionFailed, Unprocessable
+from fhir_imaging.fhir.outcome import (
+    BadRequest,
+    FhirError,
+    Forbidden,
+    Gone,
+    Issue,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
 from fhir_imaging.fhir.references import dangling_references
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import is_valid_id, new_id
+from fhir_imaging.search.execute import Hit
 from fhir_imaging.search.query import SearchLimits
 from fhir_imaging.service.caller import Caller
+from fhir_imaging.service.compartment import PatientCompartment
 from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text, single
 from fhir_imaging.service.patch import FhirPathPatcher, PatchLimits, apply_json_patch
 from fhir_imaging.service.search import SearchSpec, searchset
@@ -77,6 +89,7 @@ class FhirService:
     search_limits: SearchLimits = field(init=False)
     patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
     finder: Finder = field(init=False)
+    compartment: PatientCompartment = field(init=False)
 
     def __post_init__(self) -> None:
         """What the settings bound, built once for every request."""
@@ -86,7 +99,8 @@ class FhirService:
         self.patcher = FhirPathPatcher(
             self.validator.schema, PatchLimits(settings.max_patch_operations, settings.max_body_size, fhirpath)
         )
-        self.finder = Finder(self.registry, self.search_limits)
+        self.compartment = PatientCompartment(self.registry)
+        self.finder = Finder(self.registry, self.search_limits, self.compartment)
 
     # -- checks every write shares --------------------------------------------------------------------------------
 
@@ -110,30 +124,69 @@ class FhirService:
         if issues:
             raise FhirError(issues=issues, status=400)
 
+    # -- patient scopes: the caller's patient compartment bounds what it sees and writes ---------------------------
+
+    def visible(self, caller: Caller, interaction: str, version: Version, bases: Bases) -> bool:
+        """Whether ``version`` is one the caller may see: always, unless patient scopes confine it to a
+        compartment that the resource is not in (a deletion is in none)."""
+        patient = caller.confined_to(interaction, version.resource_type)
+        if patient is None:
+            return True
+        return version.body is not None and self.compartment.contains(
+            orjson.loads(version.body), patient, bases.matching
+        )
+
+    def check_visible(self, caller: Caller, interaction: str, version: Version | None, bases: Bases) -> None:
+        """NotFound for a version the caller may not see (patient scopes: it is not confirmed to exist)."""
+        if version is not None and not self.visible(caller, interaction, version, bases):
+            raise NotFound(f"{version.resource_type}/{version.id} is not known", version.resource_type)
+
+    def check_inside(self, caller: Caller, interaction: str, resource: dict[str, Any], bases: Bases) -> None:
+        """Forbidden for a write that would put a resource outside the caller's patient compartment."""
+        resource_type = resource["resourceType"]
+        patient = caller.confined_to(interaction, resource_type)
+        if patient is not None and not self.compartment.contains(resource, patient, bases.matching):
+            raise Forbidden(
+                f"The access token's patient scopes allow writes in the compartment of Patient/{patient} only: "
+                f"this {resource_type} is not in it",
+                resource_type,
+            )
+
     # -- reads ----------------------------------------------------------------------------------------------------
 
-    def read(self, caller: Caller, resource_type: str, resource_id: str) -> Version:
+    def read(self, caller: Caller, resource_type: str, resource_id: str, bases: Bases) -> Version:
         """The current version (a deletion marker when deleted: the caller answers 410); NotFound when it never
-        existed."""
+        existed, or the caller may not see it."""
         caller.authorize("r", resource_type)
         version = self.store.read(resource_type, resource_id)
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+        if caller.access is not None:
+            self.check_visible(caller, "r", version, bases)
         return version
 
-    def vread(self, caller: Caller, resource_type: str, resource_id: str, number: int) -> Version:
+    def vread(self, caller: Caller, resource_type: str, resource_id: str, number: int, bases: Bases) -> Version:
         caller.authorize("r", resource_type)
         version = self.store.vread(resource_type, resource_id, number)
         if version is not None:
+            self.check_visible(caller, "r", version, bases)
             return version
-        if self.store.read(resource_type, resource_id) is None:
+        current = self.store.read(resource_type, resource_id)
+        if current is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+        self.check_visible(caller, "r", current, bases)
         raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
 
-    def history(self, caller: Caller, query: HistoryQuery) -> tuple[list[Version], int | None, int | None]:
+    def history(
+        self, caller: Caller, query: HistoryQuery, bases: Bases
+    ) -> tuple[list[Version], int | None, int | None]:
         """One page of history (newest first), the cursor of the next page, and (for one resource) the number of
-        its versions; NotFound for a resource that never existed."""
+        its versions; NotFound for a resource that never existed (or the caller may not see). With patient scopes
+        only one resource's history is available (its current version must be in the compartment)."""
         caller.authorize("r", query.resource_type or "*")
+        confined = caller.confined_to("r", query.resource_type or "*")
+        if confined is not None and query.id is None:
+            raise Forbidden("Patient scopes give the history of one resource at a time, not of a type", "_history")
 
         def work(reader: Reader) -> tuple[list[Version], int | None, int | None]:
             total = None
@@ -142,6 +195,10 @@ class FhirService:
                 total = reader.count_versions(query.resource_type, query.id)
                 if total == 0:
                     raise NotFound(f"{query.resource_type}/{query.id} is not known", query.resource_type)
+                if confined is not None:
+                    current = reader.read(query.resource_type, query.id)
+                    if current is None or not self.visible(caller, "r", current, bases):
+                        raise NotFound(f"{query.resource_type}/{query.id} is not known", query.resource_type)
             versions, cursor = reader.history(query)
             return versions, cursor, total
 
@@ -154,10 +211,26 @@ class FhirService:
         return self.store.reading(lambda reader: self.search_in(reader, caller, spec, bases))
 
     def search_in(self, reader: Reader, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
-        """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote); resources
-        ``_include`` / ``_revinclude`` find are left out where the caller may not read their type."""
+        """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote). Patient scopes
+        keep it in the patient's compartment; resources ``_include`` / ``_revinclude`` find are left out where the
+        caller may not see them."""
+        confined = {name: caller.confined_to("s", name) for name in spec.types}
+        patients = {patient for patient in confined.values() if patient is not None}
+        if patients:
+            if len(spec.types) > 1:
+                raise Forbidden("Patient scopes allow searches of one resource type at a time", "_type")
+            kept, items = self.compartment.search_filter(spec.types[0], patients.pop())
+            extra = spec.extra + ((kept,) if kept is not None else ())
+            spec = dataclasses.replace(spec, items=[*spec.items, *items], extra=extra)
+
+        def keep(hit: Hit) -> bool:
+            if not caller.may("r", hit.resource_type):
+                return False
+            version = Version(hit.resource_type, hit.id, hit.version, hit.last_updated, "", hit.body)
+            return self.visible(caller, "r", version, bases)
+
         return searchset(
-            reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching, caller
+            reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching, caller, keep
         )
 
     # -- writes ---------------------------------------------------------------------------------------------------
@@ -173,10 +246,14 @@ class FhirService:
             caller.authorize("s", resource_type, "If-None-Exist")
         resource.pop("id", None)
         self.validate(resource)
+        self.check_inside(caller, "c", resource, bases)
+        within = caller.confined_to("s", resource_type)
 
         def work(tx: Transaction) -> Written:
             if if_none_exist:
-                existing = self.finder.find_one(tx, resource_type, if_none_exist, bases.matching, "If-None-Exist")
+                existing = self.finder.find_one(
+                    tx, resource_type, if_none_exist, bases.matching, "If-None-Exist", within
+                )
                 if existing is not None:
                     return Written(as_version(existing), created=False, matched=True)
             self.check_references(tx, resource, bases.url)
@@ -195,8 +272,10 @@ class FhirService:
             raise BadRequest(f"'{resource_id}' is not a valid resource id ([A-Za-z0-9-.]{{1,64}})", "id")
         check_id_element(resource, resource_id)
         self.validate(resource)
+        self.check_inside(caller, "u", resource, bases)
 
         def work(tx: Transaction) -> Written:
+            self.check_visible(caller, "u", tx.read(resource_type, resource_id), bases)
             self.check_references(tx, resource, bases.url)
             result = tx.update(resource_type, resource_id, resource, if_match)
             return Written(result.version, result.created)
@@ -213,10 +292,16 @@ class FhirService:
         caller.authorize("s", resource_type, "url")
         check_id_element(resource, None)
         self.validate(resource)
+        self.check_inside(caller, "u", resource, bases)
         body_id = resource.get("id")
+        within = caller.confined_to("s", resource_type)
 
         def work(tx: Transaction) -> Written:
-            target, _ = self.finder.update_target(tx, resource_type, criteria, body_id, bases.matching)
+            target, matched = self.finder.update_target(
+                tx, resource_type, criteria, body_id, bases.matching, within=within
+            )
+            if not matched:
+                self.check_visible(caller, "u", tx.read(resource_type, target), bases)
             self.check_references(tx, resource, bases.url)
             result = tx.update(resource_type, target, resource, if_match)
             return Written(result.version, result.created)
@@ -240,14 +325,18 @@ class FhirService:
         caller.authorize("u", resource_type)
         if by_criteria:
             caller.authorize("s", resource_type, "url")
+        within = caller.confined_to("s", resource_type)
         for _ in range(PATCH_ATTEMPTS):
-            current = self.store.reading(lambda reader: self._patch_target(reader, resource_type, target, bases))
+            current = self.store.reading(
+                lambda reader: self._patch_target(reader, caller, resource_type, target, bases)
+            )
             check_pinned(if_match, current)
             patched = self.patched(current, patch)
+            self.check_inside(caller, "u", patched, bases)
 
             def work(tx: Transaction, current: Version = current, patched: dict[str, Any] = patched) -> Written:
                 if by_criteria:
-                    match = self.finder.find_one(tx, resource_type, target, bases.matching)
+                    match = self.finder.find_one(tx, resource_type, target, bases.matching, "url", within)
                     if match is None or match.id != current.id:
                         raise _Moved
                 self.check_references(tx, patched, bases.url)
@@ -266,26 +355,36 @@ class FhirService:
     def patch_in(
         self,
         tx: Transaction,
+        caller: Caller,
         resource_type: str,
         resource_id: str,
         patch: PatchDocument,
-        base: str,
+        bases: Bases,
         if_match: int | None = None,
     ) -> Written:
         """A patch inside an open transaction (a Bundle entry): read, patch, validate and write in one unit."""
         current = current_version(tx, resource_type, resource_id)
+        self.check_visible(caller, "u", current, bases)
         check_pinned(if_match, current)
         patched = self.patched(current, patch)
-        self.check_references(tx, patched, base)
+        self.check_inside(caller, "u", patched, bases)
+        self.check_references(tx, patched, bases.url)
         return Written(tx.update(resource_type, resource_id, patched, current.version).version, False)
 
-    def _patch_target(self, reader: Reader, resource_type: str, target: str | Criteria, bases: Bases) -> Version:
+    def _patch_target(
+        self, reader: Reader, caller: Caller, resource_type: str, target: str | Criteria, bases: Bases
+    ) -> Version:
         if isinstance(target, str):
-            return current_version(reader, resource_type, target)
-        match = single(self.finder.find(reader, resource_type, target, bases.matching), resource_type, target)
-        if match is None:
-            raise NotFound(f"No {resource_type} matches the criteria", "url")
-        return current_version(reader, resource_type, match.id)
+            current = current_version(reader, resource_type, target)
+        else:
+            within = caller.confined_to("s", resource_type)
+            matches = self.finder.find(reader, resource_type, target, bases.matching, within=within)
+            match = single(matches, resource_type, target)
+            if match is None:
+                raise NotFound(f"No {resource_type} matches the criteria", "url")
+            current = current_version(reader, resource_type, match.id)
+        self.check_visible(caller, "u", current, bases)
+        return current
 
     def patched(self, current: Version, patch: PatchDocument) -> dict[str, Any]:
         """``current`` patched and validated; a patch may not change the resourceType or the id."""
@@ -301,12 +400,17 @@ class FhirService:
         return result
 
     def delete(
-        self, caller: Caller, resource_type: str, resource_id: str, if_match: int | None = None
+        self, caller: Caller, resource_type: str, resource_id: str, bases: Bases, if_match: int | None = None
     ) -> Version | None:
         """Mark deleted (history keeps every version; reads then answer 410). None when there was nothing to delete
         (it never existed, or is deleted already)."""
         caller.authorize("d", resource_type)
-        return self.store.delete(resource_type, resource_id, if_match)
+
+        def work(tx: Transaction) -> Version | None:
+            self.check_visible(caller, "d", tx.read(resource_type, resource_id), bases)
+            return tx.delete(resource_type, resource_id, if_match)
+
+        return self.store.transact(work)
 
     def conditional_delete(self, caller: Caller, resource_type: str, criteria: Criteria, bases: Bases) -> list[Version]:
         """``DELETE /[type]?[search]`` (http.html#cdelete): every match, up to ``MAX_CONDITIONAL_DELETE`` (more →
@@ -315,7 +419,8 @@ class FhirService:
         caller.authorize("s", resource_type, "url")
 
         def work(tx: Transaction) -> list[Version]:
-            ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching)
+            within = caller.confined_to("s", resource_type)
+            ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching, within=within)
             deleted = [tx.delete(resource_type, resource_id) for resource_id in ids]
             return [version for version in deleted if version is not None]
 

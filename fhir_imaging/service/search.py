@@ -6,7 +6,7 @@ keyset cursor. https://hl7.org/fhir/R4/search.html
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -59,9 +59,10 @@ def searchset(
     base: str,
     bases: tuple[str, ...],
     caller: Caller = ANONYMOUS,
+    keep: Callable[[Hit], bool] = lambda hit: True,
 ) -> dict[str, Any]:
     """Parse, run and answer one search as a ``searchset`` Bundle for ``caller``: the types its chains and ``_has``
-    reach must be searchable to it (403 otherwise), and included resources of types it may not read are left out."""
+    reach must be searchable to it (403 otherwise), and included resources that ``keep`` refuses are left out."""
     search = parse_search(
         registry,
         spec.types,
@@ -96,7 +97,7 @@ def searchset(
         [_shaped(hit, search) for hit in result.matches],
         links,
         total,
-        [_shaped(hit, search) for hit in result.included if caller.may("r", hit.resource_type)],
+        [_shaped(hit, search) for hit in result.included if keep(hit)],
         _include_warning(search, settings.max_include) if result.included_capped else (),
     )
 

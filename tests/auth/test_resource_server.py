@@ -162,7 +162,7 @@ def test_scope_matrix(
     server: TestClient, issuer: Issuer, method: str, path: str, body: Any, needed: str, context: str, granted: str
 ) -> None:
     """Every interaction × every permission × every context: allowed exactly when the scope names the permission
-    (patient/ scopes do not allow anything until patient context is enforced)."""
+    (a patient/ scope without a patient in the token allows nothing)."""
     admin = _bearer(issuer.token("system/*.cruds"))
     assert server.put("/ImagingStudy/s1", json={**STUDY, "id": "s1"}, headers=admin).status_code in (200, 201)
     headers = _bearer(issuer.token(f"{context}/ImagingStudy.{granted}"))

@@ -47,6 +47,13 @@ def test_access_allows_by_interaction_and_type() -> None:
     assert Access(parse_scopes("system/*.rs")).allows("r", "*")
 
 
-def test_patient_and_granular_grants_do_not_widen_access_until_enforced() -> None:
-    assert not Access(parse_scopes("patient/*.cruds"), patient="p1").allows("r", "ImagingStudy")
+def test_patient_grants_need_a_patient_and_confine_to_it() -> None:
+    assert not Access(parse_scopes("patient/*.cruds")).allows("r", "ImagingStudy")  # no patient in context
+    confined = Access(parse_scopes("patient/*.rs user/Practitioner.rs"), patient="p1")
+    assert confined.allows("r", "ImagingStudy") and confined.confined_to("r", "ImagingStudy") == "p1"
+    assert confined.allows("r", "Practitioner") and confined.confined_to("r", "Practitioner") is None
+    assert not confined.allows("c", "ImagingStudy")
+
+
+def test_granular_grants_do_not_widen_access_until_enforced() -> None:
     assert not Access(parse_scopes("user/Observation.rs?category=laboratory")).allows("r", "Observation")

@@ -164,4 +164,4 @@ def test_a_bundle_runs_through_the_same_service(service: FhirService) -> None:
     response = run_bundle(service, ANONYMOUS, bundle, "representation", BASES, strict=False)
     statuses = [entry["response"]["status"] for entry in response["entry"]]
     assert statuses == ["200 OK", "200 OK"]  # the conditional create matched; the conditional patch patched it
-    assert service.read(ANONYMOUS, "Patient", existing.version.id).version == 2
+    assert service.read(ANONYMOUS, "Patient", existing.version.id, BASES).version == 2

@@ -21,7 +21,7 @@ async def delete(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     expected_version = if_match(request.headers.get("if-match"))
     svc = service(request)
-    version = await in_thread(svc.delete, caller(request), resource_type, resource_id, expected_version)
+    version = await in_thread(svc.delete, caller(request), resource_type, resource_id, bases(request), expected_version)
     if version is None:
         message = f"Nothing to delete: {resource_type}/{resource_id} does not exist or is already deleted"
         return fhir_response(request, operation_outcome([Issue("information", "informational", message)]))

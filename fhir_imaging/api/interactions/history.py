@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import base_url, caller, endpoint, in_thread, resource_id_of, resource_type_of, service
+from fhir_imaging.api.context import bases, caller, endpoint, in_thread, resource_id_of, resource_type_of, service
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.params import parse_count, parse_cursor, parse_since
 from fhir_imaging.api.rendering import fhir_response
@@ -37,8 +37,9 @@ async def _history(request: Request, resource_type: str | None, resource_id: str
         at_or_before_seq=parse_cursor(params.get(CURSOR)),
         count=count,
     )
-    versions, next_cursor, total = await in_thread(svc.history, caller(request), query)
-    base = base_url(request)
+    where = bases(request)
+    versions, next_cursor, total = await in_thread(svc.history, caller(request), query, where)
+    base = where.url
     path = "/".join(part for part in (base, resource_type, resource_id, "_history") if part)
     kept = [(key, value) for key, value in params.multi_items() if key in KNOWN_PARAMS]
     links = {"self": f"{path}?{urlencode(kept)}" if kept else path}

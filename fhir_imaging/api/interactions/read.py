@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.context import (
-    base_url,
+    bases,
     caller,
     endpoint,
     read_quickly,
@@ -24,8 +24,9 @@ from fhir_imaging.fhir.outcome import Gone
 async def read(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     svc = service(request)
-    version = await read_quickly(svc, svc.read, caller(request), resource_type, resource_id)
-    headers = version_headers(base_url(request), version)
+    where = bases(request)
+    version = await read_quickly(svc, svc.read, caller(request), resource_type, resource_id, where)
+    headers = version_headers(where.url, version)
     if version.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted (version {version.version})", headers=headers)
     if none_match(request.headers.get("if-none-match"), version.version) or not_modified_since(
@@ -40,8 +41,9 @@ async def vread(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     number = version_id_of(request)
     svc = service(request)
-    version = await read_quickly(svc, svc.vread, caller(request), resource_type, resource_id, number)
-    headers = version_headers(base_url(request), version)
+    where = bases(request)
+    version = await read_quickly(svc, svc.vread, caller(request), resource_type, resource_id, number, where)
+    headers = version_headers(where.url, version)
     if version.deleted:
         raise Gone(f"Version {number} of {resource_type}/{resource_id} is its deletion", headers=headers)
     return fhir_response(request, version.body, headers=headers)
