@@ -200,6 +200,9 @@ def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
 def serve(settings: Settings) -> int:
     from fhir_imaging.server import run
 
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        print("fhir-imaging serve: --tls-cert and --tls-key go together: give both, or neither", file=sys.stderr)
+        return UNSAFE_SETUP
     if not settings.auth_issuer and not settings.allow_anonymous and not is_loopback(settings.host):
         print(
             f"fhir-imaging serve: refusing to serve on {settings.host} without authorization: anyone who reaches "

@@ -160,6 +160,8 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "the aud a token must name (default: --public-url, else http://HOST:PORT/baseR4)",
     ),
+    Setting("tls_cert", None, str, "PEM certificate (chain) to serve HTTPS with; needs --tls-key"),
+    Setting("tls_key", None, str, "PEM private key of --tls-cert"),
     Setting(
         "allow_anonymous",
         False,
@@ -237,6 +239,8 @@ class Settings:
     cors_origin: str | None = None
     auth_issuer: str | None = None
     auth_audience: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     allow_anonymous: bool = False
     audit_log: str | None = None
     max_patch_operations: int = 1000

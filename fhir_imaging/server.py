@@ -238,6 +238,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,  # the software and version are nobody's business; ``date`` stays
         "log_config": None,
         "access_log": False,  # the request log is RequestLogMiddleware's
+        **({"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key} if settings.tls_cert else {}),
     }
 
 
