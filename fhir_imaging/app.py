@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +16,6 @@ from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
 from fhir_imaging.audit_log import AuditLog
-from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
@@ -24,6 +24,9 @@ from fhir_imaging.logs import configure_logging
 from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
+
+if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
+    from fhir_imaging.auth.tokens import TokenVerifier
 
 
 def token_audience(settings: Settings) -> str:
@@ -35,6 +38,8 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
     """The check of bearer tokens with --auth-issuer; None (no authorization) without it."""
     if not settings.auth_issuer:
         return None
+    from fhir_imaging.auth.tokens import TokenVerifier
+
     return TokenVerifier(settings.auth_issuer, token_audience(settings))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -14,10 +14,12 @@ from starlette.responses import Response
 from fhir_imaging.api.formats import check_content_type, negotiate
 from fhir_imaging.audit import audit_event
 from fhir_imaging.audit_log import AuditLog
-from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, Unauthorized, error
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
 from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
+
+if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
+    from fhir_imaging.auth.tokens import TokenVerifier
 
 BASE_PATH = "/baseR4"
 log = logging.getLogger("fhir_imaging.audit")

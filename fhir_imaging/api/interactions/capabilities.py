@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.context import base_url, in_thread, public_endpoint, service
 from fhir_imaging.api.rendering import fhir_response
-from fhir_imaging.auth.tokens import TokenVerifier
 from fhir_imaging.fhir.capability import capability_statement
 from fhir_imaging.fhir.outcome import ServiceUnavailable
+
+if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
+    from fhir_imaging.auth.tokens import TokenVerifier
 
 MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
 

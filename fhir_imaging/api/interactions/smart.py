@@ -6,15 +6,17 @@ authorization there is nothing to discover (404).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_imaging.api.context import in_thread, public_endpoint
 from fhir_imaging.api.rendering import fhir_response
-from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier
 from fhir_imaging.fhir.outcome import NotFound
+
+if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
+    from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier
 
 CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-symmetric", "client-confidential-asymmetric")
 
