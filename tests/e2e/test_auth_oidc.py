@@ -16,6 +16,7 @@ from tests.e2e.server import ServerProcess
 CLIENTS = [
     {"client_id": "pacs-bridge", "client_secret": "bridge-secret", "scope": "system/*.cruds system/ImagingStudy.rs"},
     {"client_id": "reader", "client_secret": "reader-secret", "scope": "system/ImagingStudy.rs"},
+    {"client_id": "portal", "client_secret": "portal-secret", "scope": "patient/*.rs", "patient": "p1"},
 ]
 STUDY = {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": "Patient/p1"}}
 
@@ -69,3 +70,17 @@ def test_the_provider_rotating_its_keys_needs_no_restart(provider: Provider, ser
     after = provider.token("reader", "reader-secret", "system/ImagingStudy.rs", "http://fhir.test/baseR4")
     assert after.split(".")[0] != before.split(".")[0]  # a new kid in the header
     assert httpx.get(f"{server.base}/ImagingStudy", headers=_headers(after)).status_code == 200
+
+
+def test_a_patient_claim_from_the_provider_confines_the_token(provider: Provider, server: ServerProcess) -> None:
+    writer = provider.token("pacs-bridge", "bridge-secret", "system/*.cruds", "http://fhir.test/baseR4")
+    for study_id, patient in (("mine", "p1"), ("theirs", "p2")):
+        study = {**STUDY, "id": study_id, "subject": {"reference": f"Patient/{patient}"}}
+        response = httpx.put(f"{server.base}/ImagingStudy/{study_id}", json=study, headers=_headers(writer))
+        assert response.status_code in (200, 201), response.text
+    portal = provider.token("portal", "portal-secret", "patient/*.rs", "http://fhir.test/baseR4")
+    assert httpx.get(f"{server.base}/ImagingStudy/mine", headers=_headers(portal)).status_code == 200
+    assert httpx.get(f"{server.base}/ImagingStudy/theirs", headers=_headers(portal)).status_code == 404
+    bundle = httpx.get(f"{server.base}/ImagingStudy", headers=_headers(portal)).json()
+    subjects = {entry["resource"]["subject"]["reference"] for entry in bundle.get("entry", [])}
+    assert subjects == {"Patient/p1"}
