@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.bundle import StoredResource
 from fhir_imaging.fhir.fhirpath_budget import FhirPathLimits
 from fhir_imaging.fhir.outcome import (
     BadRequest,
@@ -126,9 +127,9 @@ class FhirService:
 
     # -- patient scopes: the caller's patient compartment bounds what it sees and writes ---------------------------
 
-    def visible(self, caller: Caller, interaction: str, version: Version, bases: Bases) -> bool:
-        """Whether ``version`` is one the caller may see: always, unless patient scopes confine it to a
-        compartment that the resource is not in (a deletion is in none)."""
+    def visible(self, caller: Caller, interaction: str, version: StoredResource, bases: Bases) -> bool:
+        """Whether ``version`` (a stored version or a search hit) is one the caller may see: always, unless patient
+        scopes confine it to a compartment that the resource is not in (a deletion is in none)."""
         patient = caller.confined_to(interaction, version.resource_type)
         if patient is None:
             return True
@@ -224,10 +225,7 @@ class FhirService:
             spec = dataclasses.replace(spec, items=[*spec.items, *items], extra=extra)
 
         def keep(hit: Hit) -> bool:
-            if not caller.may("r", hit.resource_type):
-                return False
-            version = Version(hit.resource_type, hit.id, hit.version, hit.last_updated, "", hit.body)
-            return self.visible(caller, "r", version, bases)
+            return caller.may("r", hit.resource_type) and self.visible(caller, "r", hit, bases)
 
         return searchset(
             reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching, caller, keep
@@ -274,13 +272,9 @@ class FhirService:
         self.validate(resource)
         self.check_inside(caller, "u", resource, bases)
 
-        def work(tx: Transaction) -> Written:
-            self.check_visible(caller, "u", tx.read(resource_type, resource_id), bases)
-            self.check_references(tx, resource, bases.url)
-            result = tx.update(resource_type, resource_id, resource, if_match)
-            return Written(result.version, result.created)
-
-        return self.store.transact(work)
+        return self.store.transact(
+            lambda tx: self._update_in(tx, caller, resource_type, resource_id, resource, bases, if_match)
+        )
 
     def conditional_update(
         self, caller: Caller, criteria: Criteria, resource: dict[str, Any], bases: Bases, if_match: int | None = None
@@ -297,16 +291,27 @@ class FhirService:
         within = caller.confined_to("s", resource_type)
 
         def work(tx: Transaction) -> Written:
-            target, matched = self.finder.update_target(
-                tx, resource_type, criteria, body_id, bases.matching, within=within
-            )
-            if not matched:
-                self.check_visible(caller, "u", tx.read(resource_type, target), bases)
-            self.check_references(tx, resource, bases.url)
-            result = tx.update(resource_type, target, resource, if_match)
-            return Written(result.version, result.created)
+            target, _ = self.finder.update_target(tx, resource_type, criteria, body_id, bases.matching, within=within)
+            return self._update_in(tx, caller, resource_type, target, resource, bases, if_match)
 
         return self.store.transact(work)
+
+    def _update_in(
+        self,
+        tx: Transaction,
+        caller: Caller,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        bases: Bases,
+        if_match: int | None,
+    ) -> Written:
+        """An update's write inside its unit: the version it replaces must be one the caller may see (patient
+        scopes), the references must resolve (--enforce-references)."""
+        self.check_visible(caller, "u", tx.read(resource_type, resource_id), bases)
+        self.check_references(tx, resource, bases.url)
+        result = tx.update(resource_type, resource_id, resource, if_match)
+        return Written(result.version, result.created)
 
     def patch(
         self,
