@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,13 +26,20 @@ from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
 
-if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier
+if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
+    from fhir_imaging.auth.backend import BackendTokenIssuer
+    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
+    from fhir_imaging.storage.base import Store
+
+
+def own_base(settings: Settings) -> str:
+    """This server's base URL as configured: --public-url, else http://HOST:PORT/baseR4."""
+    return (settings.public_url or f"http://{settings.host}:{settings.port}{BASE_PATH}").rstrip("/")
 
 
 def token_audience(settings: Settings) -> str:
     """The ``aud`` an access token must name: --auth-audience, else --public-url, else http://HOST:PORT/baseR4."""
-    return settings.auth_audience or settings.public_url or f"http://{settings.host}:{settings.port}{BASE_PATH}"
+    return settings.auth_audience or own_base(settings)
 
 
 def token_verifier(settings: Settings) -> TokenVerifier | None:
@@ -43,6 +51,31 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
     return TokenVerifier(settings.auth_issuer, token_audience(settings))
 
 
+def backend_token_issuer(settings: Settings, store: Store) -> BackendTokenIssuer:
+    """The built-in token endpoint of --auth-clients, signing with the key kept in the database (made there on
+    first start)."""
+    from fhir_imaging.auth.backend import BackendTokenIssuer
+    from fhir_imaging.auth.clients import load_clients
+    from fhir_imaging.auth.keys import new_server_key
+
+    assert settings.auth_clients
+    key = store.transact(lambda tx: tx.server_key(new_server_key))
+    clients = load_clients(settings.auth_clients)
+    return BackendTokenIssuer(clients, key, own_base(settings), token_audience(settings), settings.auth_token_lifetime)
+
+
+def with_own_tokens(verifier: TokenVerifier | None, issuer: BackendTokenIssuer) -> TokenVerifier | Verifiers:
+    """``verifier`` (the OpenID provider's, if any) and the check of the tokens ``issuer`` signs."""
+    from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier, Verifiers
+
+    base = issuer.issuer
+    metadata = ProviderMetadata(
+        base, f"{base}/auth/jwks", f"{base}/auth/token", None, ("client_credentials",), ("private_key_jwt",)
+    )
+    own = TokenVerifier(base, issuer.audience, own=(metadata, issuer.verification_key()))
+    return Verifiers([own] if verifier is None else [verifier, own])
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     registry = load_registry()
@@ -52,7 +85,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
         app.state.service = FhirService(settings, registry, store, validator)
+        external = app.state.verifier
         try:
+            if settings.auth_clients:
+                app.state.token_issuer = await anyio.to_thread.run_sync(backend_token_issuer, settings, store)
+                app.state.verifier = with_own_tokens(external, app.state.token_issuer)
             if settings.audit_log:
                 app.state.audit = AuditLog(settings.audit_log)
             yield
@@ -60,6 +97,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if app.state.audit is not None:
                 app.state.audit.close()
                 app.state.audit = None
+            app.state.token_issuer = None
+            app.state.verifier = external
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]
@@ -71,7 +110,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
     )
-    app.state.verifier = token_verifier(settings)
+    app.state.verifier = token_verifier(settings)  # with --auth-clients, the lifespan adds this server's own tokens
+    app.state.token_issuer = None  # the built-in token endpoint (--auth-clients), made in the lifespan
     app.state.audit = None  # the AuditLog, opened in the lifespan with --audit-log
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")

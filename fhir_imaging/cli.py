@@ -14,6 +14,7 @@ from fhir_imaging.config import SETTINGS, Settings, load_settings
 from fhir_imaging.logs import configure_logging, redact, redact_url
 
 if TYPE_CHECKING:
+    from fhir_imaging.client import RemoteServer
     from fhir_imaging.storage.base import Store
 
 SERVE_SETTINGS = tuple(SETTINGS)
@@ -81,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default=None, help="database URL (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)"
     )
     _add_dicom_commands(commands)
+    jwk = commands.add_parser(
+        "public-jwk",
+        help="print the public JWKS of a backend client's private key (for --auth-clients)",
+        description="Print the public half of a PEM private key (RSA, or EC P-384) as a JWK Set, its kid the key's "
+        "RFC 7638 thumbprint: the jwks to register for the client in the server's --auth-clients file.",
+    )
+    jwk.add_argument("key", type=Path, metavar="PEM", help="the client's private key")
     return parser
 
 
@@ -169,6 +177,29 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--server", default=None, help="base URL of a running server, e.g. http://localhost:8080/baseR4"
     )
+    auth = parser.add_argument_group(
+        "authorization with --server",
+        "SMART Backend Services: the command obtains access tokens itself (and new ones before they expire) with "
+        "a client assertion signed by --private-key, from the token endpoint the server's SMART configuration "
+        "names; or it sends the token it is given.",
+    )
+    auth.add_argument("--client-id", default=None, help="the client id the server's --auth-clients registers")
+    auth.add_argument(
+        "--private-key", default=None, type=Path, metavar="PEM", help="the client's private key (RSA, or EC P-384)"
+    )
+    auth.add_argument(
+        "--key-id", default=None, help="the kid of --private-key as registered (default: its RFC 7638 thumbprint)"
+    )
+    auth.add_argument("--scope", default="system/*.cruds", help="scopes to ask for (default: system/*.cruds)")
+    auth.add_argument(
+        "--token-url", default=None, help="token endpoint (default: from the server's SMART configuration)"
+    )
+    auth.add_argument(
+        "--token",
+        default=None,
+        help="a bearer access token to send as it is (better: the FHIR_IMAGING_ACCESS_TOKEN environment variable, "
+        "which other users of the machine cannot see)",
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -197,20 +228,77 @@ def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
         return None
 
 
+def remote_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RemoteServer | None:
+    """``--server`` with its authorization options (None without ``--server``); a usage error for options that do
+    not go together or a key that cannot be used."""
+    import os
+
+    from fhir_imaging.client import RemoteServer
+
+    token = args.token or os.environ.get("FHIR_IMAGING_ACCESS_TOKEN") or None
+    if not args.server:
+        if args.client_id or args.private_key or args.token:
+            parser.error("--client-id, --private-key and --token go with --server")
+        return None
+    if args.client_id or args.private_key:
+        if not (args.client_id and args.private_key):
+            parser.error("--client-id and --private-key go together")
+        if args.token:
+            parser.error("give --token, or --client-id with --private-key, not both")
+        from fhir_imaging.auth.backend_client import BackendServicesAuth
+        from fhir_imaging.auth.keys import load_private_key
+
+        try:
+            key = load_private_key(args.private_key.read_bytes())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--private-key {args.private_key}: {exc}")
+        auth = BackendServicesAuth(args.server, args.client_id, key, args.scope, args.key_id, args.token_url)
+        return RemoteServer(args.server, auth)
+    if token:
+        from fhir_imaging.auth.backend_client import StaticTokenAuth
+
+        return RemoteServer(args.server, StaticTokenAuth(token))
+    return RemoteServer(args.server)
+
+
+def public_jwk(path: Path) -> int:
+    import json
+
+    from fhir_imaging.auth.keys import load_private_key
+    from fhir_imaging.auth.keys import public_jwk as jwk_of
+
+    try:
+        key = load_private_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"fhir-imaging public-jwk: {path}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"keys": [jwk_of(key)]}, indent=2))
+    return 0
+
+
 def serve(settings: Settings) -> int:
     from fhir_imaging.server import run
 
     if bool(settings.tls_cert) != bool(settings.tls_key):
         print("fhir-imaging serve: --tls-cert and --tls-key go together: give both, or neither", file=sys.stderr)
         return UNSAFE_SETUP
-    if not settings.auth_issuer and not settings.allow_anonymous and not is_loopback(settings.host):
+    authorized = settings.auth_issuer or settings.auth_clients
+    if not authorized and not settings.allow_anonymous and not is_loopback(settings.host):
         print(
             f"fhir-imaging serve: refusing to serve on {settings.host} without authorization: anyone who reaches "
-            "the port could read and write every record. Give --auth-issuer URL (SMART on FHIR), serve on "
-            "127.0.0.1, or say --allow-anonymous.",
+            "the port could read and write every record. Give --auth-issuer URL (SMART on FHIR) or --auth-clients "
+            "FILE (backend clients), serve on 127.0.0.1, or say --allow-anonymous.",
             file=sys.stderr,
         )
         return UNSAFE_SETUP
+    if settings.auth_clients:
+        from fhir_imaging.auth.clients import load_clients
+
+        try:
+            load_clients(settings.auth_clients)
+        except (OSError, ValueError) as exc:
+            print(f"fhir-imaging serve: --auth-clients: {exc}", file=sys.stderr)
+            return UNSAFE_SETUP
     configure_logging(settings.log_level)
     store = _open_store_or_explain(settings, "serve")  # fail fast on a bad database URL; migrate before workers
     if store is None:
@@ -220,7 +308,7 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def load(paths: list[Path], settings: Settings, server: str | None, batch_size: int) -> int:
+def load(paths: list[Path], settings: Settings, server: RemoteServer | None, batch_size: int) -> int:
     import asyncio
 
     from rich.console import Console
@@ -285,10 +373,23 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
         limits = dicom_commands.pacs_limits(args) if args.command == "sync-dicomweb" else None
     except ValueError as exc:
         parser.error(str(exc))
-    target = {"server": args.server, "settings": settings, "options": options, "progress": not args.no_progress}
+    server = remote_server(args, parser)
+    progress = not args.no_progress
     if args.command == "import-dicom":
-        return dicom_commands.run_import(args.paths, **target)
-    return dicom_commands.run_sync(args.url, since=since, full=args.full, watch=args.watch, limits=limits, **target)
+        return dicom_commands.run_import(
+            args.paths, server=server, settings=settings, options=options, progress=progress
+        )
+    return dicom_commands.run_sync(
+        args.url,
+        server=server,
+        settings=settings,
+        options=options,
+        progress=progress,
+        since=since,
+        full=args.full,
+        watch=args.watch,
+        limits=limits,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,11 +405,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command == "serve":
         return serve(settings)
-    if args.command == "load":
-        return load(args.paths, settings, args.server, args.batch_size)
     if args.command == "reindex":
         return reindex(settings)
-    if args.command in ("import-dicom", "sync-dicomweb"):
-        return dicom(args, settings, parser)
+    if args.command == "public-jwk":
+        return public_jwk(args.key)
+    from fhir_imaging.client import TokenError
+
+    try:
+        if args.command == "load":
+            return load(args.paths, settings, remote_server(args, parser), args.batch_size)
+        if args.command in ("import-dicom", "sync-dicomweb"):
+            return dicom(args, settings, parser)
+    except TokenError as exc:
+        print(f"fhir-imaging {args.command}: no access token: {exc}", file=sys.stderr)
+        return 2
     parser.error(f"unknown command {args.command}")
     return 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -18,18 +18,33 @@ IN_PROCESS_BASE = "http://fhir-imaging.local/baseR4"
 TIMEOUT = httpx.Timeout(120.0, connect=10.0)
 
 
+class TokenError(RuntimeError):
+    """No access token could be obtained for a server (the message says why; it never holds a secret)."""
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A running server: its base URL, and how requests authenticate to it (``None``: they do not)."""
+
+    url: str
+    auth: httpx.Auth | None = None
+
+
 @asynccontextmanager
 async def fhir_client(
-    server: str | None = None, database: str | None = None, settings: Settings | None = None
+    server: str | RemoteServer | None = None, database: str | None = None, settings: Settings | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An ``httpx.AsyncClient`` whose relative URLs (``ImagingStudy/1``) address the FHIR base.
 
-    With ``server``, requests go over HTTP to it; otherwise the app runs in this process on ``database`` (or
-    ``settings.database``), with its lifespan (store opened, closed at the end).
+    With ``server``, requests go over HTTP to it (with its ``auth``: a bearer token, obtained and renewed by
+    auth/backend_client.py); otherwise the app runs in this process on ``database`` (or ``settings.database``), with
+    its lifespan (store opened, closed at the end).
     """
     headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
     if server:
-        async with httpx.AsyncClient(base_url=server.rstrip("/") + "/", headers=headers, timeout=TIMEOUT) as client:
+        remote = RemoteServer(server) if isinstance(server, str) else server
+        base = remote.url.rstrip("/") + "/"
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=TIMEOUT, auth=remote.auth) as client:
             yield client
         return
     from fhir_imaging.app import create_app

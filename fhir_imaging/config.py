@@ -160,6 +160,19 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "the aud a token must name (default: --public-url, else http://HOST:PORT/baseR4)",
     ),
+    Setting(
+        "auth_clients",
+        None,
+        str,
+        "JSON file of the backend clients (SMART Backend Services) this server issues access tokens to at "
+        "BASE/auth/token: client_id, scope, jwks or jwks_url each (default: none, no token endpoint)",
+    ),
+    Setting(
+        "auth_token_lifetime",
+        300,
+        int,
+        "seconds an access token from the built-in token endpoint is valid",
+    ),
     Setting("tls_cert", None, str, "PEM certificate (chain) to serve HTTPS with; needs --tls-key"),
     Setting("tls_key", None, str, "PEM private key of --tls-cert"),
     Setting(
@@ -239,6 +252,8 @@ class Settings:
     cors_origin: str | None = None
     auth_issuer: str | None = None
     auth_audience: str | None = None
+    auth_clients: str | None = None
+    auth_token_lifetime: int = 300
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_anonymous: bool = False

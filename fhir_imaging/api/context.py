@@ -19,7 +19,7 @@ from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resou
 from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
 
 if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier
+    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
 
 BASE_PATH = "/baseR4"
 log = logging.getLogger("fhir_imaging.audit")
@@ -71,7 +71,7 @@ def _wrap(handler: Callable[[Request], Awaitable[Response]], public: bool) -> Ca
             audit: AuditLog | None = request.app.state.audit
             if audit is not None:
                 return await _audited(request, handler, interaction, audit)
-            verifier: TokenVerifier | None = request.app.state.verifier
+            verifier: TokenVerifier | Verifiers | None = request.app.state.verifier
             request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         return await handler(request)
 
@@ -113,7 +113,7 @@ async def _audited(
     status: int | None = None
     response: Response | None = None
     try:
-        verifier: TokenVerifier | None = request.app.state.verifier
+        verifier: TokenVerifier | Verifiers | None = request.app.state.verifier
         request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         response = await handler(request)
         status = response.status_code
@@ -171,7 +171,7 @@ def _event(
     )
 
 
-async def _authenticate(request: Request, verifier: TokenVerifier) -> Caller:
+async def _authenticate(request: Request, verifier: TokenVerifier | Verifiers) -> Caller:
     """The caller a request's bearer token names (a token verified before: on the event loop; else in a worker
     thread, which may fetch the issuer's keys); 401 without a valid one."""
     header = request.headers.get("authorization")
@@ -242,11 +242,11 @@ def version_id_of(request: Request) -> int:
     return version
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) anything over the configured size before reading it all, and (408) one that
-    takes more than the configured time to arrive."""
+async def read_body(request: Request, limit: int | None = None) -> bytes:
+    """The request body, refusing (413) anything over the configured size (or ``limit``) before reading it all, and
+    (408) one that takes more than the configured time to arrive."""
     settings = service(request).settings
-    limit = settings.max_body_size
+    limit = settings.max_body_size if limit is None else limit
     declared = request.headers.get("content-length")
     if declared and is_ascii_digits(declared) and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"The request body of {declared} bytes is over the limit of {limit} bytes")

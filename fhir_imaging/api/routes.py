@@ -23,7 +23,7 @@ from fhir_imaging.api.interactions.history import history_instance, history_syst
 from fhir_imaging.api.interactions.patch import conditional_patch, patch
 from fhir_imaging.api.interactions.read import read, vread
 from fhir_imaging.api.interactions.search import search_compartment, search_system, search_type, search_type_post
-from fhir_imaging.api.interactions.smart import smart_configuration
+from fhir_imaging.api.interactions.smart import jwks, smart_configuration, token
 from fhir_imaging.api.interactions.update import conditional_update, update
 from fhir_imaging.api.interactions.validate import validate_instance, validate_type
 
@@ -60,6 +60,8 @@ ID = "{id:fhirid}"
 ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/metadata", "GET", capabilities, None),
     ("/.well-known/smart-configuration", "GET", smart_configuration, None),
+    ("/auth/token", "POST", token, None),
+    ("/auth/jwks", "GET", jwks, None),
     ("/_history", "GET", history_system, "history-system"),
     ("/", "POST", batch_or_transaction, "transaction batch"),
     ("/", "GET", search_system, "search-system"),

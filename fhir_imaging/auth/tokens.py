@@ -55,13 +55,18 @@ class ProviderMetadata:
 class TokenVerifier:
     """Checks bearer JWTs from one issuer for one audience (thread-safe)."""
 
-    def __init__(self, issuer: str, audience: str, leeway: float = 30.0) -> None:
+    def __init__(
+        self, issuer: str, audience: str, leeway: float = 30.0, own: tuple[ProviderMetadata, jwt.PyJWK] | None = None
+    ) -> None:
+        """``own``: the tokens of this server's own token endpoint (auth/backend.py), whose metadata and signing
+        key are known here: nothing is discovered or fetched."""
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self._lock = threading.Lock()
-        self._metadata: ProviderMetadata | None = None
+        self._metadata: ProviderMetadata | None = own[0] if own else None
         self._keys: jwt.PyJWKClient | None = None
+        self._own_key = own[1] if own else None
         self._verified: dict[str, Principal] = {}
 
     # -- the provider --------------------------------------------------------------------------------------------
@@ -119,13 +124,20 @@ class TokenVerifier:
         self._verified[token] = principal
         return principal
 
-    def _decode(self, token: str, kid: str) -> dict[str, Any]:
+    def _signing_key(self, kid: str) -> jwt.PyJWK:
+        if self._own_key is not None:
+            if kid != self._own_key.key_id:
+                raise Unauthorized("The bearer token is signed with a key this server does not sign with")
+            return self._own_key
         self.metadata()
         assert self._keys is not None
         try:
-            key = self._keys.get_signing_key(kid)
+            return self._keys.get_signing_key(kid)
         except jwt.PyJWKClientError:
             raise Unauthorized("The bearer token is signed with a key the issuer does not publish") from None
+
+    def _decode(self, token: str, kid: str) -> dict[str, Any]:
+        key = self._signing_key(kid)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -145,6 +157,40 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"The bearer token is not valid ({type(exc).__name__})") from None
         return claims
+
+
+class Verifiers:
+    """Bearer JWTs from more than one issuer (the OpenID provider and this server's own token endpoint): a token
+    goes to the verifier of the issuer its ``iss`` names (read before the signature is checked, only to choose the
+    verifier, which then checks everything). The first verifier's provider is the one SMART discovery names."""
+
+    def __init__(self, verifiers: list[TokenVerifier]) -> None:
+        self.verifiers = verifiers
+        self._by_issuer = {verifier.issuer: verifier for verifier in verifiers}
+        if len(self._by_issuer) != len(verifiers):
+            raise ValueError("two token verifiers for one issuer")
+
+    def metadata(self) -> ProviderMetadata:
+        return self.verifiers[0].metadata()
+
+    def cached(self, token: str) -> Principal | None:
+        for verifier in self.verifiers:
+            principal = verifier.cached(token)
+            if principal is not None:
+                return principal
+        return None
+
+    def verify(self, token: str) -> Principal:
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise Unauthorized("The bearer token is too long")
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError:
+            raise Unauthorized("The bearer token is not a JWT") from None
+        verifier = self._by_issuer.get(issuer) if isinstance(issuer, str) else None
+        if verifier is None:
+            raise Unauthorized("The bearer token is not from a trusted issuer")
+        return verifier.verify(token)
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

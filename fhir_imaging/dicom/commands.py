@@ -14,6 +14,7 @@ from datetime import date, tzinfo
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from fhir_imaging.client import RemoteServer
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.dicomweb import SyncSummary, sync_dicomweb
 from fhir_imaging.dicom.importer import import_dicom
@@ -60,7 +61,7 @@ def _print(lines: Sequence[str], out: TextIO | None) -> None:
 def run_import(
     paths: Sequence[str],
     *,
-    server: str | None,
+    server: RemoteServer | None,
     settings: Settings,
     options: MappingOptions,
     progress: bool = True,
@@ -81,7 +82,7 @@ def run_import(
 
 def _sync_pass(
     url: str,
-    server: str | None,
+    server: RemoteServer | None,
     settings: Settings,
     options: MappingOptions,
     since: date | None,
@@ -106,7 +107,7 @@ def _sync_pass(
 def run_sync(
     url: str,
     *,
-    server: str | None,
+    server: RemoteServer | None,
     settings: Settings,
     options: MappingOptions,
     since: date | None = None,

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydicom import Dataset
 
-from fhir_imaging.client import fhir_client
+from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.bundle import Write
 from fhir_imaging.dicom.limits import PacsLimits
@@ -248,7 +248,7 @@ async def sync_once(
 async def sync_dicomweb(
     url: str,
     *,
-    server: str | None = None,
+    server: RemoteServer | None = None,
     settings: Settings | None = None,
     options: MappingOptions | None = None,
     since: date | None = None,

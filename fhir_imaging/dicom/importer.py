@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from fhir_imaging.client import fhir_client
+from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.progress import Reporter
@@ -227,7 +227,7 @@ async def import_records(client: Any, read: ReadResult, reporter: Reporter | Non
 async def import_dicom(
     paths: Iterable[Path | str],
     *,
-    server: str | None = None,
+    server: RemoteServer | None = None,
     settings: Settings | None = None,
     options: MappingOptions | None = None,
     reporter: Reporter | None = None,

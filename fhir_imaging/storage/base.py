@@ -83,6 +83,13 @@ class Transaction(Reader, Protocol):
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         """Mark deleted (a new version); None when there was nothing to delete."""
 
+    def server_key(self, make: Callable[[], bytes]) -> bytes:
+        """The PEM key this server signs access tokens with: the stored one, else ``make()``'s, stored."""
+
+    def spend_assertion(self, client_id: str, jti: str, expires: float) -> bool:
+        """Record a client assertion's ``jti`` until ``expires``: True the first time, False when it was spent
+        before (a replay). Expired records are dropped."""
+
 
 class Store(Protocol):
     """A backend: units of work over explicit ``Reader`` / ``Transaction`` objects. The one-statement methods

@@ -66,6 +66,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX spidx_token_text",
         "CREATE INDEX spidx_token_text ON spidx_token (type, param, text, rid) WHERE text IS NOT NULL",
     ),
+    # 4: the built-in token endpoint (auth/backend.py): the key this server signs access tokens with, made on first
+    # use and shared by every process on the database, and the client assertions spent (jti), kept until they expire.
+    (
+        "CREATE TABLE auth_key (name TEXT PRIMARY KEY, pem TEXT NOT NULL, created TEXT NOT NULL)",
+        "CREATE TABLE auth_assertion (client_id TEXT NOT NULL, jti TEXT NOT NULL, expires REAL NOT NULL, "
+        "PRIMARY KEY (client_id, jti))",
+        "CREATE INDEX auth_assertion_expires ON auth_assertion (expires)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,6 +11,7 @@ an ``If-Match`` race has exactly one winner.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -247,6 +248,27 @@ class SqlTransaction(SqlReader):
         self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
     ) -> WriteResult:
         return self._put(resource_type, resource_id, resource, if_match, "PUT")
+
+    # -- the token endpoint's state (auth/backend.py) ---------------------------------------------------------------
+
+    def server_key(self, make: Callable[[], bytes]) -> bytes:
+        select = self.dialect.sql("SELECT pem FROM auth_key WHERE name = ?")
+        row = self.conn.execute(select, ("access-token",)).fetchone()
+        if row is None:
+            self._execute(
+                "INSERT INTO auth_key (name, pem, created) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                ("access-token", make().decode("ascii"), format_instant(now())),
+            )
+            row = self.conn.execute(select, ("access-token",)).fetchone()
+        return str(row[0]).encode("ascii")
+
+    def spend_assertion(self, client_id: str, jti: str, expires: float) -> bool:
+        self._execute("DELETE FROM auth_assertion WHERE expires < ?", (time.time(),))
+        inserted = self._execute(
+            "INSERT INTO auth_assertion (client_id, jti, expires) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (client_id, jti, expires),
+        )
+        return bool(inserted.rowcount == 1)
 
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         current = self._current(resource_type, resource_id)

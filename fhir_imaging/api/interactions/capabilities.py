@@ -14,7 +14,7 @@ from fhir_imaging.fhir.capability import capability_statement
 from fhir_imaging.fhir.outcome import ServiceUnavailable
 
 if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier
+    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
 
 MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
 
@@ -28,7 +28,7 @@ async def capabilities(request: Request) -> Response:
     cache: dict[str, bytes] = state.capability_cache
     body = cache.get(base)
     if body is None:
-        oauth, complete = await _oauth_uris(state.verifier)
+        oauth, complete = await _oauth_uris(state.verifier, service(request).settings.auth_issuer, base)
         statement = capability_statement(
             service(request).registry,
             state.type_interactions,
@@ -47,10 +47,15 @@ async def capabilities(request: Request) -> Response:
     return fhir_response(request, body)
 
 
-async def _oauth_uris(verifier: TokenVerifier | None) -> tuple[dict[str, str] | None, bool]:
-    """The SMART OAuth endpoints (None without authorization), and whether they could be read from the issuer."""
+async def _oauth_uris(
+    verifier: TokenVerifier | Verifiers | None, external: str | None, base: str
+) -> tuple[dict[str, str] | None, bool]:
+    """The SMART OAuth endpoints (None without authorization), and whether they could be read from the issuer:
+    the OpenID provider's (``external``, --auth-issuer), else this server's own token endpoint (--auth-clients)."""
     if verifier is None:
         return None, True
+    if not external:
+        return {"token": f"{base}/auth/token"}, True
     try:
         metadata = await in_thread(verifier.metadata)
     except ServiceUnavailable:

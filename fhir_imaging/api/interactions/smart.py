@@ -1,24 +1,37 @@
-"""SMART on FHIR discovery: ``GET [base]/.well-known/smart-configuration``
-(https://hl7.org/fhir/smart-app-launch/conformance.html), public like ``/metadata``. With ``--auth-issuer`` it
-names the OpenID provider's endpoints (from its discovery document) and what this server accepts; without
-authorization there is nothing to discover (404).
+"""SMART on FHIR discovery and the built-in token endpoint.
+
+``GET [base]/.well-known/smart-configuration`` (https://hl7.org/fhir/smart-app-launch/conformance.html) is public like
+``/metadata``: with ``--auth-issuer`` it names the OpenID provider's endpoints (from its discovery document); with
+``--auth-clients`` alone, this server's own token endpoint. Without authorization there is nothing to discover (404).
+
+``POST [base]/auth/token`` answers SMART Backend Services token requests (auth/backend.py) with RFC 6749 JSON, not
+FHIR: ``{"access_token": …}`` or ``{"error": …}``; ``GET [base]/auth/jwks`` publishes the key its tokens are signed
+with. Both exist with ``--auth-clients`` only (else 404).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import in_thread, public_endpoint
+from fhir_imaging.api.context import base_url, in_thread, public_endpoint, read_body, service
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import NotFound
 
-if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
+if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
+    from fhir_imaging.auth.backend import BackendTokenIssuer
     from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier
 
 CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-symmetric", "client-confidential-asymmetric")
+BACKEND_CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-asymmetric")
+SCOPES = ["system/*.cruds", "user/*.cruds", "system/*.read", "user/*.read"]
+MAX_TOKEN_REQUEST = 64 * 1024  # bytes of a token request's form (an assertion is at most 16 KiB)
+MAX_TOKEN_FIELDS = 20
+NO_STORE = {"Pragma": "no-cache"}  # RFC 6749 §5.1 (Cache-Control: no-store is on every answer: api/errors.py)
 
 
 def smart_document(metadata: ProviderMetadata) -> dict[str, Any]:
@@ -30,17 +43,91 @@ def smart_document(metadata: ProviderMetadata) -> dict[str, Any]:
     document["grant_types_supported"] = list(metadata.grant_types or ("client_credentials",))
     if metadata.token_auth_methods:
         document["token_endpoint_auth_methods_supported"] = list(metadata.token_auth_methods)
-    document["scopes_supported"] = ["system/*.cruds", "user/*.cruds", "system/*.read", "user/*.read"]
+    document["scopes_supported"] = SCOPES
     document["capabilities"] = list(CAPABILITIES)
     return document
 
 
+def backend_document(issuer: str, base: str) -> dict[str, Any]:
+    """The SMART configuration of this server's own token endpoint, at the base the request came in on."""
+    from fhir_imaging.auth.keys import ASSERTION_ALGORITHMS
+
+    return {
+        "issuer": issuer,
+        "jwks_uri": f"{base}/auth/jwks",
+        "token_endpoint": f"{base}/auth/token",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "scopes_supported": SCOPES,
+        "capabilities": list(BACKEND_CAPABILITIES),
+    }
+
+
 @public_endpoint
 async def smart_configuration(request: Request) -> Response:
-    verifier: TokenVerifier | None = request.app.state.verifier
-    if verifier is None:
+    state = request.app.state
+    issuer: BackendTokenIssuer | None = state.token_issuer
+    if service(request).settings.auth_issuer:
+        verifier: TokenVerifier = state.verifier
+        document = smart_document(await in_thread(verifier.metadata))
+    elif issuer is not None:
+        document = backend_document(issuer.issuer, base_url(request))
+    else:
         raise NotFound("This server runs without authorization (no --auth-issuer): there is no SMART configuration")
-    metadata = await in_thread(verifier.metadata)
-    response = fhir_response(request, smart_document(metadata))
+    response = fhir_response(request, document)
     response.headers["Content-Type"] = "application/json"
     return response
+
+
+def _issuer(request: Request) -> BackendTokenIssuer:
+    issuer: BackendTokenIssuer | None = request.app.state.token_issuer
+    if issuer is None:
+        raise NotFound("This server has no token endpoint: it runs without --auth-clients")
+    return issuer
+
+
+@public_endpoint
+async def jwks(request: Request) -> Response:
+    """The public keys of this server's access tokens (RFC 7517 JWK Set)."""
+    return Response(orjson.dumps(_issuer(request).jwks()), media_type="application/json")
+
+
+@public_endpoint
+async def token(request: Request) -> Response:
+    """One SMART Backend Services token request (``application/x-www-form-urlencoded``)."""
+    from fhir_imaging.auth.backend import TokenRequestError
+
+    issuer = _issuer(request)
+    try:
+        form = await _form(request)
+        store = service(request).store
+
+        def spend(client_id: str, jti: str, expires: float) -> bool:
+            return store.transact(lambda tx: tx.spend_assertion(client_id, jti, expires))
+
+        token_url = f"{base_url(request)}/auth/token"
+        issued = await in_thread(issuer.issue, form, (token_url,), spend)
+    except TokenRequestError as exc:
+        return Response(orjson.dumps(exc.body()), 400, NO_STORE, "application/json")
+    return Response(orjson.dumps(issued.body()), 200, NO_STORE, "application/json")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The request's form fields; a field given twice is an error (RFC 6749 §3.2)."""
+    from fhir_imaging.auth.backend import TokenRequestError
+
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise TokenRequestError("invalid_request", "the request must be application/x-www-form-urlencoded")
+    body = await read_body(request, MAX_TOKEN_REQUEST)
+    try:
+        pairs = parse_qsl(body.decode("ascii"), max_num_fields=MAX_TOKEN_FIELDS, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise TokenRequestError("invalid_request", "the request is not a well-formed form") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise TokenRequestError("invalid_request", f"{name[:40]} is given more than once")
+        form[name] = value
+    return form
