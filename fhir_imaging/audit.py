@@ -118,6 +118,45 @@ def audit_event(
     return event
 
 
+USER_AUTHENTICATION = {"system": DCM, "code": "110114", "display": "User Authentication"}
+LOGIN = {"system": DCM, "code": "110122", "display": "Login"}
+
+
+def token_event(
+    status: int,
+    client_id: str | None,
+    *,
+    error: str | None = None,
+    scope: str | None = None,
+    address: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The AuditEvent of one request to the built-in token endpoint (a backend client's login, DICOM "User
+    Authentication"/"Login" as IHE BALP records them): the client, when its assertion was verified (else
+    "unknown": a refused assertion's claims are not trusted), the scopes granted or the OAuth error, never the
+    assertion or the token."""
+    requestor: dict[str, Any] = {"who": {"identifier": {"value": client_id or "unknown"}}, "requestor": True}
+    if client_id:
+        requestor["altId"] = client_id
+    if address:
+        requestor["network"] = {"address": address, "type": "2"}
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": new_id(),
+        "type": USER_AUTHENTICATION,
+        "subtype": [LOGIN],
+        "action": "E",
+        "recorded": format_instant(now()),
+        "outcome": outcome_of(status),
+        "outcomeDesc": f"{status} {error}" if error else (f"{status} scope: {scope}" if scope else str(status)),
+        "agent": [requestor],
+        "source": _SOURCE,
+    }
+    if request_id:
+        event["entity"] = [{"what": {"identifier": {"value": request_id}}, "type": _REQUEST_ID}]
+    return event
+
+
 def _resource_entity(reference: str) -> dict[str, Any]:
     """A resource acted on: a Patient as the person the record is about, anything else as a domain resource."""
     if reference.startswith("Patient/"):

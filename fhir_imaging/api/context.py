@@ -135,8 +135,8 @@ def _event(
     request: Request, name: str, interaction: str, status: int | None, response: Response | None
 ) -> dict[str, Any]:
     """The AuditEvent of one answered request: references from the path (or, for a write, the version the answer's
-    Content-Location names), a search's or conditional interaction's query as a URL relative to the base, never a
-    body."""
+    Content-Location names) and those a search or history returned (``note_returned``), a search's or conditional
+    interaction's query as a URL relative to the base, never a body."""
     scope = request.scope
     who: Caller | None = getattr(request.state, "caller", None)
     params = scope.get("path_params", {})
@@ -154,6 +154,7 @@ def _event(
         query = f"{path}?{scope['query_string'].decode('latin-1')}"
     if name == "search_compartment":
         references.append(f"{params['type']}/{params['id']}")
+    references.extend(getattr(request.state, "returned", ()))
     if interaction == "transaction" and b"batch-response" in getattr(response, "body", b"")[:200]:
         interaction = "batch"  # the answer's Bundle type, near its start: the request's Bundle is never looked at
     patient = who.access.patient if who is not None and who.access is not None else None
@@ -169,6 +170,13 @@ def _event(
         query=query,
         request_id=scope.get("request_id"),
     )
+
+
+def note_returned(request: Request, references: Callable[[], list[str]]) -> None:
+    """For the audit trail (only when one is kept): the resources a search or history answered with, as
+    ``Type/id`` (``Type/id/_history/n`` for versions)."""
+    if request.app.state.audit is not None:
+        request.state.returned = references()
 
 
 async def _authenticate(request: Request, verifier: TokenVerifier | Verifiers) -> Caller:

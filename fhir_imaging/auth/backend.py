@@ -56,6 +56,7 @@ class IssuedToken:
     access_token: str
     expires_in: int
     scope: str
+    client_id: str
 
     def body(self) -> dict[str, Any]:
         return {
@@ -200,7 +201,7 @@ class BackendTokenIssuer:
             "jti": uuid.uuid4().hex,
         }
         token = jwt.encode(claims, self._key, algorithm=SERVER_ALGORITHM, headers={"kid": self.kid, "typ": "at+jwt"})
-        return IssuedToken(token, self.lifetime, scope)
+        return IssuedToken(token, self.lifetime, scope, client_id)
 
 
 def granted_scopes(requested: str, allowed: tuple[str, ...]) -> list[str]:

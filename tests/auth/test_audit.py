@@ -145,7 +145,28 @@ def test_one_event_per_interaction_flushed_within_a_second_without_bodies(
     assert _references(events[4]) == [f"Patient/{pid}"]
     assert _references(events[5]) == ["Patient/never-was"]
     assert _query(events[2]) == "Patient?gender=male"
-    assert _references(events[2]) == []  # a search's results are not recorded
+    assert _references(events[2]) == [f"Patient/{pid}"]  # what the search returned
+
+
+def test_searches_and_histories_record_what_they_returned(audited: tuple[TestClient, Path]) -> None:
+    client, path = audited
+    patient = client.post("/Patient", json=SEED_PATIENT).json()["id"]
+    study = {"resourceType": "ImagingStudy", "status": "available", "subject": {"reference": f"Patient/{patient}"}}
+    first = client.post("/ImagingStudy", json=study).json()["id"]
+    second = client.post("/ImagingStudy", json=study).json()["id"]
+    client.put(f"/ImagingStudy/{first}", json=dict(study, id=first, status="cancelled"))
+    answers = [
+        client.get("/ImagingStudy", params={"_include": "ImagingStudy:subject", "_sort": "_id"}),
+        client.get(f"/ImagingStudy/{first}/_history"),
+        client.get("/ImagingStudy", params={"status": "registered"}),
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    search, history, empty = _lines(path, 7)[4:]
+    matches = sorted([f"ImagingStudy/{first}", f"ImagingStudy/{second}"])
+    assert _references(search) == [*matches, f"Patient/{patient}"]  # the matches, then what _include added
+    versions = [f"ImagingStudy/{first}/_history/2", f"ImagingStudy/{first}/_history/1"]
+    assert _references(history) == [f"ImagingStudy/{first}", *versions]  # the resource asked for, its versions
+    assert _references(empty) == [] and _query(empty) == "ImagingStudy?status=registered"
 
 
 def test_the_request_id_is_the_one_the_answer_and_the_request_log_carry(audited: tuple[TestClient, Path]) -> None:

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +301,25 @@ LAB = "system/Observation.rs?category=laboratory"
 )  # fmt: skip
 def test_granted_scopes(requested: str, allowed: tuple[str, ...], granted: list[str]) -> None:
     assert granted_scopes(requested, allowed) == granted
+
+
+def test_token_requests_are_audited_without_assertions_or_tokens(tmp_path: Path) -> None:
+    from fhir_imaging.validation import Validator
+
+    path = tmp_path / "audit.ndjson"
+    settings = replace(settings_for(tmp_path), audit_log=str(path))
+    signed = assertion()
+    with TestClient(create_app(settings), base_url=BASE) as server:
+        token = request_token(server, signed).json()["access_token"]
+        refused(request_token(server, signed), "invalid_client")
+    events = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [(event["subtype"][0]["code"], event["outcome"]) for event in events] == [("110122", "0"), ("110122", "4")]
+    assert events[0]["agent"][0]["who"]["identifier"]["value"] == "bridge"
+    assert events[0]["outcomeDesc"] == "200 scope: system/*.cruds"
+    assert events[1]["agent"][0]["who"]["identifier"]["value"] == "unknown"
+    assert events[1]["outcomeDesc"] == "400 invalid_client"
+    text = path.read_text()
+    assert signed.split(".")[2] not in text and token.split(".")[2] not in text
+    validator = Validator.load()
+    for event in events:
+        assert [issue for issue in validator.locate(event) if issue.severity in ("error", "fatal")] == []

@@ -11,7 +11,16 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import bases, caller, endpoint, in_thread, resource_id_of, resource_type_of, service
+from fhir_imaging.api.context import (
+    bases,
+    caller,
+    endpoint,
+    in_thread,
+    note_returned,
+    resource_id_of,
+    resource_type_of,
+    service,
+)
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.params import parse_count, parse_cursor, parse_since
 from fhir_imaging.api.rendering import fhir_response
@@ -47,6 +56,7 @@ async def _history(request: Request, resource_type: str | None, resource_id: str
         following = [(key, value) for key, value in kept if key != CURSOR]
         following.append((CURSOR, encode_history_cursor(next_cursor)))
         links["next"] = f"{path}?{urlencode(following)}"
+    note_returned(request, lambda: [f"{v.resource_type}/{v.id}/_history/{v.version}" for v in versions])
     return fhir_response(request, history_bundle(base, versions, links, total))
 
 

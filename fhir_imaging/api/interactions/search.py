@@ -7,12 +7,22 @@ parses and runs it and answers a ``searchset`` Bundle (service/search.py).
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.context import bases, caller, endpoint, in_thread, read_body, resource_type_of, service
+from fhir_imaging.api.context import (
+    bases,
+    caller,
+    endpoint,
+    in_thread,
+    note_returned,
+    read_body,
+    resource_type_of,
+    service,
+)
 from fhir_imaging.api.headers import handling_preference
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import BadRequest, NotFound, UnsupportedMediaType
@@ -27,8 +37,16 @@ def _strict(request: Request) -> bool:
 
 
 async def _search(request: Request, spec: SearchSpec) -> Response:
-    bundle = await in_thread(service(request).search, caller(request), spec, bases(request))
+    where = bases(request)
+    bundle = await in_thread(service(request).search, caller(request), spec, where)
+    note_returned(request, lambda: returned_references(bundle, where.url))
     return fhir_response(request, bundle)
+
+
+def returned_references(bundle: dict[str, Any], base: str) -> list[str]:
+    """``Type/id`` of each resource of a searchset (matches and includes), from its ``fullUrl``."""
+    prefix = f"{base}/"
+    return [entry["fullUrl"].removeprefix(prefix) for entry in bundle.get("entry", ()) if "fullUrl" in entry]
 
 
 @endpoint

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from fhir_imaging.api.context import base_url, in_thread, public_endpoint, read_body, service
 from fhir_imaging.api.rendering import fhir_response
+from fhir_imaging.audit import token_event
+from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.fhir.outcome import NotFound
 
 if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
@@ -109,8 +111,19 @@ async def token(request: Request) -> Response:
         token_url = f"{base_url(request)}/auth/token"
         issued = await in_thread(issuer.issue, form, (token_url,), spend)
     except TokenRequestError as exc:
+        _audit(request, 400, None, error=exc.error)
         return Response(orjson.dumps(exc.body()), 400, NO_STORE, "application/json")
+    _audit(request, 200, issued.client_id, scope=issued.scope)
     return Response(orjson.dumps(issued.body()), 200, NO_STORE, "application/json")
+
+
+def _audit(request: Request, status: int, client_id: str | None, **details: str) -> None:
+    audit: AuditLog | None = request.app.state.audit
+    if audit is not None:
+        client = request.scope.get("client")
+        address = client[0] if client else None
+        request_id = request.scope.get("request_id")
+        audit.record(token_event(status, client_id, address=address, request_id=request_id, **details))
 
 
 async def _form(request: Request) -> dict[str, str]:
