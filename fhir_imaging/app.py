@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -29,6 +30,7 @@ from fhir_imaging.validation import Validator
 if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
     from fhir_imaging.auth.backend import BackendTokenIssuer
     from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
+    from fhir_imaging.export.runner import ExportRunner
     from fhir_imaging.storage.base import Store
 
 
@@ -76,6 +78,17 @@ def with_own_tokens(verifier: TokenVerifier | None, issuer: BackendTokenIssuer) 
     return Verifiers([own] if verifier is None else [verifier, own])
 
 
+def export_runner(service: FhirService, settings: Settings, requires_token: bool) -> ExportRunner:
+    """The runner of bulk export jobs in this process, started."""
+    from fhir_imaging.export.runner import ExportRunner
+
+    runner = ExportRunner(
+        service, Path(settings.export_dir), settings.export_ttl, settings.export_file_size, requires_token
+    )
+    runner.start()
+    return runner
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     registry = load_registry()
@@ -92,8 +105,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.verifier = with_own_tokens(external, app.state.token_issuer)
             if settings.audit_log:
                 app.state.audit = AuditLog(settings.audit_log)
+            app.state.export_runner = export_runner(app.state.service, settings, app.state.verifier is not None)
             yield
         finally:
+            if app.state.export_runner is not None:
+                await anyio.to_thread.run_sync(app.state.export_runner.stop)
+                app.state.export_runner = None
             if app.state.audit is not None:
                 app.state.audit.close()
                 app.state.audit = None
@@ -113,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.verifier = token_verifier(settings)  # with --auth-clients, the lifespan adds this server's own tokens
     app.state.token_issuer = None  # the built-in token endpoint (--auth-clients), made in the lifespan
     app.state.audit = None  # the AuditLog, opened in the lifespan with --audit-log
+    app.state.export_runner = None  # bulk export jobs (export/runner.py), started in the lifespan
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
     app.state.operations = operation_names()

@@ -190,6 +190,25 @@ SETTINGS: tuple[Setting, ...] = (
         "created readable by its owner only; default: none, no audit trail)",
     ),
     Setting(
+        "export_dir",
+        "fhir-imaging-export",
+        str,
+        "folder the NDJSON files of bulk exports ($export) are written to, one subfolder per export (relative to the "
+        "working directory)",
+    ),
+    Setting(
+        "export_ttl",
+        7200.0,
+        float,
+        "seconds the files of a finished bulk export are kept (then removed, and the export forgotten)",
+    ),
+    Setting(
+        "export_file_size",
+        256 * 1024**2,
+        _size,
+        "largest NDJSON file of a bulk export, in bytes (a type's resources go on in a next file)",
+    ),
+    Setting(
         "max_patch_operations",
         1000,
         int,
@@ -258,6 +277,9 @@ class Settings:
     tls_key: str | None = None
     allow_anonymous: bool = False
     audit_log: str | None = None
+    export_dir: str = "fhir-imaging-export"
+    export_ttl: float = 7200.0
+    export_file_size: int = 256 * 1024**2
     max_patch_operations: int = 1000
     fhirpath_max_length: int = 500
     fhirpath_max_items: int = 100_000

@@ -19,6 +19,14 @@ from fhir_imaging.api.interactions.bundle import batch_or_transaction
 from fhir_imaging.api.interactions.capabilities import capabilities
 from fhir_imaging.api.interactions.create import create
 from fhir_imaging.api.interactions.delete import conditional_delete, delete
+from fhir_imaging.api.interactions.export import (
+    export_cancel,
+    export_file,
+    export_group,
+    export_patient,
+    export_status,
+    export_system,
+)
 from fhir_imaging.api.interactions.history import history_instance, history_system, history_type
 from fhir_imaging.api.interactions.patch import conditional_patch, patch
 from fhir_imaging.api.interactions.read import read, vread
@@ -62,6 +70,15 @@ ROUTES: tuple[tuple[str, str, Handler, str | None], ...] = (
     ("/.well-known/smart-configuration", "GET", smart_configuration, None),
     ("/auth/token", "POST", token, None),
     ("/auth/jwks", "GET", jwks, None),
+    ("/$export", "GET", export_system, None),
+    ("/$export", "POST", export_system, None),
+    ("/Patient/$export", "GET", export_patient, None),
+    ("/Patient/$export", "POST", export_patient, None),
+    (f"/Group/{ID}/$export", "GET", export_group, None),
+    (f"/Group/{ID}/$export", "POST", export_group, None),
+    ("/$export-status/{job}", "GET", export_status, None),
+    ("/$export-status/{job}", "DELETE", export_cancel, None),
+    ("/$export-file/{job}/{name}", "GET", export_file, None),
     ("/_history", "GET", history_system, "history-system"),
     ("/", "POST", batch_or_transaction, "transaction batch"),
     ("/", "GET", search_system, "search-system"),

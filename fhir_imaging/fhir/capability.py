@@ -31,6 +31,13 @@ def _revincludes(registry: Registry) -> dict[str, list[str]]:
     return _REVINCLUDES[id(registry)]
 
 
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+BULK_TYPE_OPERATIONS = {  # Bulk Data Access IG v2.0.0: the kick-offs at type and instance level
+    "Patient": ({"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/patient-export"},),
+    "Group": ({"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/group-export"},),
+}
+
+
 def _resource_entry(
     registry: Registry, resource_type: str, interactions: Iterable[str], search: bool, operations: Iterable[str]
 ) -> dict[str, Any]:
@@ -60,6 +67,7 @@ def _resource_entry(
     entry["operation"] = [
         {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/Resource-{name}"} for name in operations
     ]
+    entry["operation"].extend(BULK_TYPE_OPERATIONS.get(resource_type, ()))
     if not entry["operation"]:
         del entry["operation"]
     return entry
@@ -86,6 +94,7 @@ def capability_statement(
         "date": date,
         "publisher": "fhir-imaging",
         "kind": "instance",
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "software": {"name": "fhir-imaging", "version": __version__},
         "implementation": {"description": "fhir-imaging FHIR R4 server for medical imaging", "url": base},
         "fhirVersion": FHIR_VERSION,
@@ -101,6 +110,7 @@ def capability_statement(
                     for name in sorted(registry.resource_types)
                 ],
                 "interaction": [{"code": code} for code in system_interactions],
+                "operation": [{"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/export"}],
                 **({"compartment": [PATIENT_COMPARTMENT]} if searchable and "search-type" in type_codes else {}),
             }
         ],

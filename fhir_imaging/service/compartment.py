@@ -27,18 +27,23 @@ class PatientCompartment:
 
     def contains(self, resource: dict[str, Any], patient_id: str, bases: tuple[str, ...]) -> bool:
         """Whether ``resource`` is in the compartment of Patient/``patient_id``."""
+        return patient_id in self.patients(resource, bases)
+
+    def patients(self, resource: dict[str, Any], bases: tuple[str, ...]) -> set[str]:
+        """The ids of the patients in whose compartments ``resource`` is (a Patient: its own id)."""
         resource_type = resource.get("resourceType")
         if resource_type == "Patient":
-            return resource.get("id") == patient_id
+            return {str(resource.get("id"))}
+        found: set[str] = set()
         params = self.registry.params_for(str(resource_type))
         for code in self.codes(str(resource_type)):
             for kind, sub, columns in extract_values(resource, params[code]):
                 if kind != "reference" or sub:
                     continue
                 target_type, target_id, base = columns[0], columns[1], columns[2]
-                if target_type == "Patient" and target_id == patient_id and (not base or base in bases):
-                    return True
-        return False
+                if target_type == "Patient" and (not base or base in bases):
+                    found.add(str(target_id))
+        return found
 
     def search_filter(self, resource_type: str, patient_id: str) -> tuple[Compartment | None, list[tuple[str, str]]]:
         """What keeps a search of ``resource_type`` in the compartment: a filter, or (for Patient) ``_id``

@@ -83,6 +83,10 @@ class Transaction(Reader, Protocol):
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
         """Mark deleted (a new version); None when there was nothing to delete."""
 
+    def execute(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one statement on a table a module keeps for itself (export jobs), written with ``?``
+        placeholders; the number of rows it changed."""
+
     def server_key(self, make: Callable[[], bytes]) -> bytes:
         """The PEM key this server signs access tokens with: the stored one, else ``make()``'s, stored."""
 

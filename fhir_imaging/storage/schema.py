@@ -74,6 +74,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "PRIMARY KEY (client_id, jti))",
         "CREATE INDEX auth_assertion_expires ON auth_assertion (expires)",
     ),
+    # 5: Bulk Data export jobs (export/jobs.py): any server process answers a job's status; one runs it, holding a
+    # lease that another takes over when it lapses.
+    (
+        """CREATE TABLE export_job (
+            id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            request TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            base TEXT NOT NULL,
+            request_url TEXT NOT NULL,
+            transaction_time TEXT NOT NULL,
+            snapshot_seq INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            progress TEXT,
+            manifest TEXT,
+            created REAL NOT NULL,
+            finished REAL
+        )""",
+        "CREATE INDEX export_job_by_state ON export_job (state, created)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

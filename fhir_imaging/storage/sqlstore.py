@@ -249,6 +249,9 @@ class SqlTransaction(SqlReader):
     ) -> WriteResult:
         return self._put(resource_type, resource_id, resource, if_match, "PUT")
 
+    def execute(self, sql: str, params: Sequence[Any]) -> int:
+        return int(self._execute(sql, tuple(params)).rowcount)
+
     # -- the token endpoint's state (auth/backend.py) ---------------------------------------------------------------
 
     def server_key(self, make: Callable[[], bytes]) -> bytes:
