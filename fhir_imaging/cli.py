@@ -82,6 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", default=None, help="database URL (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)"
     )
     _add_dicom_commands(commands)
+    export = commands.add_parser(
+        "export",
+        help="run a Bulk Data export ($export) of a server into a folder of NDJSON files",
+        description="Kick off a Bulk Data export on a FHIR server (this one or any other), wait for it as the "
+        "server's Retry-After says, and download every file of its manifest into OUTDIR (TYPE-N.ndjson, with "
+        "manifest.json), checking each file's line count. Exits 1 when a count differs, 2 when the export cannot "
+        "be started or fails.",
+    )
+    export.add_argument("out", type=Path, metavar="OUTDIR", help="folder to write the files to (created)")
+    export.add_argument(
+        "--server", required=True, help="base URL of the FHIR server, e.g. http://localhost:8080/baseR4"
+    )
+    _add_server_auth(export)
+    export.add_argument("--type", dest="types", default=None, help="resource types, comma-separated (_type)")
+    export.add_argument("--since", default=None, help="only resources changed after this instant (_since)")
+    export.add_argument(
+        "--type-filter",
+        action="append",
+        default=[],
+        metavar="SEARCH",
+        help="a search such as ImagingStudy?modality=CT (_typeFilter; repeatable)",
+    )
+    export.add_argument("--elements", default=None, help="elements to keep, e.g. ImagingStudy.status (_elements)")
+    level = export.add_mutually_exclusive_group()
+    level.add_argument("--group", default=None, metavar="ID", help="export the members of Group ID")
+    level.add_argument("--patients", action="store_true", help="export every patient's compartment")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
     jwk = commands.add_parser(
         "public-jwk",
         help="print the public JWKS of a backend client's private key (for --auth-clients)",
@@ -177,6 +204,11 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--server", default=None, help="base URL of a running server, e.g. http://localhost:8080/baseR4"
     )
+    _add_server_auth(parser)
+
+
+def _add_server_auth(parser: argparse.ArgumentParser) -> None:
+    """How a command authenticates to ``--server`` (SMART Backend Services, or a given token)."""
     auth = parser.add_argument_group(
         "authorization with --server",
         "SMART Backend Services: the command obtains access tokens itself (and new ones before they expire) with "
@@ -259,6 +291,48 @@ def remote_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
         return RemoteServer(args.server, StaticTokenAuth(token))
     return RemoteServer(args.server)
+
+
+def bulk_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import asyncio
+
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from fhir_imaging.client import TokenError
+    from fhir_imaging.export.client import ExportError, run_export
+
+    server = remote_server(args, parser)
+    assert server is not None
+    params = [("_outputFormat", "application/fhir+ndjson")]
+    params += [(name, value) for name, value in (("_type", args.types), ("_since", args.since),
+                                                 ("_elements", args.elements)) if value]  # fmt: skip
+    params += [("_typeFilter", value) for value in args.type_filter]
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=console, transient=True,
+        disable=args.no_progress,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("waiting for the export", total=None)
+        try:
+            summary = asyncio.run(
+                run_export(
+                    server,
+                    args.out,
+                    params,
+                    group=args.group,
+                    patients=args.patients,
+                    report=lambda text: bar.update(task, description=text),
+                    advance=lambda size: bar.update(task, description="downloading", advance=size),
+                )
+            )
+        except (ExportError, TokenError, httpx.HTTPError) as exc:
+            print(f"fhir-imaging export: {exc}", file=sys.stderr)
+            return 2
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.mismatches else 0
 
 
 def public_jwk(path: Path) -> int:
@@ -409,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return reindex(settings)
     if args.command == "public-jwk":
         return public_jwk(args.key)
+    if args.command == "export":
+        return bulk_export(args, parser)
     from fhir_imaging.client import TokenError
 
     try:

@@ -11,7 +11,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fhir_imaging.api.formats import check_content_type, negotiate
+from fhir_imaging.api.formats import FHIR_JSON, check_content_type, negotiate
 from fhir_imaging.audit import audit_event
 from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTooLarge, Unauthorized, error
@@ -61,12 +61,23 @@ def public_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callab
     return _wrap(handler, public=True)
 
 
-def _wrap(handler: Callable[[Request], Awaitable[Response]], public: bool) -> Callable[[Request], Awaitable[Response]]:
+def file_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap the download of a file that is not FHIR JSON (a bulk export's NDJSON): like ``endpoint``, but whatever
+    the Accept header says (an error is answered as FHIR JSON)."""
+    return _wrap(handler, public=False, negotiated=False)
+
+
+def _wrap(
+    handler: Callable[[Request], Awaitable[Response]], public: bool, negotiated: bool = True
+) -> Callable[[Request], Awaitable[Response]]:
     interaction = _INTERACTIONS.get(handler.__name__, "operation")
 
     async def wrapped(request: Request) -> Response:
-        format_param = request.query_params.get("_format") if request.scope["query_string"] else None
-        request.state.media_type = negotiate(request.headers.get("accept"), format_param)
+        if negotiated:
+            format_param = request.query_params.get("_format") if request.scope["query_string"] else None
+            request.state.media_type = negotiate(request.headers.get("accept"), format_param)
+        else:
+            request.state.media_type = FHIR_JSON
         if not public:
             audit: AuditLog | None = request.app.state.audit
             if audit is not None:

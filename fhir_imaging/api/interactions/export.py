@@ -19,7 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from fhir_imaging.api.context import BASE_PATH, bases, caller, endpoint, in_thread, read_body, service
+from fhir_imaging.api.context import BASE_PATH, bases, caller, endpoint, file_endpoint, in_thread, read_body, service
 from fhir_imaging.api.headers import _prefer
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.export import jobs
@@ -32,7 +32,7 @@ from fhir_imaging.service import Caller
 from fhir_imaging.storage.sqlstore import SqlReader, SqlStore
 
 NDJSON = "application/fhir+ndjson"
-RETRY_AFTER = "2"  # seconds a client should wait before asking for the status again
+RETRY_AFTER = "1"  # seconds a client should wait before asking for the status again (HTTP: whole seconds)
 
 
 def _runner(request: Request) -> ExportRunner:
@@ -166,7 +166,7 @@ async def export_cancel(request: Request) -> Response:
     return fhir_response(request, outcome, 202)
 
 
-@endpoint
+@file_endpoint
 async def export_file(request: Request) -> Response:
     runner = _runner(request)
     job = await _owned_job(request)
