@@ -83,7 +83,12 @@ def export_runner(service: FhirService, settings: Settings, requires_token: bool
     from fhir_imaging.export.runner import ExportRunner
 
     runner = ExportRunner(
-        service, Path(settings.export_dir), settings.export_ttl, settings.export_file_size, requires_token
+        service,
+        Path(settings.export_dir),
+        settings.export_ttl,
+        settings.export_file_size,
+        requires_token,
+        settings.export_lease,
     )
     runner.start()
     return runner

@@ -203,6 +203,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds the files of a finished bulk export are kept (then removed, and the export forgotten)",
     ),
     Setting(
+        "export_lease",
+        30.0,
+        float,
+        "seconds a server process holds a running bulk export without renewing it (it renews after every 1,000 "
+        "resources); when the process dies, another takes the export over after this long",
+    ),
+    Setting(
         "export_file_size",
         256 * 1024**2,
         _size,
@@ -279,6 +286,7 @@ class Settings:
     audit_log: str | None = None
     export_dir: str = "fhir-imaging-export"
     export_ttl: float = 7200.0
+    export_lease: float = 30.0
     export_file_size: int = 256 * 1024**2
     max_patch_operations: int = 1000
     fhirpath_max_length: int = 500

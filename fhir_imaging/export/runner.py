@@ -37,7 +37,6 @@ from fhir_imaging.storage.sqlstore import SqlReader, SqlStore
 
 log = logging.getLogger("fhir_imaging.export")
 
-LEASE = 30.0  # seconds a runner holds a job without renewing it
 POLL = 1.0  # seconds between looks for a waiting job
 SWEEP_EVERY = 30.0  # seconds between removals of expired jobs' files
 FILTER_PAGE = 1000
@@ -80,12 +79,21 @@ class _Output:
 class ExportRunner:
     """Runs export jobs for one server process (thread-safe start/stop)."""
 
-    def __init__(self, service: FhirService, directory: Path, ttl: float, file_size: int, requires_token: bool):
+    def __init__(
+        self,
+        service: FhirService,
+        directory: Path,
+        ttl: float,
+        file_size: int,
+        requires_token: bool,
+        lease: float = 30.0,
+    ) -> None:
         self.service = service
         self.directory = directory
         self.ttl = ttl
         self.file_size = file_size
         self.requires_token = requires_token
+        self.lease = lease
         self.worker = f"{uuid.uuid4().hex[:12]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -125,7 +133,7 @@ class ExportRunner:
                     self.sweep()
                 job_id = self.store.reading(jobs.waiting)
                 job = (
-                    self.store.transact(partial(jobs.claim, job_id=job_id, worker=self.worker, lease=LEASE))
+                    self.store.transact(partial(jobs.claim, job_id=job_id, worker=self.worker, lease=self.lease))
                     if job_id
                     else None
                 )
@@ -166,7 +174,7 @@ class ExportRunner:
     def renew(self, job: Job, progress: str) -> None:
         if self._stop.is_set():
             raise Stopped
-        if not self.store.transact(lambda tx: jobs.renew(tx, job.id, self.worker, LEASE, progress)):
+        if not self.store.transact(lambda tx: jobs.renew(tx, job.id, self.worker, self.lease, progress)):
             raise Stopped
 
 

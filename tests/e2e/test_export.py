@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fhir_imaging.auth.backend_client import BackendServicesAuth
 from fhir_imaging.auth.keys import load_private_key, public_jwk
-from tests.e2e.server import running_server
+from tests.e2e.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +47,14 @@ def seed(base: str, studies: int = 60, headers: dict[str, str] | None = None) ->
 def everything(base: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     found = {}
     for resource_type in ("Patient", "ImagingStudy"):
-        bundle = httpx.get(f"{base}/{resource_type}", params={"_count": "1000"}, headers=headers or {}).json()
-        for entry in bundle.get("entry", []):
-            resource = dict(entry["resource"])
-            resource.pop("meta")
-            found[f"{resource_type}/{resource['id']}"] = resource
+        url: str | None = f"{base}/{resource_type}?_count=1000"
+        while url:
+            bundle = httpx.get(url, headers=headers or {}).json()
+            for entry in bundle.get("entry", []):
+                resource = dict(entry["resource"])
+                resource.pop("meta")
+                found[f"{resource_type}/{resource['id']}"] = resource
+            url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
     return found
 
 
@@ -110,3 +115,47 @@ def _seed_file(folder: Path) -> list[str]:
     lines = [orjson.dumps({"resourceType": "Patient", "id": f"a{n}"}) for n in range(5)]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return [str(path)]
+
+
+def test_an_export_whose_server_is_killed_is_finished_by_another(tmp_path: Path) -> None:
+    """Two server processes on one database; the one running an export is killed with SIGKILL mid-way (caught
+    running in the job table), and the other takes the job over once its lease lapses."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    lease = ("--export-lease", "1", "--export-dir", str(tmp_path / "files"))
+    with running_server(database, extra=lease) as first:
+        seed(first.base, studies=3000)
+        expected = everything(first.base)
+    caught = None
+    for _ in range(10):
+        victim = ServerProcess(database, extra=lease)
+        answer = httpx.get(f"{victim.base}/$export", headers={"Prefer": "respond-async"})
+        assert answer.status_code == 202, answer.text
+        victim.kill()
+        job_id = answer.headers["content-location"].rsplit("/", 1)[1]
+        with sqlite3.connect(tmp_path / "shared.db") as db:
+            state, owner = db.execute("SELECT state, lease_owner FROM export_job WHERE id = ?", (job_id,)).fetchone()
+        if state == "running":
+            caught = (answer.headers["content-location"], owner)
+            break
+    assert caught is not None, "the export always finished before its server was killed"
+    status_url, dead_runner = caught
+    with running_server(database, extra=lease) as survivor:
+        status_url = status_url.replace(status_url.split("/baseR4")[0], survivor.base.removesuffix("/baseR4"))
+        deadline = time.monotonic() + 60
+        while (answer := httpx.get(status_url)).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        manifest = answer.json()
+        exported = {}
+        for output in manifest["output"]:  # URLs on the base of the kick-off (the dead one's port: no --public-url)
+            url = survivor.base + output["url"].split("/baseR4", 1)[1]
+            for line in httpx.get(url).content.splitlines():
+                resource = orjson.loads(line)
+                resource.pop("meta")
+                exported[f"{resource['resourceType']}/{resource['id']}"] = resource
+        assert exported == expected
+        with sqlite3.connect(tmp_path / "shared.db") as db:
+            (owner,) = db.execute(
+                "SELECT lease_owner FROM export_job WHERE id = ?", (status_url.rsplit("/", 1)[1],)
+            ).fetchone()
+        assert owner != dead_runner
