@@ -40,6 +40,7 @@ log = logging.getLogger("fhir_imaging.export")
 POLL = 1.0  # seconds between looks for a waiting job
 SWEEP_EVERY = 30.0  # seconds between removals of expired jobs' files
 FILTER_PAGE = 1000
+COMPLAINT_EVERY = 60.0  # seconds between two warnings that the job table cannot be read
 
 
 class Stopped(Exception):
@@ -99,6 +100,7 @@ class ExportRunner:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
+        self._last_complaint = 0.0
 
     @property
     def store(self) -> SqlStore:
@@ -137,8 +139,10 @@ class ExportRunner:
                     if job_id
                     else None
                 )
-            except Exception:
-                log.exception("export runner: the job table cannot be read")
+            except Exception as exc:  # the database is down, say: try again at the next poll, quietly
+                if time.monotonic() - self._last_complaint > COMPLAINT_EVERY:
+                    self._last_complaint = time.monotonic()
+                    log.warning("export runner: the job table cannot be read (%s)", type(exc).__name__)
                 job = None
             if job is not None:
                 self.run(job)
