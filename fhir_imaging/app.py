@@ -25,8 +25,9 @@ from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
 
-if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier
+if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up), httpx
+    # only with authorization
+    from fhir_imaging.auth.authenticators import Authenticators
 
 
 def token_audience(settings: Settings) -> str:
@@ -34,13 +35,31 @@ def token_audience(settings: Settings) -> str:
     return settings.auth_audience or settings.public_url or f"http://{settings.host}:{settings.port}{BASE_PATH}"
 
 
-def token_verifier(settings: Settings) -> TokenVerifier | None:
-    """The check of bearer tokens with --auth-issuer; None (no authorization) without it."""
-    if not settings.auth_issuer:
+def token_verifier(settings: Settings) -> Authenticators | None:
+    """The check of bearer tokens: JWTs with --auth-issuer, token introspection with --auth-introspection-url, or
+    both (auth/authenticators.py); None (no authorization) without either."""
+    if not settings.auth_issuer and not settings.auth_introspection_url:
         return None
-    from fhir_imaging.auth.tokens import TokenVerifier
+    from fhir_imaging.auth.authenticators import Authenticators
 
-    return TokenVerifier(settings.auth_issuer, token_audience(settings))
+    jwt = None
+    if settings.auth_issuer:
+        from fhir_imaging.auth.tokens import TokenVerifier
+
+        jwt = TokenVerifier(settings.auth_issuer, token_audience(settings))
+    introspection = None
+    if settings.auth_introspection_url:
+        from fhir_imaging.auth.introspection import IntrospectionVerifier
+
+        client_id, secret = settings.auth_introspection_client_id, settings.introspection_secret
+        if not client_id or not secret:
+            raise ValueError(
+                "--auth-introspection-url needs --auth-introspection-client-id and FHIR_IMAGING_INTROSPECTION_SECRET"
+            )
+        introspection = IntrospectionVerifier(
+            settings.auth_introspection_url, client_id, secret, token_audience(settings), settings.auth_issuer
+        )
+    return Authenticators(jwt, introspection)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -57,6 +76,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.audit = AuditLog(settings.audit_log)
             yield
         finally:
+            if app.state.verifier is not None:
+                app.state.verifier.close()
             if app.state.audit is not None:
                 app.state.audit.close()
                 app.state.audit = None

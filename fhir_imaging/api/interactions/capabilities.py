@@ -14,7 +14,7 @@ from fhir_imaging.fhir.capability import capability_statement
 from fhir_imaging.fhir.outcome import ServiceUnavailable
 
 if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier
+    from fhir_imaging.auth.authenticators import Authenticators
 
 MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
 
@@ -47,13 +47,16 @@ async def capabilities(request: Request) -> Response:
     return fhir_response(request, body)
 
 
-async def _oauth_uris(verifier: TokenVerifier | None) -> tuple[dict[str, str] | None, bool]:
+async def _oauth_uris(verifier: Authenticators | None) -> tuple[dict[str, str] | None, bool]:
     """The SMART OAuth endpoints (None without authorization), and whether they could be read from the issuer."""
     if verifier is None:
         return None, True
+    introspect = {"introspect": verifier.introspection_endpoint} if verifier.introspection_endpoint else {}
     try:
         metadata = await in_thread(verifier.metadata)
     except ServiceUnavailable:
-        return {}, False
-    uris = {"token": metadata.token_endpoint, "authorize": metadata.authorization_endpoint}
+        return introspect, False
+    if metadata is None:
+        return introspect, True
+    uris = {"token": metadata.token_endpoint, "authorize": metadata.authorization_endpoint, **introspect}
     return {name: uri for name, uri in uris.items() if uri}, True
