@@ -27,9 +27,10 @@ from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
 
-if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
+if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up), httpx
+    # only with authorization
+    from fhir_imaging.auth.authenticators import Authenticators
     from fhir_imaging.auth.backend import BackendTokenIssuer
-    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
     from fhir_imaging.export.runner import ExportRunner
     from fhir_imaging.storage.base import Store
 
@@ -44,13 +45,31 @@ def token_audience(settings: Settings) -> str:
     return settings.auth_audience or own_base(settings)
 
 
-def token_verifier(settings: Settings) -> TokenVerifier | None:
-    """The check of bearer tokens with --auth-issuer; None (no authorization) without it."""
-    if not settings.auth_issuer:
+def token_verifier(settings: Settings) -> Authenticators | None:
+    """The check of bearer tokens: JWTs with --auth-issuer, token introspection with --auth-introspection-url, or
+    both (auth/authenticators.py); None (no authorization) without either."""
+    if not settings.auth_issuer and not settings.auth_introspection_url:
         return None
-    from fhir_imaging.auth.tokens import TokenVerifier
+    from fhir_imaging.auth.authenticators import Authenticators
 
-    return TokenVerifier(settings.auth_issuer, token_audience(settings))
+    jwt = None
+    if settings.auth_issuer:
+        from fhir_imaging.auth.tokens import TokenVerifier
+
+        jwt = TokenVerifier(settings.auth_issuer, token_audience(settings))
+    introspection = None
+    if settings.auth_introspection_url:
+        from fhir_imaging.auth.introspection import IntrospectionVerifier
+
+        client_id, secret = settings.auth_introspection_client_id, settings.introspection_secret
+        if not client_id or not secret:
+            raise ValueError(
+                "--auth-introspection-url needs --auth-introspection-client-id and FHIR_IMAGING_INTROSPECTION_SECRET"
+            )
+        introspection = IntrospectionVerifier(
+            settings.auth_introspection_url, client_id, secret, token_audience(settings), settings.auth_issuer
+        )
+    return Authenticators(jwt, introspection)
 
 
 def backend_token_issuer(settings: Settings, store: Store) -> BackendTokenIssuer:
@@ -66,8 +85,10 @@ def backend_token_issuer(settings: Settings, store: Store) -> BackendTokenIssuer
     return BackendTokenIssuer(clients, key, own_base(settings), token_audience(settings), settings.auth_token_lifetime)
 
 
-def with_own_tokens(verifier: TokenVerifier | None, issuer: BackendTokenIssuer) -> TokenVerifier | Verifiers:
-    """``verifier`` (the OpenID provider's, if any) and the check of the tokens ``issuer`` signs."""
+def with_own_tokens(verifier: Authenticators | None, issuer: BackendTokenIssuer) -> Authenticators:
+    """``verifier`` (the OpenID provider's JWTs and introspection, if any) and the check of the tokens ``issuer``
+    signs: JWTs go to the verifier of the issuer they name (auth/tokens.py ``Verifiers``)."""
+    from fhir_imaging.auth.authenticators import Authenticators
     from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier, Verifiers
 
     base = issuer.issuer
@@ -75,7 +96,10 @@ def with_own_tokens(verifier: TokenVerifier | None, issuer: BackendTokenIssuer) 
         base, f"{base}/auth/jwks", f"{base}/auth/token", None, ("client_credentials",), ("private_key_jwt",)
     )
     own = TokenVerifier(base, issuer.audience, own=(metadata, issuer.verification_key()))
-    return Verifiers([own] if verifier is None else [verifier, own])
+    external = verifier.jwt if verifier is not None else None
+    others = external.verifiers if isinstance(external, Verifiers) else [external] if external is not None else []
+    jwts = Verifiers([*others, own])
+    return Authenticators(jwts, verifier.introspection if verifier is not None else None)
 
 
 def export_runner(service: FhirService, settings: Settings, requires_token: bool) -> ExportRunner:
@@ -116,6 +140,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if app.state.export_runner is not None:
                 await anyio.to_thread.run_sync(app.state.export_runner.stop)
                 app.state.export_runner = None
+            if app.state.verifier is not None:
+                app.state.verifier.close()
             if app.state.audit is not None:
                 app.state.audit.close()
                 app.state.audit = None

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from fhir_imaging.client import RemoteServer
     from fhir_imaging.storage.base import Store
 
-SERVE_SETTINGS = tuple(SETTINGS)
+SERVE_SETTINGS = tuple(setting for setting in SETTINGS if not setting.secret)  # a secret has no flag: ps shows flags
 DATABASE_UNUSABLE = 2  # exit code of serve and reindex when the database cannot be opened or used
-UNSAFE_SETUP = 2  # exit code of serve on a non-loopback address without authorization (and no --allow-anonymous)
+UNSAFE_SETUP = 2  # exit code of serve on settings it refuses (serve_setup_problem), e.g. no authorization off loopback
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -55,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fhir-imaging {__version__} (FHIR {FHIR_VERSION})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    secrets = "; ".join(f"{setting.env}: {setting.help}" for setting in SETTINGS if setting.secret)
     serve = commands.add_parser(
         "serve",
         help="run the FHIR server",
         description="Run the FHIR server at http://HOST:PORT/baseR4 (CapabilityStatement at /baseR4/metadata).",
+        epilog=f"Secrets are read from the environment only, never from an option: {secrets}.",
     )
     _add_settings(serve)
     load = commands.add_parser(
@@ -244,6 +246,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def serve_setup_problem(settings: Settings) -> str | None:
+    """Why ``serve`` must not start with these settings, or None: settings that only work together, and a
+    non-loopback host without authorization (--auth-issuer, --auth-introspection-url or --auth-clients) and without
+    --allow-anonymous. Names the secret's variable, never its value."""
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        return "--tls-cert and --tls-key go together: give both, or neither"
+    url, client_id = settings.auth_introspection_url, settings.auth_introspection_client_id
+    if url and not (client_id and settings.introspection_secret):
+        return (
+            "--auth-introspection-url needs --auth-introspection-client-id and the client secret in the environment "
+            "variable FHIR_IMAGING_INTROSPECTION_SECRET (the endpoint answers authenticated clients only)"
+        )
+    if client_id and not url:
+        return "--auth-introspection-client-id is for --auth-introspection-url: give both, or neither"
+    authorized = settings.auth_issuer or url or settings.auth_clients
+    if not authorized and not settings.allow_anonymous and not is_loopback(settings.host):
+        return (
+            f"refusing to serve on {settings.host} without authorization: anyone who reaches the port could read "
+            "and write every record. Give --auth-issuer URL (SMART on FHIR), --auth-introspection-url URL or "
+            "--auth-clients FILE (backend clients), serve on 127.0.0.1, or say --allow-anonymous."
+        )
+    return None
+
+
 def _open_store_or_explain(settings: Settings, command: str) -> Store | None:
     """The store, or None after one line on stderr saying why it cannot be opened (its password masked)."""
     from fhir_imaging.fhir.registry import load_registry
@@ -353,17 +379,9 @@ def public_jwk(path: Path) -> int:
 def serve(settings: Settings) -> int:
     from fhir_imaging.server import run
 
-    if bool(settings.tls_cert) != bool(settings.tls_key):
-        print("fhir-imaging serve: --tls-cert and --tls-key go together: give both, or neither", file=sys.stderr)
-        return UNSAFE_SETUP
-    authorized = settings.auth_issuer or settings.auth_clients
-    if not authorized and not settings.allow_anonymous and not is_loopback(settings.host):
-        print(
-            f"fhir-imaging serve: refusing to serve on {settings.host} without authorization: anyone who reaches "
-            "the port could read and write every record. Give --auth-issuer URL (SMART on FHIR) or --auth-clients "
-            "FILE (backend clients), serve on 127.0.0.1, or say --allow-anonymous.",
-            file=sys.stderr,
-        )
+    problem = serve_setup_problem(settings)
+    if problem:
+        print(f"fhir-imaging serve: {problem}", file=sys.stderr)
         return UNSAFE_SETUP
     if settings.auth_clients:
         from fhir_imaging.auth.clients import load_clients

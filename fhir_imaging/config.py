@@ -1,14 +1,15 @@
 """Settings, declared once as data: each is a command-line flag and a ``FHIR_IMAGING_<NAME>`` variable.
 
-A flag wins over the environment, the environment over the default. ``docs/configuration.md`` and the README's table
-list the same settings (a test keeps them in step).
+A flag wins over the environment, the environment over the default. A secret (``Setting.secret``) is read from its
+variable only and has no flag: a command line shows in ``ps`` and in shell histories. The README's table lists the
+same settings (tests/test_docs.py keeps them in step).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "FHIR_IMAGING_"
@@ -40,9 +41,11 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     choices: tuple[str, ...] | None = None
+    secret: bool = False  # environment only: no flag (``serve --help`` names the variable), never printed or logged
 
     @property
     def flag(self) -> str:
+        """The command-line flag (a secret has none: the parser leaves it out)."""
         return "--" + self.name.replace("_", "-")
 
     @property
@@ -152,7 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         str,
         "OpenID provider whose JWT access tokens (SMART on FHIR scopes) every request must carry, e.g. "
-        "https://idp.example.org/realms/imaging (default: none, no authorization: loopback only)",
+        "https://idp.example.org/realms/imaging; also the iss an introspection answer must name when it names one "
+        "(default: none, no authorization: loopback only)",
     ),
     Setting(
         "auth_audience",
@@ -173,14 +177,38 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "seconds an access token from the built-in token endpoint is valid",
     ),
+    Setting(
+        "auth_introspection_url",
+        None,
+        str,
+        "token introspection endpoint (RFC 7662) of the authorization server: bearer tokens that are not JWTs (every "
+        "token, without --auth-issuer) are checked by asking it, e.g. "
+        "https://idp.example.org/realms/imaging/protocol/openid-connect/token/introspect (default: none); needs "
+        "--auth-introspection-client-id and FHIR_IMAGING_INTROSPECTION_SECRET",
+    ),
+    Setting(
+        "auth_introspection_client_id",
+        None,
+        str,
+        "client id this server authenticates to --auth-introspection-url with (HTTP Basic, client_secret_basic); its "
+        "secret is read from FHIR_IMAGING_INTROSPECTION_SECRET only",
+    ),
+    Setting(
+        "introspection_secret",
+        None,
+        str,
+        "client secret of --auth-introspection-client-id: from the environment only, never a flag (a command line "
+        "shows in ps), never logged",
+        secret=True,
+    ),
     Setting("tls_cert", None, str, "PEM certificate (chain) to serve HTTPS with; needs --tls-key"),
     Setting("tls_key", None, str, "PEM private key of --tls-cert"),
     Setting(
         "allow_anonymous",
         False,
         _boolean,
-        "serve on a non-loopback --host without --auth-issuer (anyone who reaches the port reads and writes "
-        "everything)",
+        "serve on a non-loopback --host without --auth-issuer or --auth-introspection-url (anyone who reaches the "
+        "port reads and writes everything)",
     ),
     Setting(
         "audit_log",
@@ -280,6 +308,9 @@ class Settings:
     auth_audience: str | None = None
     auth_clients: str | None = None
     auth_token_lifetime: int = 300
+    auth_introspection_url: str | None = None
+    auth_introspection_client_id: str | None = None
+    introspection_secret: str | None = field(default=None, repr=False)  # never shown in a repr (logs, tracebacks)
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_anonymous: bool = False
@@ -296,12 +327,13 @@ class Settings:
 
 
 def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags (already parsed; None = not given), then the environment, then the defaults."""
+    """Settings from flags (already parsed; None = not given; never a secret), then the environment, then the
+    defaults."""
     flags = flags or {}
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        if flags.get(setting.name) is not None:
+        if not setting.secret and flags.get(setting.name) is not None:
             value = flags[setting.name]
         elif setting.env in environ:
             try:
@@ -317,10 +349,11 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
 
 
 def to_environ(settings: Settings) -> dict[str, str]:
-    """The variables that reproduce ``settings`` in another process (e.g. a worker)."""
+    """The variables that reproduce ``settings`` in another process (e.g. a worker), secrets included: the
+    environment is how a secret reaches this process in the first place."""
     out = {}
-    for field in fields(settings):
-        value = getattr(settings, field.name)
+    for item in fields(settings):
+        value = getattr(settings, item.name)
         if value is not None:
-            out[BY_NAME[field.name].env] = str(value)
+            out[BY_NAME[item.name].env] = str(value)
     return out

@@ -18,8 +18,8 @@ from fhir_imaging.fhir.outcome import BadRequest, FhirError, NotFound, PayloadTo
 from fhir_imaging.fhir.resource import is_ascii_digits, is_valid_id, parse_resource_json, parse_whole_number
 from fhir_imaging.service import ANONYMOUS, Bases, Caller, FhirService
 
-if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
+if TYPE_CHECKING:
+    from fhir_imaging.auth.authenticators import Authenticators
 
 BASE_PATH = "/baseR4"
 log = logging.getLogger("fhir_imaging.audit")
@@ -51,8 +51,8 @@ async def read_quickly(svc: FhirService, function: Callable[..., T], *args: Any)
 
 
 def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap an interaction: negotiate the response format, then identify the caller (with ``--auth-issuer``: from
-    the bearer token, else 401) before anything else is done."""
+    """Wrap an interaction: negotiate the response format, then identify the caller (with ``--auth-issuer`` or
+    ``--auth-introspection-url``: from the bearer token, else 401) before anything else is done."""
     return _wrap(handler, public=False)
 
 
@@ -82,7 +82,7 @@ def _wrap(
             audit: AuditLog | None = request.app.state.audit
             if audit is not None:
                 return await _audited(request, handler, interaction, audit)
-            verifier: TokenVerifier | Verifiers | None = request.app.state.verifier
+            verifier: Authenticators | None = request.app.state.verifier
             request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         return await handler(request)
 
@@ -124,7 +124,7 @@ async def _audited(
     status: int | None = None
     response: Response | None = None
     try:
-        verifier: TokenVerifier | Verifiers | None = request.app.state.verifier
+        verifier: Authenticators | None = request.app.state.verifier
         request.state.caller = ANONYMOUS if verifier is None else await _authenticate(request, verifier)
         response = await handler(request)
         status = response.status_code
@@ -190,9 +190,9 @@ def note_returned(request: Request, references: Callable[[], list[str]]) -> None
         request.state.returned = references()
 
 
-async def _authenticate(request: Request, verifier: TokenVerifier | Verifiers) -> Caller:
+async def _authenticate(request: Request, verifier: Authenticators) -> Caller:
     """The caller a request's bearer token names (a token verified before: on the event loop; else in a worker
-    thread, which may fetch the issuer's keys); 401 without a valid one."""
+    thread, which may fetch the issuer's keys or ask its introspection endpoint); 401 without a valid one."""
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("This server needs an access token: Authorization: Bearer <token>")

@@ -20,24 +20,15 @@ from typing import Any
 import httpx
 import jwt
 
-from fhir_imaging.auth.scopes import Access, parse_scopes
+from fhir_imaging.auth.principal import MAX_TOKEN_LENGTH, Principal, principal_from_claims
 from fhir_imaging.fhir.outcome import ServiceUnavailable, Unauthorized
+
+__all__ = ["MAX_TOKEN_LENGTH", "Principal", "ProviderMetadata", "TokenVerifier", "Verifiers"]
 
 ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
 JWKS_COOLDOWN = 1.0  # seconds between two JWKS refreshes caused by unknown key ids
 MAX_CACHED_TOKENS = 10_000
-MAX_TOKEN_LENGTH = 16 * 1024  # a longer Authorization header is refused before parsing
 HTTP_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a verified token speaks for, and what it allows."""
-
-    subject: str  # ``sub`` (or ``client_id`` when the token has no subject)
-    client_id: str | None
-    access: Access
-    expires: float  # ``exp``, seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +109,7 @@ class TokenVerifier:
         if not isinstance(kid, str):
             raise Unauthorized("The bearer token names no signing key (kid)")
         claims = self._decode(token, kid)
-        principal = _principal(claims)
+        principal = principal_from_claims(claims, float(claims["exp"]))
         if len(self._verified) >= MAX_CACHED_TOKENS:
             self._verified.clear()
         self._verified[token] = principal
@@ -191,17 +182,6 @@ class Verifiers:
         if verifier is None:
             raise Unauthorized("The bearer token is not from a trusted issuer")
         return verifier.verify(token)
-
-
-def _principal(claims: dict[str, Any]) -> Principal:
-    scope = claims.get("scope", "")
-    if isinstance(scope, list):  # some providers send the scopes as a list (``scp`` style)
-        scope = " ".join(str(item) for item in scope)
-    client_id = claims.get("client_id") or claims.get("azp")
-    subject = claims.get("sub") or client_id or "unknown"
-    patient = claims.get("patient")
-    access = Access(parse_scopes(str(scope)), str(patient) if patient is not None else None)
-    return Principal(str(subject), str(client_id) if client_id else None, access, float(claims["exp"]))
 
 
 def _discover(issuer: str) -> ProviderMetadata:

@@ -85,7 +85,7 @@ def capability_statement(
     oauth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The server's CapabilityStatement. ``oauth`` (with authorization): the SMART on FHIR endpoints by name
-    (``token``, ``authorize``), declared in ``rest.security`` with the SMART-on-FHIR service code."""
+    (``token``, ``authorize``, ``introspect``), declared in ``rest.security`` with the SMART-on-FHIR service code."""
     type_codes = list(type_interactions)
     operation_list = list(operations)
     return {

@@ -147,6 +147,6 @@ class NotSupported(FhirError):
 
 
 class ServiceUnavailable(FhirError):
-    """503: the database cannot be reached right now."""
+    """503: something the answer depends on (the database, the token issuer) cannot be reached right now."""
 
     status, code = 503, "transient"

@@ -10,10 +10,17 @@ loopback port, for end-to-end tests of SMART-on-FHIR authorization.
   refused with ``invalid_scope``), optionally ``patient`` and ``fhirUser`` (copied as claims of the same names into
   each of its access tokens) and ``access_token_alg`` (``"RS256"``, the default, or ``"ES256"``). Other standard
   client metadata (e.g. ``token_endpoint_auth_method`` with ``jwks``) is passed through to oidc-provider.
+  ``access_token_format``: ``"jwt"`` (the default) or ``"opaque"`` (random strings, for token introspection).
 - Tokens: grant ``client_credentials`` with ``resource`` (RFC 8707) required. The access token is a JWT (header
   ``typ`` ``at+jwt``, ``kid`` of a key in the JWKS) with ``iss`` = ``issuer``, ``aud`` = exactly the ``resource``
   string given, ``sub`` = ``client_id`` = the client id, ``scope`` = the requested scopes, ``iat``, ``exp`` (``iat`` +
-  ``token_ttl``, 300 s by default), ``jti``, and ``patient``/``fhirUser`` for a client that has them.
+  ``token_ttl``, 300 s by default), ``jti``, and ``patient``/``fhirUser`` for a client that has them. A client with
+  ``access_token_format: "opaque"`` gets an opaque token with the same audience, scope, lifetime and claims instead.
+- Introspection (RFC 7662, ``introspection_endpoint``): any client that authenticates with its secret (e.g. one
+  configured for the FHIR server) may introspect any opaque token; the answer carries ``active``, ``client_id``,
+  ``exp``, ``iat``, ``iss``, ``aud``, ``scope``, ``token_type`` (``Bearer``) and ``patient``/``fhirUser``. JWTs are
+  not introspected (400 ``unsupported_token_type``). ``revoke()`` revokes an opaque token (RFC 7009) as the client
+  it was issued to; introspection then answers ``{"active": false}``.
 - Keys: an RS256 and an ES256 signing key made at start, each with a random kid. ``rotate_keys()`` replaces both with
   new keys and new kids; the JWKS then lists only the new keys (``keep_old=True``: the old ones stay listed, unused).
 
@@ -91,6 +98,8 @@ class Provider:
     port: int
     token_endpoint: str
     jwks_uri: str
+    introspection_endpoint: str
+    revocation_endpoint: str
     kids: dict[str, str]  # the signing key ids in use, by algorithm ("RS256", "ES256")
 
     def __init__(self, clients: list[dict[str, Any]], *, token_ttl: int = 300, timeout: float = 20.0) -> None:
@@ -118,6 +127,8 @@ class Provider:
         self.port = ready["port"]
         self.token_endpoint = ready["token_endpoint"]
         self.jwks_uri = ready["jwks_uri"]
+        self.introspection_endpoint = ready["introspection_endpoint"]
+        self.revocation_endpoint = ready["revocation_endpoint"]
         self.kids = ready["kids"]
         self._http = httpx.Client(timeout=10.0)
 
@@ -170,6 +181,13 @@ class Provider:
             raise ProviderError(f"token request refused ({response.status_code}): {response.text}")
         access_token: str = response.json()["access_token"]
         return access_token
+
+    def revoke(self, client_id: str, client_secret: str, token: str) -> None:
+        """Revoke an opaque access token of ``client_id`` (RFC 7009); ProviderError when refused."""
+        auth = (quote(client_id, safe=""), quote(client_secret, safe=""))
+        response = self._http.post(self.revocation_endpoint, data={"token": token}, auth=auth)
+        if response.status_code != 200:
+            raise ProviderError(f"revocation refused ({response.status_code}): {response.text}")
 
     def rotate_keys(self, *, keep_old: bool = False) -> dict[str, str]:
         """New RS256 and ES256 signing keys with new kids; returns the new kids by algorithm.

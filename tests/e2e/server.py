@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,7 +49,17 @@ def wait_until_answers(process: subprocess.Popen[bytes], url: str, name: str, ti
 
 
 class ServerProcess:
-    def __init__(self, database: str, port: int | None = None, extra: tuple[str, ...] = (), log: Path | None = None):
+    """``fhir-imaging serve`` on ``port``; ``environ``: variables the process gets besides ours (whose
+    ``FHIR_IMAGING_*`` are left out), e.g. a secret that must not be on its command line."""
+
+    def __init__(
+        self,
+        database: str,
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+        log: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ):
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}/baseR4"
         command = [sys.executable, "-m", "fhir_imaging", "serve", "--port", str(self.port), "--database", database]
@@ -57,6 +67,7 @@ class ServerProcess:
         output = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
         self._output = output
         env = {key: value for key, value in os.environ.items() if not key.startswith("FHIR_IMAGING_")}
+        env.update(environ or {})
         self.process = subprocess.Popen([*command, *extra], stdout=output, stderr=output, env=env)
         try:
             self._wait_ready()

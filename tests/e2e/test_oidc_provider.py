@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import jwt
 import pytest
 
@@ -30,6 +32,14 @@ CLIENTS: list[dict[str, Any]] = [
     },
     {"client_id": "backend", "client_secret": "backend-secret", "scope": "system/*.rs"},
     {"client_id": "backend-ec", "client_secret": "ec-secret", "scope": "system/*.rs", "access_token_alg": "ES256"},
+    {
+        "client_id": "opaque",
+        "client_secret": "opaque-secret",
+        "scope": "patient/*.rs",
+        "patient": "patient-002",
+        "access_token_format": "opaque",
+    },
+    {"client_id": "resource-server", "client_secret": "rs secret & symbols"},
 ]
 
 
@@ -142,6 +152,32 @@ def test_refusals(
     response = provider.token_response(client_id, secret, scope, resource)
     assert response.status_code == status, response.text
     assert response.json()["error"] == error
+
+
+def introspect(provider: Provider, token: str, secret: str = "rs secret & symbols") -> httpx.Response:
+    auth = (quote("resource-server", safe=""), quote(secret, safe=""))
+    return httpx.post(provider.introspection_endpoint, data={"token": token}, auth=auth)
+
+
+def test_an_opaque_token_is_introspected_until_it_is_revoked(provider: Provider) -> None:
+    token = provider.token("opaque", "opaque-secret", "patient/*.rs", FHIR_BASE)
+    assert token.count(".") == 0
+    answer = introspect(provider, token).json()
+    assert answer["active"] is True
+    assert answer["aud"] == FHIR_BASE and answer["iss"] == provider.issuer
+    assert answer["client_id"] == "opaque" and answer["scope"] == "patient/*.rs"
+    assert answer["patient"] == "patient-002" and answer["token_type"] == "Bearer"
+    assert answer["exp"] - answer["iat"] == 300
+    provider.revoke("opaque", "opaque-secret", token)
+    assert introspect(provider, token).json() == {"active": False}
+    assert introspect(provider, "never-issued").json() == {"active": False}
+
+
+def test_introspection_needs_client_authentication_and_an_opaque_token(provider: Provider) -> None:
+    token = provider.token("opaque", "opaque-secret", "patient/*.rs", FHIR_BASE)
+    assert introspect(provider, token, secret="wrong").status_code == 401
+    structured = introspect(provider, provider.token("backend", "backend-secret", "system/*.rs", FHIR_BASE))
+    assert structured.status_code == 400 and structured.json()["error"] == "unsupported_token_type"
 
 
 def test_token_raises_when_refused(provider: Provider) -> None:

@@ -14,7 +14,7 @@ from fhir_imaging.fhir.capability import capability_statement
 from fhir_imaging.fhir.outcome import ServiceUnavailable
 
 if TYPE_CHECKING:  # the JWT library loads only with --auth-issuer (it adds a third of a second to start-up)
-    from fhir_imaging.auth.tokens import TokenVerifier, Verifiers
+    from fhir_imaging.auth.authenticators import Authenticators
 
 MOST_CACHED_BASES = 16  # statements kept, one per base URL (one with --public-url; per Host header without)
 
@@ -28,7 +28,8 @@ async def capabilities(request: Request) -> Response:
     cache: dict[str, bytes] = state.capability_cache
     body = cache.get(base)
     if body is None:
-        oauth, complete = await _oauth_uris(state.verifier, service(request).settings.auth_issuer, base)
+        own = f"{base}/auth/token" if state.token_issuer is not None else None
+        oauth, complete = await _oauth_uris(state.verifier, service(request).settings.auth_issuer, own)
         statement = capability_statement(
             service(request).registry,
             state.type_interactions,
@@ -48,17 +49,21 @@ async def capabilities(request: Request) -> Response:
 
 
 async def _oauth_uris(
-    verifier: TokenVerifier | Verifiers | None, external: str | None, base: str
+    verifier: Authenticators | None, external: str | None, own_token_endpoint: str | None
 ) -> tuple[dict[str, str] | None, bool]:
     """The SMART OAuth endpoints (None without authorization), and whether they could be read from the issuer:
-    the OpenID provider's (``external``, --auth-issuer), else this server's own token endpoint (--auth-clients)."""
+    the OpenID provider's (``external``, --auth-issuer), else this server's own token endpoint (--auth-clients);
+    and the introspection endpoint (--auth-introspection-url)."""
     if verifier is None:
         return None, True
+    introspect = {"introspect": verifier.introspection_endpoint} if verifier.introspection_endpoint else {}
     if not external:
-        return {"token": f"{base}/auth/token"}, True
+        return ({"token": own_token_endpoint} if own_token_endpoint else {}) | introspect, True
     try:
         metadata = await in_thread(verifier.metadata)
     except ServiceUnavailable:
-        return {}, False
-    uris = {"token": metadata.token_endpoint, "authorize": metadata.authorization_endpoint}
+        return introspect, False
+    if metadata is None:
+        return introspect, True
+    uris = {"token": metadata.token_endpoint, "authorize": metadata.authorization_endpoint, **introspect}
     return {name: uri for name, uri in uris.items() if uri}, True

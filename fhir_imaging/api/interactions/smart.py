@@ -2,7 +2,9 @@
 
 ``GET [base]/.well-known/smart-configuration`` (https://hl7.org/fhir/smart-app-launch/conformance.html) is public like
 ``/metadata``: with ``--auth-issuer`` it names the OpenID provider's endpoints (from its discovery document); with
-``--auth-clients`` alone, this server's own token endpoint. Without authorization there is nothing to discover (404).
+``--auth-clients`` alone, this server's own token endpoint; and the token introspection endpoint with
+``--auth-introspection-url`` (``introspection_endpoint``). Without a token endpoint to name there is nothing to
+discover (404): introspection alone names none, which the document requires.
 
 ``POST [base]/auth/token`` answers SMART Backend Services token requests (auth/backend.py) with RFC 6749 JSON, not
 FHIR: ``{"access_token": …}`` or ``{"error": …}``; ``GET [base]/auth/jwks`` publishes the key its tokens are signed
@@ -25,8 +27,9 @@ from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.fhir.outcome import NotFound
 
 if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a third of a second to start-up)
+    from fhir_imaging.auth.authenticators import Authenticators
     from fhir_imaging.auth.backend import BackendTokenIssuer
-    from fhir_imaging.auth.tokens import ProviderMetadata, TokenVerifier
+    from fhir_imaging.auth.tokens import ProviderMetadata
 
 CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-symmetric", "client-confidential-asymmetric")
 BACKEND_CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-asymmetric")
@@ -36,12 +39,14 @@ MAX_TOKEN_FIELDS = 20
 NO_STORE = {"Pragma": "no-cache"}  # RFC 6749 §5.1 (Cache-Control: no-store is on every answer: api/errors.py)
 
 
-def smart_document(metadata: ProviderMetadata) -> dict[str, Any]:
+def smart_document(metadata: ProviderMetadata, introspection_endpoint: str | None = None) -> dict[str, Any]:
     document: dict[str, Any] = {"issuer": metadata.issuer, "jwks_uri": metadata.jwks_uri}
     if metadata.authorization_endpoint:
         document["authorization_endpoint"] = metadata.authorization_endpoint
     if metadata.token_endpoint:
         document["token_endpoint"] = metadata.token_endpoint
+    if introspection_endpoint:
+        document["introspection_endpoint"] = introspection_endpoint
     document["grant_types_supported"] = list(metadata.grant_types or ("client_credentials",))
     if metadata.token_auth_methods:
         document["token_endpoint_auth_methods_supported"] = list(metadata.token_auth_methods)
@@ -50,11 +55,11 @@ def smart_document(metadata: ProviderMetadata) -> dict[str, Any]:
     return document
 
 
-def backend_document(issuer: str, base: str) -> dict[str, Any]:
+def backend_document(issuer: str, base: str, introspection_endpoint: str | None = None) -> dict[str, Any]:
     """The SMART configuration of this server's own token endpoint, at the base the request came in on."""
     from fhir_imaging.auth.keys import ASSERTION_ALGORITHMS
 
-    return {
+    document: dict[str, Any] = {
         "issuer": issuer,
         "jwks_uri": f"{base}/auth/jwks",
         "token_endpoint": f"{base}/auth/token",
@@ -64,19 +69,29 @@ def backend_document(issuer: str, base: str) -> dict[str, Any]:
         "scopes_supported": SCOPES,
         "capabilities": list(BACKEND_CAPABILITIES),
     }
+    if introspection_endpoint:
+        document["introspection_endpoint"] = introspection_endpoint
+    return document
 
 
 @public_endpoint
 async def smart_configuration(request: Request) -> Response:
     state = request.app.state
     issuer: BackendTokenIssuer | None = state.token_issuer
-    if service(request).settings.auth_issuer:
-        verifier: TokenVerifier = state.verifier
-        document = smart_document(await in_thread(verifier.metadata))
-    elif issuer is not None:
-        document = backend_document(issuer.issuer, base_url(request))
-    else:
+    verifier: Authenticators | None = state.verifier
+    if verifier is None:
         raise NotFound("This server runs without authorization (no --auth-issuer): there is no SMART configuration")
+    introspection = verifier.introspection_endpoint
+    if service(request).settings.auth_issuer:
+        metadata = await in_thread(verifier.metadata)
+        assert metadata is not None
+        document = smart_document(metadata, introspection)
+    elif issuer is not None:
+        document = backend_document(issuer.issuer, base_url(request), introspection)
+    else:
+        raise NotFound(
+            "This server checks tokens by introspection only (no --auth-issuer): it knows no token endpoint to publish"
+        )
     response = fhir_response(request, document)
     response.headers["Content-Type"] = "application/json"
     return response

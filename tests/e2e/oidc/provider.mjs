@@ -4,12 +4,22 @@
 //
 // Listens on 127.0.0.1 only. The issuer is http://127.0.0.1:PORT (discovery at /.well-known/openid-configuration,
 // keys at /jwks). With --port 0 (the default) the system picks the port. Once listening it prints one JSON line on
-// stdout: {"ready": true, "issuer": ..., "port": ..., "token_endpoint": ..., "jwks_uri": ..., "kids": {...}}.
+// stdout: {"ready": true, "issuer": ..., "port": ..., "token_endpoint": ..., "jwks_uri": ...,
+// "introspection_endpoint": ..., "revocation_endpoint": ..., "kids": {...}}.
 // oidc-provider may print notices of its own on stdout and stderr: a reader looks for the line with "ready".
 //
 // Grant: client_credentials only. Every token request must name the resource server with `resource` (RFC 8707):
 // the access token is then a JWT (typ at+jwt) whose `aud` is exactly that resource string, e.g. the FHIR base URL
-// http://127.0.0.1:8080/baseR4. A request without `resource` is refused (invalid_target).
+// http://127.0.0.1:8080/baseR4. A request without `resource` is refused (invalid_target). A client with
+// "access_token_format": "opaque" gets opaque tokens instead (random strings, stored in the provider's memory), with
+// the same audience, scope, lifetime and extra claims, which only the introspection endpoint can tell.
+//
+// Token introspection (RFC 7662) at /token/introspection and revocation (RFC 7009) at /token/revocation, both with
+// client authentication (client_secret_basic). Any client that authenticates may introspect any opaque token, as a
+// resource server does; the answer is {"active": true, "client_id", "exp", "iat", "iss", "aud", "scope",
+// "token_type": "Bearer", "patient"/"fhirUser" when the client has them} or {"active": false} (unknown, expired or
+// revoked). A client may revoke its own tokens. JWT access tokens can be neither introspected nor revoked (the
+// endpoints answer 400 unsupported_token_type): they are checked against the JWKS.
 //
 // Clients (--clients: a JSON file, or the JSON text itself when it starts with "["): a list of oidc-provider client
 // metadata objects, e.g.
@@ -21,7 +31,8 @@
 //   patient/ImagingStudy.rs). Asking for any other scope is refused with invalid_scope. The token's `scope` is the
 //   requested scopes (none requested: no `scope` claim);
 // - patient, fhirUser (optional): copied into every access token of that client as the claims of the same names;
-// - access_token_alg (optional): "RS256" (the default) or "ES256", the algorithm that signs the client's tokens.
+// - access_token_alg (optional): "RS256" (the default) or "ES256", the algorithm that signs the client's tokens;
+// - access_token_format (optional): "jwt" (the default) or "opaque".
 //
 // Keys: one RS256 (RSA 2048) and one ES256 (P-256) signing key, generated at start, each with a fresh random kid.
 // Admin endpoints on the same port (loopback only, no authentication; this is a test fixture):
@@ -42,7 +53,8 @@ import Provider, { errors } from 'oidc-provider';
 
 const HOST = '127.0.0.1';
 const ALGORITHMS = ['RS256', 'ES256'];
-const EXTRA_CLIENT_PROPERTIES = ['patient', 'fhirUser', 'access_token_alg'];
+const FORMATS = ['jwt', 'opaque'];
+const EXTRA_CLIENT_PROPERTIES = ['patient', 'fhirUser', 'access_token_alg', 'access_token_format'];
 
 const { values: options } = parseArgs({
   options: {
@@ -64,6 +76,9 @@ const clients = (() => {
   for (const client of list) {
     if (client.access_token_alg !== undefined && !ALGORITHMS.includes(client.access_token_alg)) {
       throw new Error(`client ${client.client_id}: access_token_alg must be one of ${ALGORITHMS.join(', ')}`);
+    }
+    if (client.access_token_format !== undefined && !FORMATS.includes(client.access_token_format)) {
+      throw new Error(`client ${client.client_id}: access_token_format must be one of ${FORMATS.join(', ')}`);
     }
   }
   return list.map((client) => ({
@@ -105,7 +120,8 @@ function keyReport() {
 }
 
 // A new Provider on the current keys: oidc-provider reads its keys once, so a rotation builds a new instance and the
-// HTTP server hands every later request to it. Clients are static configuration; tokens are JWTs, stored nowhere.
+// HTTP server hands every later request to it. Clients are static configuration; JWT access tokens are stored nowhere,
+// opaque ones in oidc-provider's memory adapter, which every instance shares (they survive a rotation).
 function buildProvider(issuer) {
   const provider = new Provider(issuer, {
     clients,
@@ -123,6 +139,19 @@ function buildProvider(issuer) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        // A resource server introspects tokens issued to other clients: any authenticated client may.
+        async allowedPolicy(_ctx, client) {
+          return client.clientAuthMethod !== 'none';
+        },
+      },
+      revocation: {
+        enabled: true,
+        async allowedPolicy(_ctx, client, token) {
+          return token.clientId === client.clientId;
+        },
+      },
       resourceIndicators: {
         enabled: true,
         async defaultResource(_ctx, _client, oneOf) {
@@ -140,7 +169,7 @@ function buildProvider(issuer) {
           return {
             audience: resource,
             scope: [...allowed].join(' '),
-            accessTokenFormat: 'jwt',
+            accessTokenFormat: client.access_token_format || 'jwt',
             accessTokenTTL: tokenTtl,
             jwt: { sign: { alg, kid: keys.current[alg].kid } },
           };
@@ -211,6 +240,8 @@ server.listen(port, HOST, () => {
     port: actual,
     token_endpoint: `${issuer}/token`,
     jwks_uri: `${issuer}/jwks`,
+    introspection_endpoint: `${issuer}/token/introspection`,
+    revocation_endpoint: `${issuer}/token/revocation`,
     ...keyReport(),
   })}\n`);
 });
