@@ -79,6 +79,8 @@ def searchset(
     result = run_search(reader, search, bases, max_include=settings.max_include)
     url = f"{base}/{spec.path}" if spec.path else base
     performed = list(search.performed)
+    if not spec.path and any(name == "_type" for name, _ in spec.items):  # a system search keeps to its types
+        performed.insert(0, ("_type", ",".join(spec.types)))
 
     def link(cursor: str | None) -> str:
         pairs = performed + ([(CURSOR, cursor)] if cursor else [])
