@@ -203,7 +203,8 @@ async def _authenticate(request: Request, verifier: Authenticators) -> Caller:
     principal = verifier.cached(token)
     if principal is None:
         principal = await in_thread(verifier.verify, token)
-    return Caller(principal.subject, access=principal.access, client_id=principal.client_id)
+    queries = service(request).grant_queries  # reads the queries of granular scopes, each once
+    return Caller(principal.subject, access=principal.access, client_id=principal.client_id, queries=queries)
 
 
 _REQUEST_BASES: dict[tuple[object, ...], str] = {}

@@ -5,6 +5,13 @@ which resource types. Pure: plain string handling, no regular expressions.
 v2: ``patient/ImagingStudy.rs``, ``user/*.cruds``, ``system/*.rs``; v1: ``.read`` (= rs), ``.write`` (= cud),
 ``.*`` (= cruds). Scopes that are not resource scopes (``openid``, ``fhirUser``, ``launch``…) grant nothing here.
 A scope that cannot be read grants nothing (it is not an error: a token may carry scopes for other servers).
+
+Granular v2 scopes (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html, "Finer-grained resource
+constraints using search parameters"): ``patient/Observation.rs?category=…|laboratory`` allows its interactions on
+its type only on the resources that match its query. Several grants covering the same interaction and type combine
+with OR; one without a query covering it makes it unrestricted (``Access.queries``). Here the query stays text: the
+service reads it with the search parser for each type (service/granular.py), where a query that does not parse
+grants nothing for that type. Patient context (``confined_to``) still applies on top of ``patient/`` grants.
 """
 
 from __future__ import annotations
@@ -73,19 +80,32 @@ class Access:
     patient: str | None = None  # the patient in context (the token's ``patient`` claim)
 
     def allows(self, interaction: str, resource_type: str) -> bool:
-        """Whether some grant allows ``interaction`` (a letter of "cruds") on ``resource_type``: a ``user/`` or
-        ``system/`` grant, or a ``patient/`` grant when a patient is in context (then confined to that patient's
-        compartment: see ``confined_to``). A granular grant (``?category=…``) is not honoured yet: it never
-        widens access."""
+        """Whether some grant allows ``interaction`` (a letter of "cruds") on ``resource_type``, on some resources
+        at least: a ``user/`` or ``system/`` grant, or a ``patient/`` grant when a patient is in context (then
+        confined to that patient's compartment: see ``confined_to``); a granular grant allows it on the resources
+        matching its query (see ``queries``)."""
         return any(self._counts(grant) and grant.covers(interaction, resource_type) for grant in self.grants)
 
+    def queries(self, interaction: str, resource_type: str) -> tuple[str, ...] | None:
+        """Which resources the grants allow ``interaction`` on: None for every one (a grant without a query covers
+        it), else those matching at least one of these queries (each once, in the token's order; none: no grant
+        covers it)."""
+        found: list[str] = []
+        for grant in self.grants:
+            if self._counts(grant) and grant.covers(interaction, resource_type):
+                if not grant.query:
+                    return None
+                found.append(grant.query)
+        return tuple(dict.fromkeys(found))
+
     def confined_to(self, interaction: str, resource_type: str) -> str | None:
-        """The patient whose compartment bounds ``interaction`` on ``resource_type``: the patient in context when
-        only ``patient/`` grants allow it, None when a ``user/`` or ``system/`` grant does."""
+        """The patient whose compartment bounds ``interaction`` on ``resource_type``: the patient in context unless
+        a ``user/`` or ``system/`` grant without a query allows it. (With granular grants of both kinds, the
+        compartment then bounds the ``user/`` ones too: narrower than their union, never wider.)"""
         for grant in self.grants:
             if grant.context != "patient" and not grant.query and grant.covers(interaction, resource_type):
                 return None
         return self.patient
 
     def _counts(self, grant: Grant) -> bool:
-        return not grant.query and (grant.context != "patient" or self.patient is not None)
+        return grant.context != "patient" or self.patient is not None

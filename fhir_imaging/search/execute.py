@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from fhir_imaging.config import Settings
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
-from fhir_imaging.search.planner import Planner
-from fhir_imaging.search.query import SearchRequest
-from fhir_imaging.search.sql import Select, render
+from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner
+from fhir_imaging.search.query import Filter, SearchRequest, id_clause
+from fhir_imaging.search.sql import Column, Select, render
 from fhir_imaging.storage.dialect import Dialect
 
 MAX_INCLUDE_ROUNDS = 4
@@ -149,6 +149,21 @@ def run_search(
     if request.includes and rows:
         result.included, result.included_capped = _includes(store, planner, request, result.matches, max_include)
     return result
+
+
+def matching(
+    store: Queryable, resource_type: str, filters: tuple[Filter, ...], ids: Sequence[str], bases: tuple[str, ...]
+) -> list[Hit]:
+    """The current versions of the resources among ``ids`` (of ``resource_type``) that match every filter. The ids
+    drive the statement and each filter is checked on their rows (``EXISTS`` where it can be), so the cost follows
+    the number of ids, not how many resources the filters match elsewhere."""
+    if not ids:
+        return []
+    planner = Planner(bases, store.dialect)
+    checked = (id_clause(ids), *filters)
+    where = planner.where(checked, (resource_type,), "r", frozenset(range(1, len(checked))))
+    columns = tuple((Column("r", name), None) for name in RESOURCE_COLUMNS)
+    return [Hit.of(row) for row in _run(store, Select(columns, (("resource", "r"),), where))]
 
 
 def _includes(

@@ -13,7 +13,7 @@ from typing import Any
 
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.search.index import extract_values
-from fhir_imaging.search.query import Chain, Clause, Compartment, Filter, Has, SearchRequest, SortKey
+from fhir_imaging.search.query import AnyOf, Chain, Clause, Compartment, Filter, Has, SearchRequest, SortKey
 from fhir_imaging.search.types.base import normalize
 from fhir_imaging.search.types.date import DateValue
 from fhir_imaging.search.types.number import NumberValue
@@ -181,6 +181,11 @@ def matches(corpus: Corpus, resource: dict[str, Any], item: Filter) -> bool:
             and me in _local_targets(corpus, source, item.code)
             and matches(corpus, source, item.inner)
             for source in corpus.resources
+        )
+    if isinstance(item, AnyOf):
+        return any(
+            resource["resourceType"] in branch.types and all(matches(corpus, resource, f) for f in branch.filters)
+            for branch in item.alternatives
         )
     assert isinstance(item, Compartment)
     return any(

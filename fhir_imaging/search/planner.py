@@ -5,8 +5,9 @@ match)``, so each parameter is one indexed lookup and AND-ed parameters intersec
 matches much of its type: the caller says which, see execute.py) becomes ``EXISTS (its index rows of r.rid)``
 instead, checked row by row: a page in rid order then stops after ``count + 1`` matches rather than first
 listing every match. Chains join the reference index to the target's ``resource`` row; ``_has`` goes the other
-way. Paging is keyset paging over (sort keys…, rid): a page asks for the rows after (or before) the last (first)
-row of the page before, never an OFFSET.
+way. ``AnyOf`` (filters the server adds for granular scopes) is ``(group 1) OR (group 2) …``, each group its
+filters AND-ed. Paging is keyset paging over (sort keys…, rid): a page asks for the rows after (or before) the
+last (first) row of the page before, never an OFFSET.
 Spec: https://hl7.org/fhir/R4/search.html
 """
 
@@ -17,7 +18,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_imaging.search import sql
-from fhir_imaging.search.query import Chain, Clause, Compartment, Filter, Has, Include, SearchRequest, SortKey
+from fhir_imaging.search.query import (
+    Alternative,
+    AnyOf,
+    Chain,
+    Clause,
+    Compartment,
+    Filter,
+    Has,
+    Include,
+    SearchRequest,
+    SortKey,
+)
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import CompileContext
 from fhir_imaging.search.types.token import TokenValue
@@ -64,17 +76,37 @@ class Planner:
         checks per resource row instead of listing them all first (only where ``may_be_broad``)."""
         if isinstance(item, Has):
             return self.has(item, types, alias)
+        if isinstance(item, AnyOf):
+            return self.any_of(item, types, alias, broad)
         if isinstance(item, Chain):
             return sql.InSelect(sql.Column(alias, "rid"), self.chain(item, types))
         if isinstance(item, Clause) and _by_id(item):
             return self.ids(item, alias)
         if broad and may_be_broad(item):
+            assert isinstance(item, (Clause, Compartment))
             return sql.Exists(self.rows(item, types, alias))
         return sql.InSelect(sql.Column(alias, "rid"), self.rows(item, types), negated=_negated(item))
 
+    def any_of(self, item: AnyOf, types: tuple[str, ...], alias: str, broad: bool = False) -> sql.Expr:
+        """``(alternative 1) OR (alternative 2) …``: each alternative is its filters AND-ed, compiled for the types
+        it shares with the search (plus ``alias.type IN (those)`` when that is not all of them); ``broad``: its
+        filters as ``EXISTS`` where they can be."""
+        branches = [self.alternative(branch, types, alias, broad) for branch in item.alternatives]
+        if sql.TRUE in branches:
+            return sql.TRUE
+        kept = [branch for branch in branches if branch != sql.FALSE]
+        return sql.or_(*kept) if kept else sql.FALSE
+
+    def alternative(self, branch: Alternative, types: tuple[str, ...], alias: str, broad: bool) -> sql.Expr:
+        within = tuple(name for name in types if name in branch.types)
+        if not within:
+            return sql.FALSE
+        kind = [] if within == types else [self._type_condition(sql.Column(alias, "type"), within)]
+        return sql.and_(*kind, *(self.filter(item, within, alias, broad) for item in branch.filters))
+
     def probe(self, item: Filter, types: tuple[str, ...], limit: int) -> sql.Select | None:
         """How many index rows match ``item``, counting no further than ``limit`` (None: ``item`` is never broad)."""
-        if isinstance(item, (Has, Chain)) or not may_be_broad(item):
+        if not isinstance(item, (Clause, Compartment)) or not may_be_broad(item):
             return None
         rows = replace(self.rows(item, types), limit=limit)
         return sql.Select(((sql.Func("count", (sql.Star(),)), None),), ((rows, self.alias("b")),))
@@ -317,8 +349,8 @@ def may_be_broad(item: Filter) -> bool:
     """Whether ``item`` can be checked as ``EXISTS`` when broad. Not ``_has`` (it matches ids, not rids), nor
     ``_id`` (no index table), nor a chain (both its probe and its ``EXISTS`` list the targets' matches first:
     measured slower, not faster), nor a negated filter: the broader its rows, the fewer resources match it, and
-    a row-by-row check would walk far to fill a page."""
-    if isinstance(item, (Has, Chain)):
+    a row-by-row check would walk far to fill a page. Nor ``AnyOf``: an OR of whole filters, not one index lookup."""
+    if isinstance(item, (Has, Chain, AnyOf)):
         return False
     return not (isinstance(item, Clause) and (_by_id(item) or _negated(item)))
 

@@ -18,7 +18,7 @@ from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
-from fhir_imaging.search.types.token import parse_token
+from fhir_imaging.search.types.token import TokenValue, parse_token
 
 PASSIVE = frozenset({"_format", "_pretty"})  # shape the response, not the search
 TOTALS = ("none", "estimate", "accurate")
@@ -65,7 +65,24 @@ class Compartment:
     patient_id: str
 
 
-Filter = Clause | Chain | Has | Compartment
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """One branch of ``AnyOf``: resources of ``types`` matching every filter of ``filters`` (none: all of them)."""
+
+    types: tuple[str, ...]
+    filters: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """Resources that match at least one of ``alternatives`` (none: no resource). Never parsed from a query string:
+    the server builds it, e.g. from the search criteria of granular SMART scopes (``patient/Observation.rs?…``),
+    each scope one alternative, so that a search is narrowed in SQL (totals and paging stay right)."""
+
+    alternatives: tuple[Alternative, ...]
+
+
+Filter = Clause | Chain | Has | Compartment | AnyOf
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +140,12 @@ class SearchLimits:
 
 
 DEFAULT_LIMITS = SearchLimits.of(Settings())
+
+
+def id_clause(ids: Iterable[str]) -> Clause:
+    """``_id=a,b,…`` built directly (no limit on the number of ids: the server, not a client, lists them)."""
+    values = tuple(TokenValue(None, resource_id) for resource_id in ids)
+    return Clause("_id", "token", None, values, TYPES["token"].table, "_id")
 
 
 def bad(name: str, message: str, code: str = "invalid") -> BadRequest:

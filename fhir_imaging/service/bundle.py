@@ -44,7 +44,7 @@ from fhir_imaging.fhir.transaction import (
 )
 from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.conditional import as_version
-from fhir_imaging.service.core import Bases, FhirService, PatchDocument, check_id_element, current_version
+from fhir_imaging.service.core import Bases, FhirService, PatchDocument, check_id_element
 from fhir_imaging.service.patch import parse_patch_document
 from fhir_imaging.service.search import SearchSpec
 from fhir_imaging.storage.base import Reader, Transaction, Version
@@ -110,25 +110,25 @@ class BundleRunner:
         """Find the target of a conditional entry, give POSTs their id, and record placeholder → Type/id."""
         where = f"{entry.where}.request"
         finder, bases = self.service.finder, self.bases.matching
-        within = self.caller.confined_to("s", entry.resource_type)
+        caller = self.caller
         if entry.method == "POST":
             if entry.if_none_exist:
                 criteria, at = entry.if_none_exist, f"{where}.ifNoneExist"
-                match = finder.find_one(tx, entry.resource_type, criteria, bases, at, within)
+                match = finder.find_one(tx, entry.resource_type, criteria, bases, at, caller=caller)
                 entry.existing = as_version(match) if match is not None else None
             entry.resource_id = entry.existing.id if entry.existing is not None else new_id()
         elif entry.conditional and entry.method == "PUT":
             body_id = entry.resource.get("id") if entry.resource else None
             entry.resource_id, _ = finder.update_target(
-                tx, entry.resource_type, entry.query, body_id, bases, f"{where}.url", within
+                tx, entry.resource_type, entry.query, body_id, bases, f"{where}.url", caller=caller
             )
         elif entry.conditional and entry.method == "PATCH":
-            match = finder.find_one(tx, entry.resource_type, entry.query, bases, f"{where}.url", within)
+            match = finder.find_one(tx, entry.resource_type, entry.query, bases, f"{where}.url", caller=caller)
             if match is None:
                 raise NotFound(f"No {entry.resource_type} matches {entry.url}", f"{where}.url")
             entry.resource_id = match.id
         elif entry.conditional and entry.method == "DELETE":
-            entry.delete_ids = finder.delete_targets(tx, entry.resource_type, entry.query, bases, where, within)
+            entry.delete_ids = finder.delete_targets(tx, entry.resource_type, entry.query, bases, where, caller=caller)
         if entry.full_url and entry.resource_id and entry.method in ("POST", "PUT"):
             mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
 
@@ -144,7 +144,7 @@ class BundleRunner:
                 raise BadRequest(f"The conditional reference {reference} names no resource type", entry.where)
             self.caller.authorize("s", target_type, entry.where)
             match = self.service.finder.find_one(
-                tx, target_type, criteria, self.bases.matching, f"{entry.where}.resource"
+                tx, target_type, criteria, self.bases.matching, f"{entry.where}.resource", caller=self.caller
             )
             if match is None:
                 raise PreconditionFailed(f"The conditional reference {reference} matches no resource", entry.where)
@@ -163,9 +163,7 @@ class BundleRunner:
         service, caller, bases = self.service, self.caller, self.bases
         if entry.method == "DELETE":
             ids = [i for i in (entry.delete_ids if entry.conditional else [entry.resource_id]) if i is not None]
-            for target in ids:
-                service.check_visible(caller, "d", tx.read(entry.resource_type, target), bases)
-            deleted = [tx.delete(entry.resource_type, i, version_wanted) for i in ids]
+            deleted = [service.delete_in(tx, caller, entry.resource_type, i, bases, version_wanted) for i in ids]
             response: dict[str, Any] = {"status": _status(204)}
             if len(deleted) == 1 and deleted[0] is not None:
                 response["etag"] = etag(deleted[0].version)
@@ -176,13 +174,14 @@ class BundleRunner:
             if entry.existing is not None:
                 return self._written(entry.existing, 200)
             service.check_inside(caller, "c", entry.resource, bases)
-            created = tx.create(entry.resource_type, entry.resource_id, entry.resource).version
+            created = service.created_in(tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases)
             return self._written(created, 201)
         if entry.method == "PUT":
             assert entry.resource is not None
             service.check_inside(caller, "u", entry.resource, bases)
-            service.check_visible(caller, "u", tx.read(entry.resource_type, entry.resource_id), bases)
-            result = tx.update(entry.resource_type, entry.resource_id, entry.resource, version_wanted)
+            result = service.update_in(
+                tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases, version_wanted, False
+            )
             return self._written(result.version, 201 if result.created else 200)
         assert entry.method == "PATCH"
         document = self._patch_document(entry)
@@ -234,13 +233,19 @@ class BundleRunner:
     def _read(self, reader: Reader, entry: Entry) -> dict[str, Any]:
         assert entry.resource_id is not None
         if entry.version_id is not None:
+            self.service.check_readable(reader, self.caller, entry.resource_type, entry.resource_id, self.bases)
             version = reader.vread(entry.resource_type, entry.resource_id, entry.version_id)
             if version is None:
                 raise NotFound(f"{entry.url} is not known", f"{entry.where}.request.url")
             if version.body is None:
                 raise Gone(f"{entry.url} is a deletion")
         else:
-            version = current_version(reader, entry.resource_type, entry.resource_id)
+            found = self.service.read_in(reader, self.caller, entry.resource_type, entry.resource_id, self.bases)
+            if found is None:
+                raise NotFound(f"{entry.resource_type}/{entry.resource_id} is not known", entry.resource_type)
+            if found.body is None:
+                raise Gone(f"{entry.resource_type}/{entry.resource_id} was deleted")
+            version = found
         self.service.check_visible(self.caller, "r", version, self.bases)
         response = {"status": _status(200), "etag": etag(version.version), "lastModified": version.last_updated}
         result: dict[str, Any] = {"response": response}

@@ -15,8 +15,11 @@ from fhir_imaging.fhir.outcome import BadRequest, PreconditionFailed
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import new_id
 from fhir_imaging.search.execute import Hit, run_search
-from fhir_imaging.search.query import Filter, SearchLimits, parse_search
+from fhir_imaging.search.query import SearchLimits, parse_search
+from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.compartment import PatientCompartment
+from fhir_imaging.service.granular import narrowing
+from fhir_imaging.service.search import reached_for
 from fhir_imaging.storage.base import Reader, Transaction, Version
 
 Criteria = str | list[tuple[str, str]]  # a query string (``identifier=x&…``) or its (name, value) pairs
@@ -54,18 +57,22 @@ class Finder:
         limit: int = 2,
         where: str = "url",
         locking: Transaction | None = None,
-        within: str | None = None,
+        *,
+        caller: Caller,
     ) -> list[Hit]:
-        """The current versions (at most ``limit``) of the ``resource_type`` resources matching ``criteria``
-        (``within``: only those in the compartment of that patient). Inside a write, ``locking`` (the reader's own
-        transaction) first takes a lock on the criteria, held until the transaction ends."""
+        """The current versions (at most ``limit``) of the ``resource_type`` resources matching ``criteria`` that
+        ``caller`` may find: patient scopes keep the search in the patient's compartment, granular scopes to what
+        their queries match, and the types the criteria's chains and ``_has`` reach must be searchable to it (and
+        are narrowed the same way). Inside a write, ``locking`` (the reader's own transaction) first takes a lock
+        on the criteria, held until the transaction ends."""
         items = criteria_items(criteria, where)
         if locking is not None:
             locking.lock(f"{resource_type}?{sorted(items)}")
-        extra: tuple[Filter, ...] = ()
+        extra = narrowing(caller, "s", (resource_type,))
+        within = caller.confined_to("s", resource_type)
         if within is not None:
             kept, more = self.compartment.search_filter(resource_type, within)
-            items, extra = [*items, *more], ((kept,) if kept is not None else ())
+            items, extra = [*items, *more], (*extra, *((kept,) if kept is not None else ()))
         search = parse_search(
             self.registry,
             (resource_type,),
@@ -76,7 +83,10 @@ class Finder:
             limits=self.limits,
             extra=extra,
         )
-        search = dataclasses.replace(search, count=limit, total=None, summary=None, elements=None, includes=())
+        filters = search.filters[: len(extra)] + reached_for(caller, search.filters[len(extra) :])
+        search = dataclasses.replace(
+            search, filters=filters, count=limit, total=None, summary=None, elements=None, includes=()
+        )
         return run_search(reader, search, bases).matches
 
     def find_one(
@@ -86,10 +96,11 @@ class Finder:
         criteria: Criteria,
         bases: tuple[str, ...],
         where: str = "url",
-        within: str | None = None,
+        *,
+        caller: Caller,
     ) -> Hit | None:
         """The single match of ``criteria`` inside a write (None when there is none); several matches → 412."""
-        matches = self.find(tx, resource_type, criteria, bases, 2, where, tx, within)
+        matches = self.find(tx, resource_type, criteria, bases, 2, where, tx, caller=caller)
         return single(matches, resource_type, criteria, where)
 
     def update_target(
@@ -100,11 +111,12 @@ class Finder:
         body_id: str | None,
         bases: tuple[str, ...],
         where: str = "url",
-        within: str | None = None,
+        *,
+        caller: Caller,
     ) -> tuple[str, bool]:
         """A conditional update's target (http.html#cond-update): the one match (the body's id, if any, must be
         its id), else the body's id or a new one; and whether there was a match. Several matches → 412."""
-        match = self.find_one(tx, resource_type, criteria, bases, where, within)
+        match = self.find_one(tx, resource_type, criteria, bases, where, caller=caller)
         if match is None:
             return body_id or new_id(), False
         if body_id is not None and body_id != match.id:
@@ -121,10 +133,11 @@ class Finder:
         criteria: Criteria,
         bases: tuple[str, ...],
         where: str = "url",
-        within: str | None = None,
+        *,
+        caller: Caller,
     ) -> list[str]:
         """The ids a conditional delete deletes: every match, up to ``MAX_CONDITIONAL_DELETE`` (more → 412)."""
-        matches = self.find(tx, resource_type, criteria, bases, MAX_CONDITIONAL_DELETE + 1, where, tx, within)
+        matches = self.find(tx, resource_type, criteria, bases, MAX_CONDITIONAL_DELETE + 1, where, tx, caller=caller)
         if len(matches) > MAX_CONDITIONAL_DELETE:
             raise PreconditionFailed(
                 f"The criteria match more than {MAX_CONDITIONAL_DELETE} resources: narrow them to delete", where

@@ -11,8 +11,9 @@ Spec: https://hl7.org/fhir/R4/http.html
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -37,12 +38,14 @@ from fhir_imaging.search.query import SearchLimits
 from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.compartment import PatientCompartment
 from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text, single
+from fhir_imaging.service.granular import GrantQueries, check_granted, granted_current, granted_hits, narrowing
 from fhir_imaging.service.patch import FhirPathPatcher, PatchLimits, apply_json_patch
 from fhir_imaging.service.search import SearchSpec, searchset
 from fhir_imaging.storage.base import HistoryQuery, Reader, Store, Transaction, Version
 from fhir_imaging.validation import Validator, has_errors, status_for
 
 PATCH_ATTEMPTS = 5  # a patch applies to the version it read; when another write slips in, it is applied again
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class FhirService:
     patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
     finder: Finder = field(init=False)
     compartment: PatientCompartment = field(init=False)
+    grant_queries: GrantQueries = field(init=False)  # granular scopes' queries, parsed once per (query, type)
 
     def __post_init__(self) -> None:
         """What the settings bound, built once for every request."""
@@ -102,6 +106,7 @@ class FhirService:
         )
         self.compartment = PatientCompartment(self.registry)
         self.finder = Finder(self.registry, self.search_limits, self.compartment)
+        self.grant_queries = GrantQueries(self.registry, self.search_limits)
 
     # -- checks every write shares --------------------------------------------------------------------------------
 
@@ -153,13 +158,76 @@ class FhirService:
                 resource_type,
             )
 
+    # -- granular scopes: what an update, patch or delete replaces, and what a write writes --------------------------
+
+    def check_replaced(
+        self, tx: Transaction, caller: Caller, interaction: str, current: Version | None, bases: Bases
+    ) -> int | None:
+        """The version an update, patch or delete replaces must be one the caller may see (patient scopes: else
+        404) and match the caller's grants for ``interaction`` (granular scopes: else 403). Returns its number when
+        grants judged it: the write must then replace that very version (see ``write_checked``)."""
+        self.check_visible(caller, interaction, current, bases)
+        if current is None or current.body is None or caller.granted(interaction, current.resource_type) is None:
+            return None
+        check_granted(tx, caller, interaction, current.resource_type, [current.id], bases.matching)
+        return current.version
+
+    def created_in(
+        self,
+        tx: Transaction,
+        caller: Caller,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        bases: Bases,
+    ) -> Version:
+        """A create's write inside its unit. Granular scopes: the resource written must match the c grants, judged
+        by the search engine on its freshly written index rows; a mismatch (403) rolls the unit back."""
+        version = tx.create(resource_type, resource_id, resource).version
+        check_granted(tx, caller, "c", resource_type, [version.id], bases.matching)
+        return version
+
+    def delete_in(
+        self, tx: Transaction, caller: Caller, resource_type: str, resource_id: str, bases: Bases, if_match: int | None
+    ) -> Version | None:
+        """A delete inside its unit: what it deletes passes ``check_replaced``."""
+        checked = self.check_replaced(tx, caller, "d", tx.read(resource_type, resource_id), bases)
+        name = f"{resource_type}/{resource_id}"
+        return write_checked(lambda pin: tx.delete(resource_type, resource_id, pin), if_match, checked, name)
+
+    # -- granular scopes: what a read may answer ---------------------------------------------------------------------
+
+    def read_in(
+        self, reader: Reader, caller: Caller, resource_type: str, resource_id: str, bases: Bases
+    ) -> Version | None:
+        """The current version on an open unit (None: it never existed). Under granular r scopes only a current
+        version that matches them, found by one statement (so the version answered is the one that matched); a
+        deletion matches nothing. Patient context is the caller's to check (``check_visible``)."""
+        groups = caller.granted("r", resource_type)
+        if groups is None:
+            return reader.read(resource_type, resource_id)
+        hit = granted_current(reader, groups, resource_type, resource_id, bases.matching)
+        return as_version(hit) if hit is not None else None
+
+    def check_readable(
+        self, reader: Reader, caller: Caller, resource_type: str, resource_id: str, bases: Bases
+    ) -> None:
+        """NotFound when granular r scopes do not reach the resource's current version (vread and history: their
+        past versions are not indexed, so the resource is judged by its current version)."""
+        groups = caller.granted("r", resource_type)
+        if groups is not None and granted_current(reader, groups, resource_type, resource_id, bases.matching) is None:
+            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+
     # -- reads ----------------------------------------------------------------------------------------------------
 
     def read(self, caller: Caller, resource_type: str, resource_id: str, bases: Bases) -> Version:
         """The current version (a deletion marker when deleted: the caller answers 410); NotFound when it never
         existed, or the caller may not see it."""
         caller.authorize("r", resource_type)
-        version = self.store.read(resource_type, resource_id)
+        if caller.granted("r", resource_type) is None:
+            version = self.store.read(resource_type, resource_id)
+        else:
+            version = self.store.reading(lambda reader: self.read_in(reader, caller, resource_type, resource_id, bases))
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
         if caller.access is not None:
@@ -167,27 +235,39 @@ class FhirService:
         return version
 
     def vread(self, caller: Caller, resource_type: str, resource_id: str, number: int, bases: Bases) -> Version:
+        """Version ``number``; NotFound when there is none, or the caller may not see the resource (granular
+        scopes judge its current version: past versions are not indexed)."""
         caller.authorize("r", resource_type)
-        version = self.store.vread(resource_type, resource_id, number)
-        if version is not None:
-            self.check_visible(caller, "r", version, bases)
-            return version
-        current = self.store.read(resource_type, resource_id)
-        if current is None:
-            raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
-        self.check_visible(caller, "r", current, bases)
-        raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
+
+        def work(reader: Reader) -> Version:
+            self.check_readable(reader, caller, resource_type, resource_id, bases)
+            version = reader.vread(resource_type, resource_id, number)
+            if version is not None:
+                self.check_visible(caller, "r", version, bases)
+                return version
+            current = reader.read(resource_type, resource_id)
+            if current is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
+            self.check_visible(caller, "r", current, bases)
+            raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
+
+        return self.store.reading(work)
 
     def history(
         self, caller: Caller, query: HistoryQuery, bases: Bases
     ) -> tuple[list[Version], int | None, int | None]:
         """One page of history (newest first), the cursor of the next page, and (for one resource) the number of
         its versions; NotFound for a resource that never existed (or the caller may not see). With patient scopes
-        only one resource's history is available (its current version must be in the compartment)."""
+        only one resource's history is available (its current version must be in the compartment); so with
+        granular scopes (its current version must match them)."""
         caller.authorize("r", query.resource_type or "*")
         confined = caller.confined_to("r", query.resource_type or "*")
         if confined is not None and query.id is None:
             raise Forbidden("Patient scopes give the history of one resource at a time, not of a type", "_history")
+        if caller.granted("r", query.resource_type or "*") is not None and query.id is None:
+            raise Forbidden(
+                "Scopes with search criteria give the history of one resource at a time, not of a type", "_history"
+            )
 
         def work(reader: Reader) -> tuple[list[Version], int | None, int | None]:
             total = None
@@ -200,6 +280,7 @@ class FhirService:
                     current = reader.read(query.resource_type, query.id)
                     if current is None or not self.visible(caller, "r", current, bases):
                         raise NotFound(f"{query.resource_type}/{query.id} is not known", query.resource_type)
+                self.check_readable(reader, caller, query.resource_type, query.id, bases)
             versions, cursor = reader.history(query)
             return versions, cursor, total
 
@@ -213,8 +294,8 @@ class FhirService:
 
     def search_in(self, reader: Reader, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
         """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote). Patient scopes
-        keep it in the patient's compartment; resources ``_include`` / ``_revinclude`` find are left out where the
-        caller may not see them."""
+        keep it in the patient's compartment, granular scopes to what their queries match; resources ``_include``
+        / ``_revinclude`` find are left out where the caller may not see or read them."""
         confined = {name: caller.confined_to("s", name) for name in spec.types}
         patients = {patient for patient in confined.values() if patient is not None}
         if patients:
@@ -223,9 +304,13 @@ class FhirService:
             kept, items = self.compartment.search_filter(spec.types[0], patients.pop())
             extra = spec.extra + ((kept,) if kept is not None else ())
             spec = dataclasses.replace(spec, items=[*spec.items, *items], extra=extra)
+        narrowed = narrowing(caller, "s", spec.types)
+        if narrowed:
+            spec = dataclasses.replace(spec, extra=spec.extra + narrowed)
 
-        def keep(hit: Hit) -> bool:
-            return caller.may("r", hit.resource_type) and self.visible(caller, "r", hit, bases)
+        def keep(hits: list[Hit]) -> list[Hit]:
+            seen = [hit for hit in hits if caller.may("r", hit.resource_type) and self.visible(caller, "r", hit, bases)]
+            return granted_hits(reader, caller, "r", seen, bases.matching)
 
         return searchset(
             reader, self.registry, self.settings, self.search_limits, spec, bases.url, bases.matching, caller, keep
@@ -245,17 +330,16 @@ class FhirService:
         resource.pop("id", None)
         self.validate(resource)
         self.check_inside(caller, "c", resource, bases)
-        within = caller.confined_to("s", resource_type)
 
         def work(tx: Transaction) -> Written:
             if if_none_exist:
                 existing = self.finder.find_one(
-                    tx, resource_type, if_none_exist, bases.matching, "If-None-Exist", within
+                    tx, resource_type, if_none_exist, bases.matching, "If-None-Exist", caller=caller
                 )
                 if existing is not None:
                     return Written(as_version(existing), created=False, matched=True)
             self.check_references(tx, resource, bases.url)
-            return Written(tx.create(resource_type, new_id(), resource).version, created=True)
+            return Written(self.created_in(tx, caller, resource_type, new_id(), resource, bases), created=True)
 
         return self.store.transact(work)
 
@@ -273,7 +357,7 @@ class FhirService:
         self.check_inside(caller, "u", resource, bases)
 
         return self.store.transact(
-            lambda tx: self._update_in(tx, caller, resource_type, resource_id, resource, bases, if_match)
+            lambda tx: self.update_in(tx, caller, resource_type, resource_id, resource, bases, if_match)
         )
 
     def conditional_update(
@@ -288,15 +372,14 @@ class FhirService:
         self.validate(resource)
         self.check_inside(caller, "u", resource, bases)
         body_id = resource.get("id")
-        within = caller.confined_to("s", resource_type)
 
         def work(tx: Transaction) -> Written:
-            target, _ = self.finder.update_target(tx, resource_type, criteria, body_id, bases.matching, within=within)
-            return self._update_in(tx, caller, resource_type, target, resource, bases, if_match)
+            target, _ = self.finder.update_target(tx, resource_type, criteria, body_id, bases.matching, caller=caller)
+            return self.update_in(tx, caller, resource_type, target, resource, bases, if_match)
 
         return self.store.transact(work)
 
-    def _update_in(
+    def update_in(
         self,
         tx: Transaction,
         caller: Caller,
@@ -305,12 +388,19 @@ class FhirService:
         resource: dict[str, Any],
         bases: Bases,
         if_match: int | None,
+        references: bool = True,
     ) -> Written:
-        """An update's write inside its unit: the version it replaces must be one the caller may see (patient
-        scopes), the references must resolve (--enforce-references)."""
-        self.check_visible(caller, "u", tx.read(resource_type, resource_id), bases)
-        self.check_references(tx, resource, bases.url)
-        result = tx.update(resource_type, resource_id, resource, if_match)
+        """An update's write inside its unit: the version it replaces passes ``check_replaced``; the references
+        must resolve (--enforce-references; a Bundle checks them once every entry is written: ``references``
+        False); the version written must match the u grants (granular scopes: else 403, the unit rolls back)."""
+        checked = self.check_replaced(tx, caller, "u", tx.read(resource_type, resource_id), bases)
+        if references:
+            self.check_references(tx, resource, bases.url)
+        name = f"{resource_type}/{resource_id}"
+        result = write_checked(
+            lambda pin: tx.update(resource_type, resource_id, resource, pin), if_match, checked, name
+        )
+        check_granted(tx, caller, "u", resource_type, [resource_id], bases.matching)
         return Written(result.version, result.created)
 
     def patch(
@@ -330,7 +420,6 @@ class FhirService:
         caller.authorize("u", resource_type)
         if by_criteria:
             caller.authorize("s", resource_type, "url")
-        within = caller.confined_to("s", resource_type)
         for _ in range(PATCH_ATTEMPTS):
             current = self.store.reading(
                 lambda reader: self._patch_target(reader, caller, resource_type, target, bases)
@@ -341,11 +430,11 @@ class FhirService:
 
             def work(tx: Transaction, current: Version = current, patched: dict[str, Any] = patched) -> Written:
                 if by_criteria:
-                    match = self.finder.find_one(tx, resource_type, target, bases.matching, "url", within)
+                    match = self.finder.find_one(tx, resource_type, target, bases.matching, caller=caller)
                     if match is None or match.id != current.id:
                         raise _Moved
                 self.check_references(tx, patched, bases.url)
-                return Written(tx.update(resource_type, current.id, patched, current.version).version, False)
+                return self._patch_write(tx, caller, current, patched, bases)
 
             try:
                 return self.store.transact(work)
@@ -374,7 +463,17 @@ class FhirService:
         patched = self.patched(current, patch)
         self.check_inside(caller, "u", patched, bases)
         self.check_references(tx, patched, bases.url)
-        return Written(tx.update(resource_type, resource_id, patched, current.version).version, False)
+        return self._patch_write(tx, caller, current, patched, bases)
+
+    def _patch_write(
+        self, tx: Transaction, caller: Caller, current: Version, patched: dict[str, Any], bases: Bases
+    ) -> Written:
+        """A patch's write over ``current`` (the version patched, pinned): under granular scopes ``current`` must
+        match the u grants (else 403), and so must the patched version written (else 403, the unit rolls back)."""
+        check_granted(tx, caller, "u", current.resource_type, [current.id], bases.matching)
+        written = tx.update(current.resource_type, current.id, patched, current.version).version
+        check_granted(tx, caller, "u", current.resource_type, [current.id], bases.matching)
+        return Written(written, False)
 
     def _patch_target(
         self, reader: Reader, caller: Caller, resource_type: str, target: str | Criteria, bases: Bases
@@ -382,8 +481,7 @@ class FhirService:
         if isinstance(target, str):
             current = current_version(reader, resource_type, target)
         else:
-            within = caller.confined_to("s", resource_type)
-            matches = self.finder.find(reader, resource_type, target, bases.matching, within=within)
+            matches = self.finder.find(reader, resource_type, target, bases.matching, caller=caller)
             match = single(matches, resource_type, target)
             if match is None:
                 raise NotFound(f"No {resource_type} matches the criteria", "url")
@@ -411,11 +509,7 @@ class FhirService:
         (it never existed, or is deleted already)."""
         caller.authorize("d", resource_type)
 
-        def work(tx: Transaction) -> Version | None:
-            self.check_visible(caller, "d", tx.read(resource_type, resource_id), bases)
-            return tx.delete(resource_type, resource_id, if_match)
-
-        return self.store.transact(work)
+        return self.store.transact(lambda tx: self.delete_in(tx, caller, resource_type, resource_id, bases, if_match))
 
     def conditional_delete(self, caller: Caller, resource_type: str, criteria: Criteria, bases: Bases) -> list[Version]:
         """``DELETE /[type]?[search]`` (http.html#cdelete): every match, up to ``MAX_CONDITIONAL_DELETE`` (more →
@@ -424,9 +518,8 @@ class FhirService:
         caller.authorize("s", resource_type, "url")
 
         def work(tx: Transaction) -> list[Version]:
-            within = caller.confined_to("s", resource_type)
-            ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching, within=within)
-            deleted = [tx.delete(resource_type, resource_id) for resource_id in ids]
+            ids = self.finder.delete_targets(tx, resource_type, criteria, bases.matching, caller=caller)
+            deleted = [self.delete_in(tx, caller, resource_type, resource_id, bases, None) for resource_id in ids]
             return [version for version in deleted if version is not None]
 
         return self.store.transact(work)
@@ -452,6 +545,18 @@ def current_version(reader: Reader, resource_type: str, resource_id: str) -> Ver
     if current.body is None:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
     return current
+
+
+def write_checked(write: Callable[[int | None], T], if_match: int | None, checked: int | None, name: str) -> T:
+    """``write(pin)``: the version a write must replace is ``if_match`` when the client named one, else ``checked``
+    (the version granular scopes judged: a write that slipped in since must not be replaced unseen; None: any)."""
+    try:
+        return write(if_match if if_match is not None else checked)
+    except PreconditionFailed:
+        if if_match is not None:
+            raise
+        message = f"{name} changed while it was checked against the access token's scopes; try again"
+        raise PreconditionFailed(message) from None
 
 
 def check_pinned(if_match: int | None, current: Version) -> None:

@@ -22,6 +22,7 @@ from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.query import Chain, Compartment, Filter, Has, SearchLimits, SearchRequest, parse_search
 from fhir_imaging.search.shape import shape
 from fhir_imaging.service.caller import ANONYMOUS, Caller
+from fhir_imaging.service.granular import narrow_reached
 from fhir_imaging.storage.base import Reader
 
 
@@ -59,10 +60,11 @@ def searchset(
     base: str,
     bases: tuple[str, ...],
     caller: Caller = ANONYMOUS,
-    keep: Callable[[Hit], bool] = lambda hit: True,
+    keep: Callable[[list[Hit]], list[Hit]] = lambda hits: hits,
 ) -> dict[str, Any]:
     """Parse, run and answer one search as a ``searchset`` Bundle for ``caller``: the types its chains and ``_has``
-    reach must be searchable to it (403 otherwise), and included resources that ``keep`` refuses are left out."""
+    reach must be searchable to it (403 otherwise), and are kept to what its granular scopes allow of them;
+    included resources are only those ``keep`` keeps."""
     search = parse_search(
         registry,
         spec.types,
@@ -73,12 +75,13 @@ def searchset(
         extra=spec.extra,
         limits=limits,
     )
-    for filter_ in search.filters:
-        for resource_type, name in _reached(filter_):
-            caller.authorize("s", resource_type, name)
+    given = len(spec.extra)  # the filters the path and the scopes add come first, the client's follow
+    search = dataclasses.replace(search, filters=search.filters[:given] + reached_for(caller, search.filters[given:]))
     result = run_search(reader, search, bases, max_include=settings.max_include)
     url = f"{base}/{spec.path}" if spec.path else base
     performed = list(search.performed)
+    if not spec.path and any(name == "_type" for name, _ in spec.items):  # a system search keeps to its types
+        performed.insert(0, ("_type", ",".join(spec.types)))
 
     def link(cursor: str | None) -> str:
         pairs = performed + ([(CURSOR, cursor)] if cursor else [])
@@ -97,9 +100,18 @@ def searchset(
         [_shaped(hit, search) for hit in result.matches],
         links,
         total,
-        [_shaped(hit, search) for hit in result.included if keep(hit)],
+        [_shaped(hit, search) for hit in keep(result.included)],
         _include_warning(search, settings.max_include) if result.included_capped else (),
     )
+
+
+def reached_for(caller: Caller, filters: tuple[Filter, ...]) -> tuple[Filter, ...]:
+    """A client's filters as ``caller`` may run them: the types their chains and ``_has`` reach must be searchable
+    to it (403 otherwise), and are kept to what its granular scopes allow of them (service/granular.py)."""
+    for filter_ in filters:
+        for resource_type, name in _reached(filter_):
+            caller.authorize("s", resource_type, name)
+    return tuple(narrow_reached(filter_, caller) for filter_ in filters)
 
 
 def _reached(filter_: Filter) -> Iterator[tuple[str, str]]:

@@ -314,6 +314,18 @@ def test_system_search(imaging: TestClient) -> None:
     assert imaging.get("/?_type=Nope").status_code == 400
 
 
+def test_system_search_links_keep_its_types(imaging: TestClient) -> None:
+    bundle = imaging.get("/?_type=Patient,Encounter&_count=1").json()
+    links = {link["relation"]: link["url"] for link in bundle["link"]}
+    assert links["self"] == f"{BASE}?_type=Patient%2CEncounter&_count=1"
+    found = [bundle["entry"][0]["resource"]["resourceType"]]
+    while "next" in links:
+        bundle = imaging.get(links["next"].removeprefix(BASE)).json()
+        links = {link["relation"]: link["url"] for link in bundle["link"]}
+        found += [entry["resource"]["resourceType"] for entry in bundle.get("entry", [])]
+    assert sorted(found) == ["Encounter", "Patient", "Patient"]
+
+
 def test_unknown_parameter_is_ignored_and_left_out_of_self(imaging: TestClient) -> None:
     bundle = imaging.get("/ImagingStudy?foo=bar&status=available").json()
     assert [entry["resource"]["id"] for entry in bundle["entry"]] == ["img-001"]

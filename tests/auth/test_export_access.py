@@ -81,3 +81,11 @@ def test_a_job_is_its_owners_alone(server: TestClient, issuer: Issuer) -> None:
     assert server.delete(status, headers=other).status_code == 404
     assert server.get(status).status_code == 401
     assert server.get(status, headers=owner).status_code == 200
+
+
+def test_granular_scopes_do_not_export(server: TestClient, issuer: Issuer) -> None:
+    granular = bearer(issuer.token("system/ImagingStudy.rs?status=available system/Patient.rs"))
+    refused = server.get("/$export", params={"_type": "ImagingStudy"}, headers=granular)
+    assert refused.status_code == 403 and "Granular" in refused.text
+    status = server.get("/$export", headers=granular).headers["content-location"].removeprefix(BASE)
+    assert exported(server, status, granular) == {"Patient": {"p1", "p2"}}  # the granular type is left out

@@ -208,3 +208,20 @@ def test_random_searches_never_return_another_patients_resources(
             resource = entry["resource"]
             if resource["resourceType"] != "OperationOutcome":
                 assert _patient_of(resource) == patient, (query, resource)
+
+
+def test_conditional_references_resolve_inside_the_compartment(server: TestClient, issuer: Issuer) -> None:
+    headers = _as(issuer, "patient/*.cruds")
+    study = _study("cr1", "p1", "US")
+
+    def transaction(reference: str) -> Any:
+        entry = {**study, "subject": {"reference": reference}}
+        bundle = {"resourceType": "Bundle", "type": "transaction",
+                  "entry": [{"resource": entry, "request": {"method": "PUT", "url": "ImagingStudy/cr1"}}]}  # fmt: skip
+        return server.post("/", json=bundle, headers=headers)
+
+    assert transaction("Patient?_id=p2").status_code == 412  # another patient's is not found
+    resolved = transaction("Patient?name=Smith")  # three Smiths, one of them in the compartment
+    assert resolved.status_code == 200, resolved.text
+    admin = {"Authorization": f"Bearer {issuer.token('system/*.rs')}"}
+    assert server.get("/ImagingStudy/cr1", headers=admin).json()["subject"]["reference"] == "Patient/p1"

@@ -24,7 +24,7 @@ from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.execute import WALK_ROWS, run_search
 from fhir_imaging.search.match import Corpus
 from fhir_imaging.search.match import search as oracle_search
-from fhir_imaging.search.query import parse_search
+from fhir_imaging.search.query import Alternative, AnyOf, Filter, parse_search
 from fhir_imaging.storage.base import Store
 from fhir_imaging.storage.postgres import PostgresStore
 from fhir_imaging.storage.sqlite import SQLiteStore
@@ -203,14 +203,20 @@ def corpus(draw: st.DrawFn) -> list[dict[str, Any]]:
 # -- running both sides --------------------------------------------------------------------------------------------
 
 
-def check(store: Store, resources: list[dict[str, Any]], resource_type: str, query: list[tuple[str, str]]) -> None:
+def check(
+    store: Store,
+    resources: list[dict[str, Any]],
+    resource_type: str,
+    query: list[tuple[str, str]],
+    extra: tuple[Filter, ...] = (),
+) -> None:
     stored = []
     for resource in resources:
         result = store.update(resource["resourceType"], resource["id"], resource)
         stored.append(orjson.loads(result.version.body or b"{}"))
     ns = resources[0]["meta"]["tag"][0]["code"]
     items = [("_tag", f"{TAG_SYSTEM}|{ns}"), *query, ("_count", "3")]
-    request = parse_search(REGISTRY, (resource_type,), items)
+    request = parse_search(REGISTRY, (resource_type,), items, extra=extra)
     expected = [resource["id"] for resource in oracle_search(Corpus(REGISTRY, stored, BASES), request)]
     for broad_rows, walk_rows in SEARCH_MODES:
         got: list[str] = []
@@ -218,7 +224,9 @@ def check(store: Store, resources: list[dict[str, Any]], resource_type: str, que
         for _ in range(50):
             page = run_search(
                 store,
-                parse_search(REGISTRY, (resource_type,), items + ([("_cursor", cursor)] if cursor else [])),
+                parse_search(
+                    REGISTRY, (resource_type,), items + ([("_cursor", cursor)] if cursor else []), extra=extra
+                ),
                 BASES,
                 broad_rows,
                 walk_rows,
@@ -339,3 +347,25 @@ def test_reference_chain_has_and_sort(
     ns = resources[0]["meta"]["tag"][0]["code"]
     resource_type, query = target
     check(store, resources, resource_type, [(name, value.replace("{ns}", ns)) for name, value in query])
+
+
+@given(corpus(), st.lists(st.one_of(token_query(), reference_query()), min_size=1, max_size=3), token_query())
+@EXAMPLES
+def test_any_of(
+    store: Store,
+    resources: list[dict[str, Any]],
+    alternatives: list[Any],
+    query: list[tuple[str, str]],
+) -> None:
+    """``AnyOf`` (what granular scopes add to a search): an OR of filter groups, each group AND-ed."""
+    ns = resources[0]["meta"]["tag"][0]["code"]
+    branches = []
+    for alternative in alternatives:
+        resource_type, items = alternative if isinstance(alternative, tuple) else ("ImagingStudy", alternative)
+        items = [(name, value.replace("{ns}", ns)) for name, value in items if name != "_sort"]
+        filters = parse_search(REGISTRY, (resource_type,), items).filters
+        branches.append(Alternative((resource_type,), filters))
+    for resource_type in ("ImagingStudy", "Patient"):
+        check(
+            store, resources, resource_type, query if resource_type == "ImagingStudy" else [], (AnyOf(tuple(branches)),)
+        )

@@ -99,12 +99,19 @@ async def _kick_off(request: Request, level: str, group: str | None) -> Response
 
 
 def _authorize(who: Caller, export: ExportRequest) -> None:
-    """Each type asked for must be readable and searchable by the caller (without ``_type`` the runner keeps to the
-    types it may read and search); patient scopes allow Patient and Group exports only (the runner then keeps to
-    the caller's patient)."""
+    """Each type asked for must be readable and searchable by the caller, by scopes without a query (without
+    ``_type`` the runner keeps to the types it may read and search that way: export/owner.py builds its caller
+    without granular grants' queries, which then allow nothing); patient scopes allow Patient and Group exports
+    only (the runner then keeps to the caller's patient)."""
     for resource_type in export.types:
         who.authorize("r", resource_type, "_type")
         who.authorize("s", resource_type, "_type")
+        if who.granted("r", resource_type) is not None or who.granted("s", resource_type) is not None:
+            raise Forbidden(
+                f"Granular scopes (with a search query) do not allow a bulk export of {resource_type}: ask with a "
+                "scope without a query, or use _typeFilter",
+                "_type",
+            )
     if who.access is None:
         return
     if not any({"r", "s"} <= grant.interactions for grant in who.access.grants):
