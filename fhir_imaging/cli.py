@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_dicom_commands(commands: Any) -> None:
-    """``import-dicom``, ``sync-dicomweb`` and ``sync-dimse`` (fhir_imaging/dicom; docs/dicom.md)."""
+    """``import-dicom``, ``sync-dicomweb``, ``sync-dimse`` and ``listen`` (fhir_imaging/dicom; docs/dicom.md)."""
     imports = commands.add_parser(
         "import-dicom",
         help="import DICOM files as ImagingStudy and Patient resources",
@@ -137,6 +137,61 @@ def _add_dicom_commands(commands: Any) -> None:
     _add_sync_options(dimse)
     _add_dimse_limits(dimse)
     _add_dicom_mapping_options(dimse)
+    _add_listen_command(commands)
+
+
+def _add_listen_command(commands: Any) -> None:
+    """``listen``: the C-STORE SCP (fhir_imaging/dicom/listener.py; docs/dicom.md, *listen*)."""
+    from fhir_imaging.dicom.limits import MEBIBYTE
+    from fhir_imaging.dicom.listener import ListenOptions
+
+    defaults = ListenOptions()
+    listen = commands.add_parser(
+        "listen",
+        help="receive DICOM instances (C-STORE) and write their studies as ImagingStudy resources",
+        description="Run a DICOM storage SCP (C-STORE for every storage SOP class, any transfer syntax, and "
+        "C-ECHO) as --aet on --host:--port. Received instances are read (headers only), grouped by study, and each "
+        "study is written with its Patient, merged with what the server holds, once its association ends or after "
+        "--quiet-period seconds without a new instance of it. Files are dropped unless --store-dir. Runs until "
+        "Ctrl-C or SIGTERM, then writes what it holds and prints a summary. DIMSE has no authentication: "
+        "--allow-aet and the network are the only gates.",
+    )
+    listen.add_argument(
+        "--host", default=defaults.host, help=f"interface to listen on (default: {defaults.host}; 0.0.0.0: all)"
+    )
+    listen.add_argument("--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})")
+    listen.add_argument("--aet", default=defaults.aet, metavar="AET", help=f"our AE title (default: {defaults.aet})")
+    listen.add_argument(
+        "--allow-aet",
+        action="append",
+        metavar="AET",
+        help="a calling AE title to accept (repeat for several); associations from others are rejected (default: any)",
+    )
+    listen.add_argument(
+        "--store-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep each received file as DIR/StudyInstanceUID/SeriesInstanceUID/SOPInstanceUID.dcm (default: "
+        "files are dropped once their header is read)",
+    )
+    bounds = (
+        ("--quiet-period", float, "SECONDS", defaults.quiet_period, "seconds without a new instance of a study "
+         "after which it is written even if its association is still open"),
+        ("--dimse-timeout", float, "SECONDS", defaults.timeout, "seconds for negotiating an association, for each "
+         "message, for one PDU to arrive, and an association may stay idle"),
+        ("--max-pdu-size", int, "BYTES", defaults.max_pdu_bytes, "Maximum Length announced to senders; a longer "
+         "PDU (or one over 256 KiB before the association) closes the connection"),
+        ("--max-dataset-mb", int, "MB", defaults.max_dataset_bytes // MEBIBYTE, "largest dataset received; a bigger "
+         "one aborts its association"),
+        ("--max-associations", int, "N", defaults.max_associations, "associations at once; more are rejected"),
+        ("--max-held-instances", int, "N", defaults.max_held, "instances held before their studies are written, "
+         "all studies together; at the bound the oldest studies are written"),
+    )  # fmt: skip
+    for flag, kind, metavar, default, text in bounds:
+        listen.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {default:g})")
+    _add_target(listen)
+    _add_dicom_mapping_options(listen)
 
 
 def _port(text: str) -> int:
@@ -428,10 +483,14 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
             dimse_limits = dicom_commands.dimse_limits(args)
             called_aet = check_ae_title(args.called_aet, "--called-aet")
             calling_aet = check_ae_title(args.calling_aet, "--calling-aet")
+        elif args.command == "listen":
+            listen_options = dicom_commands.listen_options(args)
     except ValueError as exc:
         parser.error(str(exc))
     server = remote_server(args, parser)
     progress = not args.no_progress
+    if args.command == "listen":
+        return dicom_commands.run_listen(listen_options, server=server, settings=settings, mapping=options)
     if args.command == "import-dicom":
         return dicom_commands.run_import(
             args.paths, server=server, settings=settings, options=options, progress=progress
@@ -481,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load":
             return load(args.paths, settings, remote_server(args, parser), args.batch_size)
-        if args.command in ("import-dicom", "sync-dicomweb", "sync-dimse"):
+        if args.command in ("import-dicom", "sync-dicomweb", "sync-dimse", "listen"):
             return dicom(args, settings, parser)
     except TokenError as exc:
         print(f"fhir-imaging {args.command}: no access token: {exc}", file=sys.stderr)

@@ -1,13 +1,14 @@
 """The DICOM commands as the CLI runs them: progress bars, the summary, exit codes, ``--watch``.
 
 ``fhir-imaging import-dicom`` (``importer.py``), ``sync-dicomweb`` (``dicomweb.py``) and ``sync-dimse``
-(``cfind.py``), both syncs over one core (``sync.py``); see docs/dicom.md. Exit codes: 0 done, 1 some study could
-not be written, 2 the PACS or the FHIR server cannot be used.
+(``cfind.py``), both syncs over one core (``sync.py``), and ``listen`` (``listen.py``); see docs/dicom.md. Exit
+codes: 0 done, 1 some study could not be written, 2 the PACS or the FHIR server cannot be used.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.importer import import_dicom
 from fhir_imaging.dicom.limits import MEBIBYTE, DimseLimits, PacsLimits
+from fhir_imaging.dicom.listener import ListenOptions
 from fhir_imaging.dicom.mapping import MappingOptions, offset_timezone
 from fhir_imaging.dicom.pacs import PacsError
 from fhir_imaging.dicom.progress import Reporter, reporting
@@ -52,6 +54,25 @@ def pacs_limits(args: Any) -> PacsLimits:
         max_studies=args.max_studies,
         max_series_per_study=args.max_series_per_study,
         max_instances_per_study=args.max_instances_per_study,
+    )
+
+
+def listen_options(args: Any) -> ListenOptions:
+    """The ``ListenOptions`` of ``listen``'s options; ``ValueError`` naming a bad one."""
+    from fhir_imaging.dicom.dimse import check_ae_title
+
+    return ListenOptions(
+        aet=check_ae_title(args.aet, "--aet"),
+        host=args.host,
+        port=args.port,
+        allow_aets=tuple(check_ae_title(aet, "--allow-aet") for aet in args.allow_aet or ()),
+        store_dir=args.store_dir,
+        quiet_period=args.quiet_period,
+        timeout=args.dimse_timeout,
+        max_pdu_bytes=args.max_pdu_size,
+        max_dataset_bytes=args.max_dataset_mb * MEBIBYTE,
+        max_associations=args.max_associations,
+        max_held=args.max_held_instances,
     )
 
 
@@ -144,3 +165,34 @@ def run_sync(
             time.sleep(watch)
     except KeyboardInterrupt:
         return 0 if watch is not None else 130
+
+
+def run_listen(
+    options: ListenOptions,
+    *,
+    server: RemoteServer | None,
+    settings: Settings,
+    mapping: MappingOptions,
+    out: TextIO | None = None,
+) -> int:
+    """``listen``: receive until Ctrl-C or SIGTERM, logging each study written (stderr), then print the summary; 2
+    when the port cannot be opened or the FHIR server cannot be used, 1 when a study could not be written."""
+    from fhir_imaging.dicom.listen import serve
+    from fhir_imaging.logs import configure_logging
+
+    configure_logging("info")
+    logging.getLogger("fhir_imaging.requests").setLevel(logging.WARNING)  # one line per study is enough
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    try:
+        summary = asyncio.run(serve(options, server=server, settings=settings, mapping=mapping))
+    except OSError as exc:
+        print(
+            f"fhir-imaging listen: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    except WriteError as exc:
+        print(f"fhir-imaging listen: {exc}", file=sys.stderr)
+        return 2
+    _print(summary.lines(), out)
+    return 1 if summary.tally.failed else 0
