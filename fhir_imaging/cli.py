@@ -210,6 +210,13 @@ def _add_sync_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full", action="store_true", help="read every study again, not only those whose instance count changed"
     )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="after the pass, mark the studies of this PACS's Endpoint that the PACS no longer has: the Endpoint "
+        "reference is removed and, with none left, status available becomes unknown (never deleted; a study that "
+        "comes back is available again). Not with --since",
+    )
 
 
 def _add_dimse_limits(parser: argparse.ArgumentParser) -> None:
@@ -495,7 +502,11 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
         return dicom_commands.run_import(
             args.paths, server=server, settings=settings, options=options, progress=progress
         )
-    run = dicom_commands.SyncRun(server, settings, options, since=since, full=args.full, progress=progress)
+    if args.reconcile and since is not None:
+        parser.error("--reconcile needs the PACS's whole study list: it does not go with --since")
+    run = dicom_commands.SyncRun(
+        server, settings, options, since=since, full=args.full, progress=progress, reconcile=args.reconcile
+    )
     if args.command == "sync-dicomweb":
         from fhir_imaging.dicom.dicomweb import QidoReader
         from fhir_imaging.dicom.pacs import PacsError

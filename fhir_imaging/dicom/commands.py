@@ -124,6 +124,7 @@ class SyncRun:
     since: date | None = None
     full: bool = False
     progress: bool = True
+    reconcile: bool = False
 
 
 def sync_pass(run: SyncRun, source: StudySource[Any]) -> SyncSummary:
@@ -132,7 +133,13 @@ def sync_pass(run: SyncRun, source: StudySource[Any]) -> SyncSummary:
     async def one_pass(reporter: Reporter) -> SyncSummary:
         async with fhir_client(server=run.server, settings=run.settings) as client:
             return await sync_once(
-                client, source, options=run.options, since=run.since, full=run.full, reporter=reporter
+                client,
+                source,
+                options=run.options,
+                since=run.since,
+                full=run.full,
+                reporter=reporter,
+                reconcile=run.reconcile,
             )
 
     with reporting(run.progress) as reporter:

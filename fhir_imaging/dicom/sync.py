@@ -13,6 +13,8 @@ instance attributes. Everything else lives here, once:
   the Endpoint is not read again (``full=True`` reads every study).
 - A study is read completely before anything of it is written, so a PACS failing halfway leaves no partial study.
 - Instances whose attributes cannot be mapped are listed as skipped; the rest of the study is written.
+- With ``reconcile``, the studies of the Endpoint that the PACS no longer lists are marked (``reconcile.py``),
+  after the pass and only when the whole study list was read (not with ``since``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pydicom import Dataset
 from fhir_imaging.dicom.bundle import Write
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.progress import Reporter
+from fhir_imaging.dicom.reconcile import MISSING_STATUS, ReconcileResult
+from fhir_imaging.dicom.reconcile import reconcile as reconcile_studies
 from fhir_imaging.dicom.study import group_studies, without_meta
 from fhir_imaging.dicom.writer import Tally, find_one, study_identifier, write_study
 
@@ -75,14 +79,20 @@ class SyncSummary:
     studies: int = 0
     skipped_instances: list[tuple[str, str]] = field(default_factory=list)  # (SOPInstanceUID, reason)
     tally: Tally = field(default_factory=Tally)
+    returned: int = 0  # studies marked unknown earlier that the PACS has again
+    reconciled: ReconcileResult | None = None
 
     def lines(self) -> list[str]:
         tally = self.tally
+        reconciled = self.reconciled.lines() if self.reconciled is not None else []
+        returned = [f"back in the PACS: {self.returned} studies available again"] if self.returned else []
         return [
             f"studies: {self.studies} ({tally.studies_created} created, {tally.studies_updated} updated, "
             f"{tally.studies_unchanged} unchanged, {len(tally.failed)} failed)",
             f"series added: {tally.series_added}; instances added: {tally.instances_added}",
             f"patients: {tally.patients_created} created, {tally.patients_updated} updated",
+            *returned,
+            *reconciled,
             *(f"skipped instance {uid}: {reason}" for uid, reason in self.skipped_instances),
             *(f"failed study {uid}: {reason}" for uid, reason in tally.failed),
         ]
@@ -135,8 +145,12 @@ async def sync_once(
     since: date | None = None,
     full: bool = False,
     reporter: Reporter | None = None,
+    reconcile: bool = False,
 ) -> SyncSummary:
-    """One pass: every study of ``source`` (from ``since`` on), written to the FHIR server behind ``client``."""
+    """One pass: every study of ``source`` (from ``since`` on), written to the FHIR server behind ``client``; with
+    ``reconcile``, then the studies of its Endpoint the PACS no longer lists are marked."""
+    if reconcile and since is not None:
+        raise ValueError("--reconcile needs the PACS's whole study list: it does not go with --since")
     options = options or MappingOptions()
     studies = await asyncio.to_thread(source.find_studies, since)  # first: a PACS that is down touches nothing
     endpoint = source.endpoint()
@@ -150,7 +164,14 @@ async def sync_once(
             advance(1)
             continue
         datasets = await asyncio.to_thread(source.read_study, study)
+        failed = len(summary.tally.failed)
         for group in group_studies(map_datasets(datasets, options, summary)):
             await write_study(client, group, summary.tally, endpoint)
+        if existing is not None and existing.get("status") == MISSING_STATUS and len(summary.tally.failed) == failed:
+            summary.returned += 1
         advance(1)
+    if reconcile and endpoint.id is not None:
+        summary.reconciled = await reconcile_studies(client, endpoint.id, {study.uid for study in studies})
+    elif reconcile:
+        summary.reconciled = ReconcileResult()  # no Endpoint on the server yet: no study points at it
     return summary

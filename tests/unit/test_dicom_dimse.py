@@ -76,3 +76,24 @@ def test_answers_combine_without_empty_or_query_only_elements() -> None:
 @pytest.mark.parametrize(("value", "count"), [("12", 12), (" 7 ", 7), (3, 3), ("", None), ("-1", None), (None, None)])
 def test_count_of(value: object, count: int | None) -> None:
     assert count_of(value) == count
+
+
+def test_unlinking_a_study_from_a_pacs_it_left() -> None:
+    from fhir_imaging.dicom.reconcile import study_uid, unlinked
+
+    study = {
+        "resourceType": "ImagingStudy",
+        "id": "s1",
+        "meta": {"versionId": "3"},
+        "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}],
+        "status": "available",
+        "endpoint": [{"reference": "Endpoint/a"}, {"reference": "Endpoint/b"}],
+        "series": [{"uid": "1.2.3.4", "endpoint": [{"reference": "Endpoint/a"}], "modality": {"code": "CT"}}],
+    }
+    assert study_uid(study) == "1.2.3"
+    one_left = unlinked(study, "Endpoint/a")
+    assert one_left["status"] == "available" and one_left["endpoint"] == [{"reference": "Endpoint/b"}]
+    assert "endpoint" not in one_left["series"][0] and "meta" not in one_left
+    none_left = unlinked(one_left, "Endpoint/b")
+    assert none_left["status"] == "unknown" and "endpoint" not in none_left
+    assert unlinked({**none_left, "status": "cancelled"}, "Endpoint/b")["status"] == "cancelled"
