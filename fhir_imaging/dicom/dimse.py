@@ -10,6 +10,10 @@ times out on an accepted connection. ``BoundedSocket`` refuses a PDU longer than
 Length we announce, or 256 KiB for association PDUs, whichever is larger) before reading its body, and gives one
 PDU ``pdu_timeout`` seconds to arrive: a peer that trickles bytes is cut off. Either fault closes the connection
 (pynetdicom's event 17), which ends the association; the server keeps running.
+
+It also sets ``TCP_NODELAY`` and acknowledges each read at once (``TCP_QUICKACK``): pynetdicom, and other DICOM
+stacks, write a message's command and dataset as two PDUs, and with Nagle's algorithm and delayed ACKs each message
+would wait about 40 ms (bench/README.md, *The DIMSE bridge*).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pynetdicom.transport import AddressInformation, AssociationSocket
 MIN_ASSOCIATION_PDU_BYTES = 256 * 1024  # A-ASSOCIATE PDUs are not bound by Maximum Length; this fits 128 contexts
 READ_CHUNK = 64 * 1024
 AE_TITLE_LENGTH = 16
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 def check_ae_title(title: str, option: str) -> str:
@@ -46,8 +51,13 @@ class BoundedSocket(AssociationSocket):
     pdu_timeout = 60.0
 
     def bound(self, max_pdu_bytes: int, pdu_timeout: float) -> BoundedSocket:
+        """Set the bounds, and TCP_NODELAY: pynetdicom writes a message's command and dataset as separate PDUs, and
+        with Nagle's algorithm the second waits for the peer's delayed ACK of the first (about 40 ms a message)."""
         self.max_pdu_bytes = max(max_pdu_bytes, MIN_ASSOCIATION_PDU_BYTES) + 6
         self.pdu_timeout = pdu_timeout
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
     def _shutdown_socket(self) -> None:
@@ -81,6 +91,9 @@ class BoundedSocket(AssociationSocket):
             if not chunk:
                 break
             data.extend(chunk)
+        if QUICKACK is not None:  # Linux: acknowledge now, so a sender held by Nagle's algorithm goes on at once
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         return data
 
 
