@@ -8,12 +8,15 @@ PS3.18 §10.6.1 (QIDO-RS ``includefield``); https://hl7.org/fhir/R4/imagingstudy
 
 from __future__ import annotations
 
-PATIENT_FIELDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+PATIENT_FIELDS: tuple[str, ...] = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
+PATIENT_FIELDS += ("OtherPatientIDsSequence",)
 STUDY_FIELDS = (
     *PATIENT_FIELDS,
     *("StudyDate", "StudyTime", "TimezoneOffsetFromUTC", "StudyDescription", "ReferringPhysicianName"),
     *("AccessionNumber", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
+    *("ProcedureCodeSequence", "NameOfPhysiciansReadingStudy", "InstitutionName"),
 )
 SERIES_FIELDS: tuple[str, ...] = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Laterality")
 SERIES_FIELDS += ("SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances")
+SERIES_FIELDS += ("PerformingPhysicianName", "OperatorsName")
 INSTANCE_FIELDS = ("SOPClassUID", "InstanceNumber", "ContentLabel", "DocumentTitle", "ImageType", "ImageLaterality")

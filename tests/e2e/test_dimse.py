@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 DICOMDIR_TESTS = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
 PATIENT_DIRS = ("77654033", "98892001", "98892003")
+CT_SMALL_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
 
 
 def sample_files() -> list[Path]:
@@ -98,8 +99,12 @@ def test_c_find_makes_the_same_resources_as_qido_rs(tmp_path: Path, orthanc: Ort
     assert dimse_summary.tally.instances_added == dicomweb_summary.tally.instances_added
     from_dimse, from_dicomweb = content(over_dimse), content(over_dicomweb)
     assert from_dimse.keys() == from_dicomweb.keys() and len(from_dimse) == 8
-    for uid, resources in from_dicomweb.items():
-        assert from_dimse[uid] == resources, uid
+    for uid, (study, patient) in from_dicomweb.items():
+        assert from_dimse[uid][0] == study, uid
+        # Orthanc's QIDO-RS leaves sequences (OtherPatientIDsSequence) out; its C-FIND answers them, as files have
+        assert {**from_dimse[uid][1], "identifier": from_dimse[uid][1]["identifier"][:1]} == patient, uid
+    ct_small = from_dimse[f"urn:oid:{CT_SMALL_STUDY}"][1]
+    assert ct_small["identifier"] == [{"value": "1CT1"}, {"value": "ABCD1234"}, {"value": "1234ABCD"}]
 
 
 def test_studies_point_at_a_dicom_dimse_endpoint(tmp_path: Path, orthanc: OrthancProcess) -> None:
