@@ -425,3 +425,14 @@ def test_other_patient_ids_take_their_issuers() -> None:
     ds.OtherPatientIDsSequence = [other, other]
     record = from_dicom_dataset(ds)
     assert record.patient["identifier"][1:] == [{"system": "urn:oid:1.2.3.4", "value": "X-9"}]
+
+
+@pytest.mark.parametrize(
+    ("term", "code"),
+    [("LEG", "30021000"), ("ARM", "40983000"), ("CHEST", "816094009"), ("CTSPINE", "1217257000"), ("leg", "30021000")],
+)
+def test_body_part_terms_old_and_new(term: str, code: str) -> None:
+    from fhir_imaging.dicom.mapping import body_site
+
+    site = body_site(term)
+    assert site is not None and (site["system"], site["code"]) == ("http://snomed.info/sct", code)
