@@ -162,3 +162,22 @@ def test_a_pacs_that_is_down_is_a_clear_error() -> None:
     reader = CFindReader("127.0.0.1", free_port(), "ORTHANC", limits=DimseLimits(timeout=5))
     with pytest.raises(PacsError, match=r"ORTHANC@127\.0\.0\.1:\d+ \(the study query\)"):
         reader.find_studies(None)
+
+
+def test_sync_dimse_command_through_a_running_server(tmp_path: Path, orthanc: OrthancProcess) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.e2e.server import running_server
+
+    with running_server(f"sqlite:///{tmp_path / 'served.db'}") as server:
+        command = [sys.executable, "-m", "fhir_imaging", "sync-dimse", "127.0.0.1", str(orthanc.dicom_port)]
+        command += ["--called-aet", "ORTHANC", "--server", server.base, "--no-progress", "--reconcile"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "studies: 8 (8 created, 0 updated, 0 unchanged, 0 failed)" in done.stdout
+        assert "reconciled: 0 studies no longer in the PACS" in done.stdout
+        bundle = httpx.get(f"{server.base}/ImagingStudy", params={"_count": "100"}).json()
+        assert len(bundle["entry"]) == 8

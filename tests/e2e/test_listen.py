@@ -265,3 +265,36 @@ def test_orthanc_sends_its_studies_with_c_store(tmp_path: Path, orthanc: Orthanc
         orthanc.send_to("fhirimaging", sorted(set(ids)))
         studies = wait_for_studies(running.settings, 7)
     assert sorted(study["numberOfInstances"] for study in studies) == [2, 3, 4, 4, 7, 11, 50]
+
+
+def test_the_listen_command_writes_to_a_running_server_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.e2e.server import free_port, running_server
+
+    with running_server(f"sqlite:///{tmp_path / 'served.db'}") as server:
+        port = free_port()
+        command = [sys.executable, "-m", "fhir_imaging", "listen", "--port", str(port), "--server", server.base]
+        listener = subprocess.Popen([*command, "--allow-aet", "SENDER"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # a plain connect: pynetdicom leaks the socket of a refused one
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            assert echo(port) == 0
+            assert send(port, dicomdir_files()[:11]) == [0] * 11
+        finally:
+            listener.send_signal(signal.SIGTERM)
+            out, err = listener.communicate(timeout=60)
+        assert listener.returncode == 0, err
+        assert "instances: 11 received, 0 refused" in out.decode()
+        bundle = httpx.get(f"{server.base}/ImagingStudy", params={"_count": "100"}).json()
+        assert sum(entry["resource"]["numberOfInstances"] for entry in bundle["entry"]) == 11
+        assert b"listening as FHIRIMAGING" in err
