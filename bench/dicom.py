@@ -25,9 +25,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom.dicomweb import QidoReader, sync_once
+from fhir_imaging.dicom.dicomweb import QidoReader
 from fhir_imaging.dicom.importer import import_records, read_paths
 from fhir_imaging.dicom.mapping import MappingOptions
+from fhir_imaging.dicom.sync import sync_once
 
 INSTANCES_PER_SERIES, SERIES_PER_STUDY, STUDIES_PER_PATIENT = 25, 4, 10
 

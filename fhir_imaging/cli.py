@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_dicom_commands(commands: Any) -> None:
-    """``import-dicom`` and ``sync-dicomweb`` (fhir_imaging/dicom; docs/dicom.md)."""
+    """``import-dicom``, ``sync-dicomweb``, ``sync-dimse`` and ``listen`` (fhir_imaging/dicom; docs/dicom.md)."""
     imports = commands.add_parser(
         "import-dicom",
         help="import DICOM files as ImagingStudy and Patient resources",
@@ -143,15 +143,127 @@ def _add_dicom_commands(commands: Any) -> None:
     )
     sync.add_argument("url", metavar="URL", help="DICOMweb root of the PACS, e.g. http://pacs:8042/dicom-web")
     _add_target(sync)
-    sync.add_argument("--since", default=None, help="only studies from this date on: 2024-06-15, or 7d for 7 days")
-    sync.add_argument(
-        "--watch", type=float, default=None, metavar="SECONDS", help="sync again every SECONDS until interrupted"
-    )
-    sync.add_argument(
-        "--full", action="store_true", help="read every study again, not only those whose instance count changed"
-    )
+    _add_sync_options(sync)
     _add_pacs_limits(sync)
     _add_dicom_mapping_options(sync)
+    dimse = commands.add_parser(
+        "sync-dimse",
+        help="create or update ImagingStudy resources from a PACS over DICOM (C-FIND)",
+        description="Query a PACS with C-FIND (Study Root: studies, then each study's series and instances) as "
+        "--calling-aet to --called-aet at HOST PORT, and create or update the same ImagingStudy and Patient "
+        "resources sync-dicomweb makes of the same data, each study pointing at an Endpoint for the PACS's DICOM "
+        "address (dicom://AET@HOST:PORT, connection type dicom-dimse). Runs are incremental and idempotent. The "
+        "PACS must accept C-FIND from the calling AE title. Exits 2 when the PACS or the FHIR server cannot be "
+        "used.",
+    )
+    dimse.add_argument("host", metavar="HOST", help="host name or address of the PACS's DICOM port")
+    dimse.add_argument("port", metavar="PORT", type=_port, help="the PACS's DICOM port, e.g. 104 or 4242")
+    dimse.add_argument("--called-aet", required=True, metavar="AET", help="the PACS's AE title")
+    dimse.add_argument(
+        "--calling-aet", default="FHIRIMAGING", metavar="AET", help="our AE title (default: FHIRIMAGING)"
+    )
+    _add_target(dimse)
+    _add_sync_options(dimse)
+    _add_dimse_limits(dimse)
+    _add_dicom_mapping_options(dimse)
+    _add_listen_command(commands)
+
+
+def _add_listen_command(commands: Any) -> None:
+    """``listen``: the C-STORE SCP (fhir_imaging/dicom/listener.py; docs/dicom.md, *listen*)."""
+    from fhir_imaging.dicom.limits import MEBIBYTE
+    from fhir_imaging.dicom.listener import ListenOptions
+
+    defaults = ListenOptions()
+    listen = commands.add_parser(
+        "listen",
+        help="receive DICOM instances (C-STORE) and write their studies as ImagingStudy resources",
+        description="Run a DICOM storage SCP (C-STORE for every storage SOP class, any transfer syntax, and "
+        "C-ECHO) as --aet on --host:--port. Received instances are read (headers only), grouped by study, and each "
+        "study is written with its Patient, merged with what the server holds, once its association ends or after "
+        "--quiet-period seconds without a new instance of it. Files are dropped unless --store-dir. Runs until "
+        "Ctrl-C or SIGTERM, then writes what it holds and prints a summary. DIMSE has no authentication: "
+        "--allow-aet and the network are the only gates.",
+    )
+    listen.add_argument(
+        "--host", default=defaults.host, help=f"interface to listen on (default: {defaults.host}; 0.0.0.0: all)"
+    )
+    listen.add_argument("--port", type=int, default=defaults.port, help=f"TCP port (default: {defaults.port})")
+    listen.add_argument("--aet", default=defaults.aet, metavar="AET", help=f"our AE title (default: {defaults.aet})")
+    listen.add_argument(
+        "--allow-aet",
+        action="append",
+        metavar="AET",
+        help="a calling AE title to accept (repeat for several); associations from others are rejected (default: any)",
+    )
+    listen.add_argument(
+        "--store-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep each received file as DIR/StudyInstanceUID/SeriesInstanceUID/SOPInstanceUID.dcm (default: "
+        "files are dropped once their header is read)",
+    )
+    bounds = (
+        ("--quiet-period", float, "SECONDS", defaults.quiet_period, "seconds without a new instance of a study "
+         "after which it is written even if its association is still open"),
+        ("--dimse-timeout", float, "SECONDS", defaults.timeout, "seconds for negotiating an association, for each "
+         "message, for one PDU to arrive, and an association may stay idle"),
+        ("--max-pdu-size", int, "BYTES", defaults.max_pdu_bytes, "Maximum Length announced to senders; a longer "
+         "PDU (or one over 256 KiB before the association) closes the connection"),
+        ("--max-dataset-mb", int, "MB", defaults.max_dataset_bytes // MEBIBYTE, "largest dataset received; a bigger "
+         "one aborts its association"),
+        ("--max-associations", int, "N", defaults.max_associations, "associations at once; more are rejected"),
+        ("--max-held-instances", int, "N", defaults.max_held, "instances held before their studies are written, "
+         "all studies together; at the bound the oldest studies are written"),
+    )  # fmt: skip
+    for flag, kind, metavar, default, text in bounds:
+        listen.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {default:g})")
+    _add_target(listen)
+    _add_dicom_mapping_options(listen)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return port
+
+
+def _add_sync_options(parser: argparse.ArgumentParser) -> None:
+    """What ``sync-dicomweb`` and ``sync-dimse`` share: which studies, how often."""
+    parser.add_argument("--since", default=None, help="only studies from this date on: 2024-06-15, or 7d for 7 days")
+    parser.add_argument(
+        "--watch", type=float, default=None, metavar="SECONDS", help="sync again every SECONDS until interrupted"
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="read every study again, not only those whose instance count changed"
+    )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="after the pass, mark the studies of this PACS's Endpoint that the PACS no longer has: the Endpoint "
+        "reference is removed and, with none left, status available becomes unknown (never deleted; a study that "
+        "comes back is available again). Not with --since",
+    )
+
+
+def _add_dimse_limits(parser: argparse.ArgumentParser) -> None:
+    """The bounds ``sync-dimse`` puts on the PACS (``DimseLimits``; docs/dicom.md, *sync-dimse*)."""
+    from fhir_imaging.dicom.limits import DimseLimits
+
+    limits = DimseLimits()
+    bounds = (
+        ("--pacs-timeout", float, "SECONDS", limits.timeout, "seconds for connecting, negotiating the association, "
+         "each DIMSE message and one whole C-FIND query"),
+        ("--max-pdu-size", int, "BYTES", limits.max_pdu_bytes, "Maximum Length announced to the PACS; a PDU "
+         "longer than it (or 256 KiB) ends the query"),
+        ("--max-studies", int, "N", limits.max_studies, "studies the study query may find (narrow it with --since)"),
+        ("--max-series-per-study", int, "N", limits.max_series_per_study, "series of one study"),
+        ("--max-instances-per-study", int, "N", limits.max_instances_per_study, "instances of one study"),
+    )  # fmt: skip
+    for flag, kind, metavar, default, text in bounds:
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {default:g})")
 
 
 def _add_pacs_limits(parser: argparse.ArgumentParser) -> None:
@@ -462,26 +574,51 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
     try:
         options = dicom_commands.mapping_options(args.timezone, args.patient_id_system)
         since = parse_since(args.since) if getattr(args, "since", None) else None
-        limits = dicom_commands.pacs_limits(args) if args.command == "sync-dicomweb" else None
+        if args.command == "sync-dicomweb":
+            pacs_limits = dicom_commands.pacs_limits(args)
+        elif args.command == "sync-dimse":
+            from fhir_imaging.dicom.dimse import check_ae_title
+
+            dimse_limits = dicom_commands.dimse_limits(args)
+            called_aet = check_ae_title(args.called_aet, "--called-aet")
+            calling_aet = check_ae_title(args.calling_aet, "--calling-aet")
+        elif args.command == "listen":
+            listen_options = dicom_commands.listen_options(args)
     except ValueError as exc:
         parser.error(str(exc))
     server = remote_server(args, parser)
     progress = not args.no_progress
+    if args.command == "listen":
+        return dicom_commands.run_listen(listen_options, server=server, settings=settings, mapping=options)
     if args.command == "import-dicom":
         return dicom_commands.run_import(
             args.paths, server=server, settings=settings, options=options, progress=progress
         )
-    return dicom_commands.run_sync(
-        args.url,
-        server=server,
-        settings=settings,
-        options=options,
-        progress=progress,
-        since=since,
-        full=args.full,
-        watch=args.watch,
-        limits=limits,
+    if args.reconcile and since is not None:
+        parser.error("--reconcile needs the PACS's whole study list: it does not go with --since")
+    run = dicom_commands.SyncRun(
+        server, settings, options, since=since, full=args.full, progress=progress, reconcile=args.reconcile
     )
+    if args.command == "sync-dicomweb":
+        from fhir_imaging.dicom.dicomweb import QidoReader
+        from fhir_imaging.dicom.pacs import PacsError
+
+        try:
+            reader = QidoReader(args.url, pacs_limits)
+        except PacsError as exc:
+            print(f"fhir-imaging sync-dicomweb: {exc}", file=sys.stderr)
+            return 2
+        try:
+            return dicom_commands.run_sync("sync-dicomweb", run, reader, watch=args.watch)
+        finally:
+            reader.close()
+    from fhir_imaging.dicom.cfind import CFindReader
+
+    finder = CFindReader(args.host, args.port, called_aet, calling_aet, dimse_limits)
+    try:
+        return dicom_commands.run_sync("sync-dimse", run, finder, watch=args.watch)
+    finally:
+        finder.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load":
             return load(args.paths, settings, remote_server(args, parser), args.batch_size)
-        if args.command in ("import-dicom", "sync-dicomweb"):
+        if args.command in ("import-dicom", "sync-dicomweb", "sync-dimse", "listen"):
             return dicom(args, settings, parser)
     except TokenError as exc:
         print(f"fhir-imaging {args.command}: no access token: {exc}", file=sys.stderr)

@@ -4,84 +4,45 @@ create or update its ImagingStudy resources, each pointing at an Endpoint for th
 Spec: DICOM PS3.18 §10.6 (QIDO-RS: query keys, ``includefield``, ``offset``), PS3.18 F.2 (the DICOM JSON model),
 https://hl7.org/fhir/R4/endpoint.html and https://hl7.org/fhir/R4/imagingstudy.html (``ImagingStudy.endpoint``).
 
-The QIDO-RS answers are turned into pydicom Datasets (study ∪ series ∪ instance attributes) and go through the same
-mapping as files. A study is read completely before anything of it is written, so a PACS that fails halfway leaves
-no partial study. Nothing the PACS answers is trusted: every answer is bounded in time and size (``pacs.py``) and
-checked for shape (``qido.py``), paging stops at a page that brings nothing new, and each query level is capped
-(``PacsLimits``). Runs are incremental: a study whose ImagingStudy already counts as many instances as the PACS's
-NumberOfStudyRelatedInstances (0020,1208) and points at the Endpoint is not read again (``full=True`` reads all).
+``QidoReader`` is the QIDO-RS ``StudySource`` of the sync core (``sync.py``, shared with ``sync-dimse``): the answers
+are turned into pydicom Datasets (study ∪ series ∪ instance attributes) and go through the same mapping as files.
+Nothing the PACS answers is trusted: every answer is bounded in time and size (``pacs.py``) and checked for shape
+(``qido.py``), paging stops at a page that brings nothing new, and each query level is capped (``PacsLimits``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from pydicom import Dataset
 
-from fhir_imaging.client import RemoteServer, fhir_client
-from fhir_imaging.config import Settings
 from fhir_imaging.dicom.bundle import Write
+from fhir_imaging.dicom.keys import INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS
 from fhir_imaging.dicom.limits import PacsLimits
-from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.pacs import PacsError, PacsHttp
-from fhir_imaging.dicom.progress import Reporter
 from fhir_imaging.dicom.qido import MalformedAnswer, check_page, count_value, to_dataset
-from fhir_imaging.dicom.study import group_studies, without_meta
-from fhir_imaging.dicom.writer import Tally, find_one, study_identifier, write_study
+from fhir_imaging.dicom.sync import ENDPOINT_CONNECTION, FoundStudy, SyncSummary, endpoint_write
 
-PATIENT_FIELDS = ("PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex")
-STUDY_FIELDS = (
-    *PATIENT_FIELDS,
-    *("StudyDate", "StudyTime", "TimezoneOffsetFromUTC", "StudyDescription", "ReferringPhysicianName"),
-    *("AccessionNumber", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances"),
-)
-SERIES_FIELDS: tuple[str, ...] = ("Modality", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "Laterality")
-SERIES_FIELDS += ("SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances")
-INSTANCE_FIELDS = ("SOPClassUID", "InstanceNumber", "ContentLabel", "DocumentTitle", "ImageType", "ImageLaterality")
-ENDPOINT_CONNECTION = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
-URI_SYSTEM = "urn:ietf:rfc:3986"
+__all__ = ["PacsError", "QidoReader", "SyncSummary", "endpoint_for", "parse_since"]
 _STUDY_UID, _SERIES_UID, _SOP_UID, _INSTANCES = "0020000D", "0020000E", "00080018", "00201208"
 
 
-@dataclass(slots=True)
-class SyncSummary:
-    """One pass over the PACS."""
-
-    studies: int = 0
-    skipped_instances: list[tuple[str, str]] = field(default_factory=list)  # (SOPInstanceUID, reason)
-    tally: Tally = field(default_factory=Tally)
-
-    def lines(self) -> list[str]:
-        tally = self.tally
-        return [
-            f"studies: {self.studies} ({tally.studies_created} created, {tally.studies_updated} updated, "
-            f"{tally.studies_unchanged} unchanged, {len(tally.failed)} failed)",
-            f"series added: {tally.series_added}; instances added: {tally.instances_added}",
-            f"patients: {tally.patients_created} created, {tally.patients_updated} updated",
-            *(f"skipped instance {uid}: {reason}" for uid, reason in self.skipped_instances),
-            *(f"failed study {uid}: {reason}" for uid, reason in tally.failed),
-        ]
-
-
 def endpoint_for(url: str) -> Write:
-    """The Endpoint of a DICOMweb root: WADO-RS connection, active, identified by its address (as a URI). The same
-    ``Write`` serves every study of a sync: it is written (``write``) with the first, and only referred to after."""
+    """The Endpoint of a DICOMweb root: WADO-RS connection, active, identified by its address (as a URI)."""
     address = url.rstrip("/")
-    resource: dict[str, Any] = {
-        "resourceType": "Endpoint",
-        "identifier": [{"system": URI_SYSTEM, "value": address}],
-        "status": "active",
-        "connectionType": {"system": ENDPOINT_CONNECTION, "code": "dicom-wado-rs"},
-        "name": f"DICOMweb WADO-RS {address}",
-        "payloadType": [{"text": "DICOM WADO-RS"}],
-        "payloadMimeType": ["application/dicom"],
-        "address": address,
-    }
-    return Write(resource, resource["identifier"][0])
+    return endpoint_write(
+        {
+            "status": "active",
+            "connectionType": {"system": ENDPOINT_CONNECTION, "code": "dicom-wado-rs"},
+            "name": f"DICOMweb WADO-RS {address}",
+            "payloadType": [{"text": "DICOM WADO-RS"}],
+            "payloadMimeType": ["application/dicom"],
+            "address": address,
+        }
+    )
 
 
 def parse_since(text: str, today: date | None = None) -> date:
@@ -128,8 +89,24 @@ class QidoReader:
         self.http = PacsHttp(url, self.limits)
         self.url = self.http.shown
 
+    @property
+    def shown(self) -> str:
+        return self.url
+
     def close(self) -> None:
         self.http.close()
+
+    def endpoint(self) -> Write:
+        return endpoint_for(self.url)
+
+    def find_studies(self, since: date | None) -> list[FoundStudy[dict[str, Any]]]:
+        return [
+            FoundStudy(str(_value(item, _STUDY_UID)), count_value(item, _INSTANCES), item)
+            for item in self.studies(since)
+        ]
+
+    def read_study(self, study: FoundStudy[dict[str, Any]]) -> list[Dataset]:
+        return self.study_datasets(study.attributes)
 
     def search(
         self, path: str, params: list[tuple[str, str]], level: _Level, what: str, cap: int, counted: int = 0
@@ -193,74 +170,3 @@ class QidoReader:
 
 def _fields(names: tuple[str, ...]) -> list[tuple[str, str]]:
     return [("includefield", name) for name in names]
-
-
-def _up_to_date(existing: dict[str, Any] | None, study: dict[str, Any], endpoint: Write) -> bool:
-    count = count_value(study, _INSTANCES)
-    if existing is None or count is None or endpoint.id is None or endpoint.write:
-        return False
-    points_at_endpoint = {"reference": f"Endpoint/{endpoint.id}"} in existing.get("endpoint", [])
-    return points_at_endpoint and existing.get("numberOfInstances") == count
-
-
-async def sync_once(
-    client: Any,
-    reader: QidoReader,
-    *,
-    options: MappingOptions | None = None,
-    since: date | None = None,
-    full: bool = False,
-    reporter: Reporter | None = None,
-) -> SyncSummary:
-    """One pass: every study of the PACS (from ``since``), written to the FHIR server behind ``client``."""
-    options = options or MappingOptions()
-    studies = await asyncio.to_thread(reader.studies, since)  # first: a PACS that is down touches nothing
-    endpoint = endpoint_for(reader.url)
-    found = await find_one(client, "Endpoint", endpoint.identifier)
-    if found is not None:
-        endpoint.id, endpoint.version = str(found["id"]), found.get("meta", {}).get("versionId")
-        endpoint.resource = {**without_meta(found), **endpoint.resource}
-        endpoint.write = endpoint.resource != without_meta(found)
-    summary = SyncSummary(studies=len(studies))
-    advance = reporter.task("syncing studies", len(studies)) if reporter else (lambda n: None)
-    for study in studies:
-        existing = await find_one(client, "ImagingStudy", study_identifier(str(_value(study, _STUDY_UID))))
-        if not full and _up_to_date(existing, study, endpoint):
-            summary.tally.studies_unchanged += 1
-            advance(1)
-            continue
-        datasets = await asyncio.to_thread(reader.study_datasets, study)
-        records: list[InstanceRecord] = []
-        for dataset in datasets:
-            try:
-                records.append(from_dicom_dataset(dataset, options))
-            except MappingError as exc:
-                summary.skipped_instances.append((str(dataset.get("SOPInstanceUID", "?")), str(exc)))
-            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:  # values of the wrong kind
-                reason = f"attributes that cannot be mapped ({type(exc).__name__})"
-                summary.skipped_instances.append((str(dataset.get("SOPInstanceUID", "?")), reason))
-        for group in group_studies(records):
-            await write_study(client, group, summary.tally, endpoint)
-        advance(1)
-    return summary
-
-
-async def sync_dicomweb(
-    url: str,
-    *,
-    server: RemoteServer | None = None,
-    settings: Settings | None = None,
-    options: MappingOptions | None = None,
-    since: date | None = None,
-    full: bool = False,
-    reporter: Reporter | None = None,
-    limits: PacsLimits | None = None,
-) -> SyncSummary:
-    """One pass of ``sync_once`` against the FHIR server at ``server`` (or in-process on ``settings.database``),
-    reading the PACS within ``limits``."""
-    reader = QidoReader(url, limits)
-    try:
-        async with fhir_client(server=server, settings=settings) as client:
-            return await sync_once(client, reader, options=options, since=since, full=full, reporter=reporter)
-    finally:
-        reader.close()

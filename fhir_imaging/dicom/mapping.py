@@ -28,6 +28,7 @@ from urllib.parse import quote
 from pydicom.multival import MultiValue
 
 from fhir_imaging import linear_regex
+from fhir_imaging.dicom.coding_schemes import fhir_system
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"
@@ -42,6 +43,11 @@ LATERALITY = {
     "L": {"system": SNOMED, "code": "419161000", "display": "Unilateral left"},
     "R": {"system": SNOMED, "code": "419465000", "display": "Unilateral right"},
     "B": {"system": SNOMED, "code": "51440002", "display": "Bilateral"},
+}
+PARTICIPATION_TYPE = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+PARTICIPATION = {
+    "PRF": {"system": PARTICIPATION_TYPE, "code": "PRF", "display": "performer"},
+    "SPRF": {"system": PARTICIPATION_TYPE, "code": "SPRF", "display": "secondary performer"},
 }
 _OID = linear_regex.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _URI = linear_regex.compile(linear_regex.ascii_whitespace(r"(urn:|https?://)\S+"))  # no \v: FHIR's uri
@@ -249,7 +255,7 @@ def _patient(ds: Any, study_uid: str, options: MappingOptions) -> dict[str, Any]
         identifier = {"system": system, "value": patient_id} if system else {"value": patient_id}
     else:
         identifier = {"system": PATIENT_OF_STUDY_SYSTEM, "value": f"urn:oid:{study_uid}"}
-    patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [identifier]}
+    patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [identifier, *_other_ids(ds, options)]}
     name = to_fhir_human_name(_text(ds, "PatientName"))
     if name:
         patient["name"] = [name]
@@ -279,7 +285,77 @@ def _study(ds: Any, study_uid: str, options: MappingOptions) -> dict[str, Any]:
         study["referrer"] = {"display": referrer}
     if description:
         study["description"] = description
+    procedures = _concepts(ds, "ProcedureCodeSequence")
+    reasons = _concepts(ds, "ReasonForRequestedProcedureCodeSequence")
+    reason_text = _text(ds, "ReasonForTheRequestedProcedure") or _text(
+        _first_item(ds, "RequestAttributesSequence"), "ReasonForTheRequestedProcedure"
+    )
+    if reason_text and not any(concept.get("text") == reason_text for concept in reasons):
+        reasons.append({"text": reason_text})
+    interpreters = _names(ds, "NameOfPhysiciansReadingStudy")
+    institution = _text(ds, "InstitutionName")
+    if procedures:
+        study["procedureCode"] = procedures
+    if reasons:
+        study["reasonCode"] = reasons
+    if interpreters:
+        study["interpreter"] = [{"display": name} for name in interpreters]
+    if institution:
+        study["location"] = {"display": institution}
     return study
+
+
+def _names(ds: Any, keyword: str) -> list[str]:
+    """Each value of a PN attribute as a display name; placeholders without a letter or digit (``----``) left out."""
+    value = _get(ds, keyword) if ds is not None else None
+    values = list(value) if isinstance(value, list | tuple | MultiValue) else [value]
+    names = [display_name(text_of(item)) for item in values if item is not None]
+    return [name for name in names if name and any(char.isalnum() for char in name)]
+
+
+def _concepts(ds: Any, keyword: str) -> list[dict[str, Any]]:
+    """A code sequence (CodeValue, CodingSchemeDesignator, CodeMeaning) → CodeableConcepts, one per item."""
+    concepts: list[dict[str, Any]] = []
+    sequence = _get(ds, keyword)
+    try:
+        items = list(sequence) if sequence else []
+    except TypeError:
+        return concepts
+    for item in items:
+        code, meaning = _text(item, "CodeValue") or _text(item, "LongCodeValue"), _text(item, "CodeMeaning")
+        if not code:
+            if meaning:
+                concepts.append({"text": meaning})
+            continue
+        system = fhir_system(_text(item, "CodingSchemeDesignator"))
+        coding = {"system": system, "code": code, "display": meaning}
+        concept: dict[str, Any] = {"coding": [{key: value for key, value in coding.items() if value}]}
+        if meaning:
+            concept["text"] = meaning
+        if concept not in concepts:
+            concepts.append(concept)
+    return concepts
+
+
+def _other_ids(ds: Any, options: MappingOptions) -> list[dict[str, Any]]:
+    """OtherPatientIDsSequence (0010,1002) → more Patient.identifier, each with its issuer's system as for
+    PatientID; the main PatientID stays first (it is how the Patient is found)."""
+    identifiers: list[dict[str, Any]] = []
+    sequence = _get(ds, "OtherPatientIDsSequence")
+    try:
+        items = list(sequence) if sequence else []
+    except TypeError:
+        return identifiers
+    for item in items:
+        value = _text(item, "PatientID")
+        if not value:
+            continue
+        system = _qualified_system(item, _text(item, "IssuerOfPatientID"), "IssuerOfPatientIDQualifiersSequence")
+        system = system or options.patient_id_system
+        identifier = {"system": system, "value": value} if system else {"value": value}
+        if identifier not in identifiers:
+            identifiers.append(identifier)
+    return identifiers
 
 
 def _series(ds: Any, series_uid: str, modality: str, options: MappingOptions) -> dict[str, Any]:
@@ -292,8 +368,20 @@ def _series(ds: Any, series_uid: str, modality: str, options: MappingOptions) ->
         "bodySite": body_site(_text(ds, "BodyPartExamined")),
         "laterality": LATERALITY.get((_text(ds, "Laterality") or "").upper()),
         "started": to_fhir_datetime(_text(ds, "SeriesDate"), _text(ds, "SeriesTime"), offset, options.timezone),
+        "performer": _performers(ds),
     }
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _performers(ds: Any) -> list[dict[str, Any]] | None:
+    """series.performer: PerformingPhysicianName (0008,1050) as performer (PRF), OperatorsName (0008,1070) as
+    secondary performer (SPRF), display names only."""
+    performers = [
+        {"function": {"coding": [PARTICIPATION[function]]}, "actor": {"display": name}}
+        for keyword, function in (("PerformingPhysicianName", "PRF"), ("OperatorsName", "SPRF"))
+        for name in _names(ds, keyword)
+    ]
+    return performers or None
 
 
 def _title(ds: Any) -> str | None:

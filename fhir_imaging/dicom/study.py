@@ -16,9 +16,33 @@ from typing import Any
 
 from fhir_imaging.dicom.mapping import LATERALITY, InstanceRecord
 
-STUDY_ORDER = ("resourceType", "id", "meta", "identifier", "status", "modality", "subject", "started", "referrer")
-SERIES_ORDER = ("uid", "number", "modality", "description", "numberOfInstances", "bodySite", "laterality", "started")
+STUDY_ORDER: tuple[str, ...] = (
+    "resourceType",
+    "id",
+    "meta",
+    "identifier",
+    "status",
+    "modality",
+    "subject",
+    "started",
+    "referrer",
+)
+STUDY_ORDER += ("interpreter", "endpoint", "numberOfSeries", "numberOfInstances", "procedureCode", "location")
+STUDY_ORDER += ("reasonCode", "description")
+SERIES_ORDER: tuple[str, ...] = (
+    "uid",
+    "number",
+    "modality",
+    "description",
+    "numberOfInstances",
+    "bodySite",
+    "laterality",
+    "started",
+)
+SERIES_ORDER += ("performer",)
 DICOM_STUDY_ELEMENTS = ("started", "referrer", "description")
+DICOM_JOINED_ELEMENTS = ("procedureCode", "reasonCode")  # DICOM's codes added to those the server's copy has
+DICOM_FILLED_ELEMENTS = ("interpreter", "location")  # DICOM's display names only where the server's copy has none
 DICOM_PATIENT_ELEMENTS = ("name", "birthDate")
 
 
@@ -146,6 +170,12 @@ def merge_study(existing: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
     merged = without_meta(existing)
     merged["identifier"] = merge_identifiers(existing.get("identifier", []), new.get("identifier", []))
     merged.update({key: new[key] for key in DICOM_STUDY_ELEMENTS if key in new})
+    for key in DICOM_JOINED_ELEMENTS:
+        if key in new:
+            merged[key] = _union(existing.get(key, []), new[key])
+    for key in DICOM_FILLED_ELEMENTS:
+        if key in new and key not in merged:
+            merged[key] = new[key]
     if merged.get("status") in (None, "registered", "unknown"):
         merged["status"] = new["status"]
     merged["modality"] = _union(existing.get("modality", []), new.get("modality", []))

@@ -61,7 +61,7 @@ def study_identifier(uid: str) -> dict[str, str]:
     return {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
 
 
-def _explain(response: httpx.Response) -> str:
+def explain(response: httpx.Response) -> str:
     try:
         body = response.json()
         issues = body.get("issue", []) if isinstance(body, dict) else []
@@ -76,9 +76,9 @@ async def find_one(client: httpx.AsyncClient, resource_type: str, identifier: di
     url = search_url(resource_type, identifier)
     response = await client.get(url)
     if response.status_code in (404, 405, 501):
-        raise ServerUnsupported(f"the FHIR server does not support search (GET {url}): {_explain(response)}")
+        raise ServerUnsupported(f"the FHIR server does not support search (GET {url}): {explain(response)}")
     if response.status_code != 200:
-        raise WriteError(f"GET {url} failed: {_explain(response)}")
+        raise WriteError(f"GET {url} failed: {explain(response)}")
     entries = response.json().get("entry", [])
     found = [
         entry["resource"]
@@ -104,11 +104,11 @@ def _series_and_instances(study: dict[str, Any] | None) -> tuple[set[str], set[s
 async def _post_transaction(client: httpx.AsyncClient, bundle: dict[str, Any]) -> dict[str, Any]:
     response = await client.post("", json=bundle)
     if response.status_code in (409, 412):
-        raise Retry(_explain(response))
+        raise Retry(explain(response))
     if response.status_code in (404, 405, 501):
-        raise ServerUnsupported(f"the FHIR server does not support transactions (POST /): {_explain(response)}")
+        raise ServerUnsupported(f"the FHIR server does not support transactions (POST /): {explain(response)}")
     if response.status_code != 200:
-        raise WriteError(f"the transaction failed: {_explain(response)}")
+        raise WriteError(f"the transaction failed: {explain(response)}")
     answer: dict[str, Any] = response.json()
     return answer
 

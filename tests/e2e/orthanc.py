@@ -1,7 +1,10 @@
-"""Start a real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) on a free loopback port, for the DICOMweb
-tests: a throwaway JSON config and storage in a temporary directory, no DICOM listener, stopped by its process id.
+"""Start a real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) on free ports, for the DICOMweb and DIMSE
+tests: a throwaway JSON config and storage in a temporary directory, stopped by its process id.
 
-Orthanc listens on every interface; ``RemoteAccessAllowed: false`` makes it refuse anything but loopback clients.
+Orthanc listens on every interface; ``RemoteAccessAllowed: false`` makes its REST API refuse anything but loopback
+clients. Its DICOM port (AE title ``ORTHANC``) answers C-FIND only to the AE titles listed in ``DicomModalities``
+(``FHIRIMAGING`` by default, the calling AE title of ``sync-dimse``); ``add_modality`` names a C-STORE destination
+(``listen``) at run time.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ def orthanc_missing() -> str | None:
 class OrthancProcess:
     """One Orthanc process; ``url`` is its REST API, ``dicomweb`` its DICOMweb root (QIDO-RS, WADO-RS, STOW-RS)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, known_aets: tuple[str, ...] = ("FHIRIMAGING",)) -> None:
         self.port = free_port()
+        self.dicom_port = free_port()
+        self.aet = "ORTHANC"
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb = f"{self.url}/dicom-web"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -42,8 +47,11 @@ class OrthancProcess:
             "StorageDirectory": str(workdir / "storage"),
             "IndexDirectory": str(workdir / "storage"),
             "HttpPort": self.port,
-            "DicomServerEnabled": False,
-            "DicomPort": free_port(),
+            "DicomServerEnabled": True,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": True,
+            "DicomModalities": {aet.lower(): [aet, "127.0.0.1", 1] for aet in known_aets},
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "SaveJobs": False,
@@ -71,6 +79,25 @@ class OrthancProcess:
         answer: dict[str, str] = response.json()
         return answer
 
+    def add_modality(self, name: str, aet: str, port: int, host: str = "127.0.0.1") -> None:
+        """Declare a DICOM peer Orthanc may send to (``POST /modalities/{name}/store``) and accept queries from."""
+        body = {"AET": aet, "Host": host, "Port": port}
+        httpx.put(f"{self.url}/modalities/{name}", json=body, timeout=10.0).raise_for_status()
+
+    def send_to(self, name: str, resources: list[str], timeout: float = 120.0) -> dict[str, object]:
+        """C-STORE the Orthanc resources (patient, study, series or instance ids) to modality ``name``."""
+        response = httpx.post(f"{self.url}/modalities/{name}/store", json=resources, timeout=timeout)
+        response.raise_for_status()
+        answer: dict[str, object] = response.json()
+        return answer
+
+    def delete_study(self, study_uid: str) -> None:
+        """Delete the study with this StudyInstanceUID (found with ``/tools/lookup``)."""
+        found = httpx.post(f"{self.url}/tools/lookup", content=study_uid, timeout=10.0).json()
+        for item in found:
+            if item["Type"] == "Study":
+                httpx.delete(f"{self.url}/studies/{item['ID']}", timeout=10.0).raise_for_status()
+
     def clear(self) -> None:
         """Delete every patient (and so every study) Orthanc holds."""
         for patient in httpx.get(f"{self.url}/patients", timeout=10.0).json():
@@ -82,8 +109,8 @@ class OrthancProcess:
 
 
 @contextmanager
-def running_orthanc(workdir: Path) -> Iterator[OrthancProcess]:
-    orthanc = OrthancProcess(workdir)
+def running_orthanc(workdir: Path, known_aets: tuple[str, ...] = ("FHIRIMAGING",)) -> Iterator[OrthancProcess]:
+    orthanc = OrthancProcess(workdir, known_aets)
     try:
         yield orthanc
     finally:

@@ -63,13 +63,19 @@ def test_qido_rs_finds_every_study(orthanc: OrthancProcess) -> None:
     assert len(studies) == 8
 
 
+def without_other_ids(patient: dict[str, Any]) -> dict[str, Any]:
+    """The Patient with its first (PatientID) identifier only: Orthanc's QIDO-RS (DICOMweb plugin 1.7) leaves
+    sequences such as OtherPatientIDsSequence out of its answers even when asked for them (its C-FIND does not)."""
+    return {**patient, "identifier": patient["identifier"][:1]}
+
+
 def test_qido_rs_maps_to_the_same_studies_and_patients_as_the_files(orthanc: OrthancProcess) -> None:
     from_pacs = groups_from_pacs(QidoReader(orthanc.dicomweb))
     from_files = groups_from_files()
     assert from_pacs.keys() == from_files.keys()
     for uid, group in from_files.items():
         assert from_pacs[uid].study == group.study, uid
-        assert from_pacs[uid].patient == group.patient, uid
+        assert from_pacs[uid].patient == without_other_ids(group.patient), uid
 
 
 def test_every_study_from_the_pacs_is_valid_fhir(orthanc: OrthancProcess) -> None:

@@ -24,9 +24,10 @@ from pydicom.uid import generate_uid
 
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom.dicomweb import PacsError, QidoReader, SyncSummary, sync_once
+from fhir_imaging.dicom.dicomweb import PacsError, QidoReader
 from fhir_imaging.dicom.importer import ImportSummary, import_dicom, import_records, read_paths
 from fhir_imaging.dicom.mapping import MappingOptions
+from fhir_imaging.dicom.sync import FoundStudy, SyncSummary, sync_once
 from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
 from tests.e2e.server import running_server
 
@@ -203,11 +204,11 @@ class FailingReader(QidoReader):
         super().__init__(url)
         self.read = 0
 
-    def study_datasets(self, study: dict[str, Any]) -> list[Any]:
+    def read_study(self, study: FoundStudy[dict[str, Any]]) -> list[Any]:
         self.read += 1
         if self.read == 2:
             raise PacsError("the PACS went away")
-        return super().study_datasets(study)
+        return super().read_study(study)
 
 
 def test_a_pacs_failing_halfway_leaves_no_partial_study(tmp_path: Path, orthanc: OrthancProcess) -> None:

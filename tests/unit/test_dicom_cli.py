@@ -103,3 +103,35 @@ def test_import_of_nothing_importable_reports_every_skipped_file(
     assert f"skipped {tmp_path / 'notes.txt'}: not a DICOM file" in out
     assert f"skipped {tmp_path / 'gone.dcm'}: no such file" in out
     assert "studies: 0 (0 created, 0 updated, 0 unchanged, 0 failed)" in out
+
+
+def test_sync_dimse_arguments() -> None:
+    args = build_parser().parse_args(
+        ["sync-dimse", "pacs", "104", "--called-aet", "PACS", "--server", "http://fhir/baseR4", "--client-id", "c",
+         "--private-key", "key.pem", "--since", "7d", "--max-studies", "5"]
+    )  # fmt: skip
+    assert (args.host, args.port, args.called_aet, args.calling_aet) == ("pacs", 104, "PACS", "FHIRIMAGING")
+    assert (args.server, args.client_id, str(args.private_key), args.max_studies) == (
+        "http://fhir/baseR4",
+        "c",
+        "key.pem",
+        5,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sync-dimse", "pacs", "104"],
+        ["sync-dimse", "pacs", "70000", "--called-aet", "PACS"],
+        ["sync-dimse", "pacs", "104", "--called-aet", "WAY-TOO-LONG-AE-TITLE"],
+        ["sync-dimse", "pacs", "104", "--called-aet", "PACS", "--calling-aet", "BACK\\SLASH"],
+        ["sync-dimse", "pacs", "104", "--called-aet", "PACS", "--max-pdu-size", "10"],
+        ["sync-dimse", "pacs", "104", "--called-aet", "PACS", "--client-id", "c"],
+    ],
+)
+def test_bad_sync_dimse_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err

@@ -199,6 +199,7 @@ def test_ct_small_maps_to_the_expected_study_and_patient(validator: Validator) -
         "description": "e+1",
         "numberOfSeries": 1,
         "numberOfInstances": 1,
+        "location": {"display": "JFK IMAGING CENTER"},  # InstitutionName (0008,0080)
         "series": [
             {
                 "uid": "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322",
@@ -219,7 +220,7 @@ def test_ct_small_maps_to_the_expected_study_and_patient(validator: Validator) -
     }
     assert group.patient == {
         "resourceType": "Patient",
-        "identifier": [{"value": "1CT1"}],
+        "identifier": [{"value": "1CT1"}, {"value": "ABCD1234"}, {"value": "1234ABCD"}],  # OtherPatientIDsSequence
         "name": [{"family": "CompressedSamples", "given": ["CT1"]}],
         "gender": "other",
     }
@@ -386,3 +387,52 @@ def test_sop_uids_fall_back_on_the_file_meta() -> None:
     record = from_dicom_dataset(ds)
     assert record.sop_uid == "9.8.7"
     assert record.instance["sopClass"]["code"] == "urn:oid:1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_procedure_reason_people_and_place() -> None:
+    ds = header("MR_small.dcm")
+    procedure, reason = Dataset(), Dataset()
+    procedure.CodeValue, procedure.CodingSchemeDesignator, procedure.CodeMeaning = "24627-2", "LN", "CT Chest"
+    reason.CodeValue, reason.CodingSchemeDesignator, reason.CodeMeaning = "R-123", "99LOCAL", "Cough"
+    ds.ProcedureCodeSequence = [procedure]
+    ds.ReasonForRequestedProcedureCodeSequence = [reason]
+    ds.ReasonForTheRequestedProcedure = "Persistent cough"
+    ds.NameOfPhysiciansReadingStudy = ["Reader^Rita^^Dr", "----"]
+    ds.PerformingPhysicianName = "Doe^John"
+    ds.OperatorsName = ["Tech^Tom", "Tech^Tina"]
+    ds.InstitutionName = "General Hospital"
+    record = from_dicom_dataset(ds)
+    assert record.study["procedureCode"] == [
+        {"coding": [{"system": "http://loinc.org", "code": "24627-2", "display": "CT Chest"}], "text": "CT Chest"}
+    ]
+    local = "urn:fhir-imaging:dicom-coding-scheme:99LOCAL"
+    assert record.study["reasonCode"] == [
+        {"coding": [{"system": local, "code": "R-123", "display": "Cough"}], "text": "Cough"},
+        {"text": "Persistent cough"},
+    ]
+    assert record.study["interpreter"] == [{"display": "Dr Rita Reader"}]  # the placeholder ---- left out
+    assert record.study["location"] == {"display": "General Hospital"}
+    functions = [(p["function"]["coding"][0]["code"], p["actor"]["display"]) for p in record.series["performer"]]
+    assert functions == [("PRF", "John Doe"), ("SPRF", "Tom Tech"), ("SPRF", "Tina Tech")]
+    (group,) = group_studies([record])
+    assert errors_of(Validator.load(), with_subject(group.study)) == []
+
+
+def test_other_patient_ids_take_their_issuers() -> None:
+    ds = header("MR_small.dcm")
+    other = Dataset()
+    other.PatientID, other.IssuerOfPatientID = "X-9", "1.2.3.4"
+    ds.OtherPatientIDsSequence = [other, other]
+    record = from_dicom_dataset(ds)
+    assert record.patient["identifier"][1:] == [{"system": "urn:oid:1.2.3.4", "value": "X-9"}]
+
+
+@pytest.mark.parametrize(
+    ("term", "code"),
+    [("LEG", "30021000"), ("ARM", "40983000"), ("CHEST", "816094009"), ("CTSPINE", "1217257000"), ("leg", "30021000")],
+)
+def test_body_part_terms_old_and_new(term: str, code: str) -> None:
+    from fhir_imaging.dicom.mapping import body_site
+
+    site = body_site(term)
+    assert site is not None and (site["system"], site["code"]) == ("http://snomed.info/sct", code)

@@ -108,3 +108,30 @@ def test_patient_merge() -> None:
     assert not changed(as_stored(merged), merge_patient(as_stored(merged), new))
     assert merge_patient(None, new) == new
     assert merge_patient(stored, {**new, "gender": "male"})["gender"] == "male"
+
+
+def test_codes_are_joined_and_people_and_place_only_filled_in() -> None:
+    from fhir_imaging.dicom.study import merge_study
+
+    by_hand = {"coding": [{"system": "http://snomed.info/sct", "code": "169069000"}]}
+    from_dicom = {"coding": [{"system": "http://loinc.org", "code": "24627-2"}], "text": "CT Chest"}
+    existing = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "procedureCode": [by_hand],
+        "interpreter": [{"reference": "Practitioner/p1"}],
+        "series": [],
+    }
+    new = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "procedureCode": [from_dicom, by_hand],
+        "interpreter": [{"display": "Dr Rita Reader"}],
+        "location": {"display": "General Hospital"},
+        "series": [],
+    }
+    merged = merge_study(existing, new)
+    assert merged["procedureCode"] == [by_hand, from_dicom]
+    assert merged["interpreter"] == [{"reference": "Practitioner/p1"}]  # set by hand: kept
+    assert merged["location"] == {"display": "General Hospital"}  # absent: filled in
+    assert merge_study(merged, new) == merged  # idempotent
