@@ -8,8 +8,8 @@ page takes its first ``count + 1``, so its cost grows with the matches however s
 checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity rows per match.
 A probe counting the filter's index rows up to the dialect's ``broad_rows`` (storage/dialect.py) tells them apart:
 reaching it, ``EXISTS`` is cheaper (the measurements behind the threshold: bench/README.md, "Figures behind design
-choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there. Only pages
-in rid order probe: a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
+choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there. A sorted
+page probes only to know whether it may look inside a window of the sort index first (below).
 
 The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
 drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
@@ -17,6 +17,15 @@ when the data came in date order — ``started=ge`` last year), the walk would c
 a page first walks at most ``WALK_ROWS`` rows: when the window holds ``count + 1`` matches they are the page (no
 match can come before them); otherwise the page is listed with ``IN`` after all. The worst case costs one bounded
 walk of ``WALK_ROWS`` rows more than ``IN`` alone.
+
+A ``_sort`` needs each match's sort key, a correlated look-up per match: over 100,000 matches that is most of a
+second for 25 rows. When every filter is broad (or there is none), a forward page first looks inside a window of
+the sort parameter's index: the ``WALK_ROWS`` values next in sort order after the page's keyset position (then
+``WINDOW_GROWTH`` times as many). A resource's sort key is the greatest (descending) or least of its values, so a
+resource with no value inside the window sorts after every resource with one: when the window holds ``count + 1``
+matches (filters checked with ``EXISTS``), they are the page. Otherwise — matches sparse among the next values,
+the values exhausted (resources without one sort last), one value filling the window (``_sort=status``: its ties
+could be every row), a backward page — the page lists every match as before.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from fhir_imaging.storage.dialect import Dialect
 MAX_INCLUDE_ROUNDS = 4
 MAX_INCLUDE = Settings().max_include  # most included resources on one page (the max_include setting)
 WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead
+WINDOW_GROWTH = 8  # a sorted page of broad filters tries a window of WALK_ROWS sort values, then one this much wider
 
 
 class Queryable(Protocol):
@@ -88,6 +98,48 @@ def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, th
     return frozenset(broad)
 
 
+def _all_broad(store: Queryable, planner: Planner, request: SearchRequest, threshold: int | None) -> bool:
+    """Whether every filter of ``request`` matches at least ``threshold`` index rows (True without filters)."""
+    if threshold is None:
+        return False
+    for item in request.filters:
+        probe = planner.probe(item, request.types, threshold)
+        if probe is None or _run(store, probe)[0][0] < threshold:
+            return False
+    return True
+
+
+def _sorted_page(
+    store: Queryable,
+    planner: Planner,
+    request: SearchRequest,
+    after: tuple[list[Any], int] | None,
+    backward: bool,
+    threshold: int | None,
+    walk_rows: int,
+) -> list[tuple[Any, ...]]:
+    """A page in ``_sort`` order; when nothing narrow drives it, first within a window of the sort index (see the
+    module docstring)."""
+    if not backward and _all_broad(store, planner, request, threshold):
+        key = request.sort[0]
+        value = after[0][0] if after else None
+        everything = frozenset(range(len(request.filters)))
+        for size in (walk_rows, walk_rows * WINDOW_GROWTH):
+            edge = planner.sort_window_edge(key, request.types, value, size)
+            if edge is None:
+                break
+            found, first, last = _run(store, edge)[0]
+            if found < size or first == last:  # every value is inside (those without one lie beyond), or one value
+                break  # fills the window: its ties, all inside too, may be any number
+            window = planner.sort_window(key, request.types, value, last)
+            rows = _run(store, planner.page(request, after, False, everything, window=window))
+            if len(rows) > request.count:
+                return rows
+            if len(rows) * WINDOW_GROWTH <= request.count:  # too sparse for the wider window to fill the page
+                break
+    return _run(store, planner.page(request, after, backward))
+
+
 def _page(
     store: Queryable,
     planner: Planner,
@@ -128,8 +180,13 @@ def run_search(
         return result
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)
-    broad = broad_filters(store, planner, request, broad_rows if broad_rows is not None else store.dialect.broad_rows)
-    rows = _page(store, planner, request, after, backward, broad, walk_rows)
+    threshold = broad_rows if broad_rows is not None else store.dialect.broad_rows
+    if request.sort:
+        rows = _sorted_page(store, planner, request, after, backward, threshold, walk_rows)
+    else:
+        rows = _page(
+            store, planner, request, after, backward, broad_filters(store, planner, request, threshold), walk_rows
+        )
     more = len(rows) > request.count
     rows = rows[: request.count]
     if backward:
