@@ -8,8 +8,7 @@ page takes its first ``count + 1``, so its cost grows with the matches however s
 checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity rows per match.
 A probe counting the filter's index rows up to the dialect's ``broad_rows`` (storage/dialect.py) tells them apart:
 reaching it, ``EXISTS`` is cheaper (the measurements behind the threshold: bench/README.md, "Figures behind design
-choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there. A sorted
-page probes only to know whether it may look inside a window of the sort index first (below).
+choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there.
 
 The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
 drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
@@ -19,13 +18,14 @@ match can come before them); otherwise the page is listed with ``IN`` after all.
 walk of ``WALK_ROWS`` rows more than ``IN`` alone.
 
 A ``_sort`` needs each match's sort key, a correlated look-up per match: over 100,000 matches that is most of a
-second for 25 rows. When every filter is broad (or there is none), a forward page first looks inside a window of
-the sort parameter's index: the ``WALK_ROWS`` values next in sort order after the page's keyset position (then
-``WINDOW_GROWTH`` times as many). A resource's sort key is the greatest (descending) or least of its values, so a
-resource with no value inside the window sorts after every resource with one: when the window holds ``count + 1``
-matches (filters checked with ``EXISTS``), they are the page. Otherwise — matches sparse among the next values,
-the values exhausted (resources without one sort last), one value filling the window (``_sort=status``: its ties
-could be every row), a backward page — the page lists every match as before.
+second for 25 rows. So on SQLite a forward sorted page first looks inside a window of the sort parameter's index:
+the ``WALK_ROWS`` values next in sort order after the page's keyset position (then ``WINDOW_GROWTH`` times as
+many). A resource's sort key is the greatest (descending) or least of its values, so a resource with no value
+inside the window sorts after every resource with one: when the window holds ``count + 1`` matches (broad filters
+checked with ``EXISTS``, the others listed with ``IN``), they are the page. Otherwise — matches sparse among the
+next values, the values exhausted (resources without one sort last), one value filling the window (``_sort=status``:
+its ties could be every row), a backward page — the page lists every match as before. A narrow search pays for one
+window it did not need: a look-up of the window's edge and a page over its few matches.
 """
 
 from __future__ import annotations
@@ -86,9 +86,8 @@ def _run(store: Queryable, select: Select) -> list[tuple[Any, ...]]:
 
 
 def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, threshold: int | None) -> frozenset[int]:
-    """The positions of the filters that match at least ``threshold`` index rows (none when ``threshold`` is None
-    or the page is sorted: see the module docstring)."""
-    if threshold is None or request.sort:
+    """The positions of the filters that match at least ``threshold`` index rows (none when ``threshold`` is None)."""
+    if threshold is None:
         return frozenset()
     broad: set[int] = set()
     for number, item in enumerate(request.filters):
@@ -96,17 +95,6 @@ def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, th
         if probe is not None and _run(store, probe)[0][0] >= threshold:
             broad.add(number)
     return frozenset(broad)
-
-
-def _all_broad(store: Queryable, planner: Planner, request: SearchRequest, threshold: int | None) -> bool:
-    """Whether every filter of ``request`` matches at least ``threshold`` index rows (True without filters)."""
-    if threshold is None:
-        return False
-    for item in request.filters:
-        probe = planner.probe(item, request.types, threshold)
-        if probe is None or _run(store, probe)[0][0] < threshold:
-            return False
-    return True
 
 
 def _sorted_page(
@@ -118,12 +106,12 @@ def _sorted_page(
     threshold: int | None,
     walk_rows: int,
 ) -> list[tuple[Any, ...]]:
-    """A page in ``_sort`` order; when nothing narrow drives it, first within a window of the sort index (see the
-    module docstring)."""
-    if not backward and _all_broad(store, planner, request, threshold):
+    """A page in ``_sort`` order; going forward on a store that probes, first within a window of the sort index
+    (see the module docstring)."""
+    if not backward and threshold is not None:
         key = request.sort[0]
         value = after[0][0] if after else None
-        everything = frozenset(range(len(request.filters)))
+        broad = broad_filters(store, planner, request, threshold)
         for size in (walk_rows, walk_rows * WINDOW_GROWTH):
             edge = planner.sort_window_edge(key, request.types, value, size)
             if edge is None:
@@ -132,7 +120,7 @@ def _sorted_page(
             if found < size or first == last:  # every value is inside (those without one lie beyond), or one value
                 break  # fills the window: its ties, all inside too, may be any number
             window = planner.sort_window(key, request.types, value, last)
-            rows = _run(store, planner.page(request, after, False, everything, window=window))
+            rows = _run(store, planner.page(request, after, False, broad, window=window))
             if len(rows) > request.count:
                 return rows
             if len(rows) * WINDOW_GROWTH <= request.count:  # too sparse for the wider window to fill the page
