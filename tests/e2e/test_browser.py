@@ -459,3 +459,23 @@ def test_viewer_link_opens_the_study_in_the_viewer(page: Any, site: Site) -> Non
     assert viewer.inner_text("body") == "viewer"
     page.goto(f"{site.app}#/study/{site.data.featured_study}")
     assert page.locator("a.viewer").get_attribute("href") == expected
+
+
+def test_the_benchmark_times_the_searches_the_page_sends(page: Any, site: Site) -> None:
+    worklist = pytest.importorskip("bench.worklist")
+    page.goto(site.app)
+    page.wait_for_selector("table.worklist")
+    states: list[dict[str, Any]] = [
+        {},
+        {"name": "sen", "mrn": "MRN1", "from": "2024-03-01", "to": "2024-10-31", "modality": ["MR", "NM"]},
+        {"accession": "A1", "description": "knee", "status": "cancelled", "sort": "accession", "count": 50},
+    ]
+    script = """async (state) => {
+        const query = await import('./js/worklist-query.js');
+        const normal = query.readState(query.writeState(state));
+        return [query.pageParams(normal), query.countParams(normal)];
+    }"""
+    for state in states:
+        page_search, count_search = page.evaluate(script, state)
+        assert [tuple(pair) for pair in page_search] == worklist.page_params(state, ZoneInfo(ZONE))
+        assert [tuple(pair) for pair in count_search] == worklist.count_params(state, ZoneInfo(ZONE))

@@ -23,7 +23,7 @@ export function historySection(type, id, signal) {
       resource: entry.resource || null,
       method: (entry.request && entry.request.method) || "",
       version: (entry.resource && entry.resource.meta && entry.resource.meta.versionId)
-        || (entry.response && entry.response.etag) || "",
+        || (entry.response && (entry.response.etag || "").replace(/^W\/"(.*)"$/, "$1")) || "",
       when: (entry.resource && entry.resource.meta && entry.resource.meta.lastUpdated)
         || (entry.response && entry.response.lastModified) || "",
     }));

@@ -18,13 +18,14 @@ export const DEFAULT_SORT = "-started";
 // What a worklist row needs: the summary elements (series without their instances) keep pages small.
 export const SHAPE = [["_summary", "true"]];
 const TEXT_KEYS = ["name", "mrn", "from", "to", "accession", "description", "status"];
+const DAY_KEYS = ["from", "to"]; // local days, YYYY-MM-DD (what <input type="date"> gives)
 
 /** The state in a URLSearchParams (the part of the hash after "?"), normalised. */
 export function readState(params) {
   const state = {};
   for (const key of TEXT_KEYS) {
     const value = (params.get(key) || "").trim();
-    if (value) state[key] = value;
+    if (value && (!DAY_KEYS.includes(key) || /^\d{4}-\d{2}-\d{2}$/.test(value))) state[key] = value;
   }
   const modality = (params.get("modality") || "").split(",").map((m) => m.trim()).filter(Boolean);
   if (modality.length) state.modality = modality;
