@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from fhir_imaging.api.browser import browser_routes
 from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
@@ -153,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.cors_origin:
         middleware.append(Middleware(FhirCorsMiddleware, origins=parse_origins(settings.cors_origin)))
     app = Starlette(
-        routes=starlette_routes(BASE_PATH),
+        routes=[*browser_routes(settings), *starlette_routes(BASE_PATH)],
         middleware=middleware,
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,

@@ -34,6 +34,17 @@ def _size(text: str) -> int:
     return int(lowered)
 
 
+def _viewer_url(text: str) -> str:
+    """A viewer address template: absolute http(s), so that the study browser never makes a ``javascript:`` link of
+    it; ``{study_uid}`` is where the Study Instance UID goes."""
+    lowered = text.strip().lower()
+    if not lowered.startswith(("http://", "https://")):
+        raise ValueError(f"not an http:// or https:// address: {text!r}")
+    if "{study_uid}" not in text:
+        raise ValueError(f"has no {{study_uid}} placeholder: {text!r}")
+    return text.strip()
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str  # attribute name; the flag is --name-with-dashes, the variable FHIR_IMAGING_NAME
@@ -270,6 +281,14 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "seconds the where() criteria and paths of one FHIRPath Patch may take to evaluate (past it: 422)",
     ),
+    Setting(
+        "viewer_url",
+        None,
+        _viewer_url,
+        "address of a DICOM viewer for one study, {study_uid} standing for its Study Instance UID, e.g. "
+        "'https://viewer.example/viewer?StudyInstanceUIDs={study_uid}': the study browser at /app/ links each study "
+        "to it (default: none, no viewer links)",
+    ),
     Setting("log_level", "info", str, "log level of the server", ("debug", "info", "warning", "error")),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -323,6 +342,7 @@ class Settings:
     fhirpath_max_length: int = 500
     fhirpath_max_items: int = 100_000
     fhirpath_timeout: float = 0.5
+    viewer_url: str | None = None
     log_level: str = "info"
 
 

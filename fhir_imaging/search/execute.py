@@ -8,8 +8,7 @@ page takes its first ``count + 1``, so its cost grows with the matches however s
 checked along the resources in rid order stops after ``count + 1`` matches but walks ~1/selectivity rows per match.
 A probe counting the filter's index rows up to the dialect's ``broad_rows`` (storage/dialect.py) tells them apart:
 reaching it, ``EXISTS`` is cheaper (the measurements behind the threshold: bench/README.md, "Figures behind design
-choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there. Only pages
-in rid order probe: a ``_sort`` needs every match anyway, and ``IN`` lists them fastest.
+choices"). PostgreSQL's planner weighs IN against EXISTS itself from its own statistics: no probe there.
 
 The count says how many resources match, not where they are: when every filter of a page is broad, nothing narrow
 drives the query and SQLite walks ``resource`` in rid order; if the matches sit at the far end (recent studies
@@ -17,6 +16,16 @@ when the data came in date order — ``started=ge`` last year), the walk would c
 a page first walks at most ``WALK_ROWS`` rows: when the window holds ``count + 1`` matches they are the page (no
 match can come before them); otherwise the page is listed with ``IN`` after all. The worst case costs one bounded
 walk of ``WALK_ROWS`` rows more than ``IN`` alone.
+
+A ``_sort`` needs each match's sort key, a correlated look-up per match: over 100,000 matches that is most of a
+second for 25 rows. So on SQLite a forward sorted page first looks inside a window of the sort parameter's index:
+the ``WALK_ROWS`` values next in sort order after the page's keyset position (then ``WINDOW_GROWTH`` times as
+many). A resource's sort key is the greatest (descending) or least of its values, so a resource with no value
+inside the window sorts after every resource with one: when the window holds ``count + 1`` matches (broad filters
+checked with ``EXISTS``, the others listed with ``IN``), they are the page. Otherwise — matches sparse among the
+next values, the values exhausted (resources without one sort last), one value filling the window (``_sort=status``:
+its ties could be every row), a backward page — the page lists every match as before. A narrow search pays for one
+window it did not need: a look-up of the window's edge and a page over its few matches.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from fhir_imaging.storage.dialect import Dialect
 MAX_INCLUDE_ROUNDS = 4
 MAX_INCLUDE = Settings().max_include  # most included resources on one page (the max_include setting)
 WALK_ROWS = 1000  # most resource rows a page of broad filters walks before it lists the matches instead
+WINDOW_GROWTH = 8  # a sorted page of broad filters tries a window of WALK_ROWS sort values, then one this much wider
 
 
 class Queryable(Protocol):
@@ -76,9 +86,8 @@ def _run(store: Queryable, select: Select) -> list[tuple[Any, ...]]:
 
 
 def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, threshold: int | None) -> frozenset[int]:
-    """The positions of the filters that match at least ``threshold`` index rows (none when ``threshold`` is None
-    or the page is sorted: see the module docstring)."""
-    if threshold is None or request.sort:
+    """The positions of the filters that match at least ``threshold`` index rows (none when ``threshold`` is None)."""
+    if threshold is None:
         return frozenset()
     broad: set[int] = set()
     for number, item in enumerate(request.filters):
@@ -86,6 +95,37 @@ def broad_filters(store: Queryable, planner: Planner, request: SearchRequest, th
         if probe is not None and _run(store, probe)[0][0] >= threshold:
             broad.add(number)
     return frozenset(broad)
+
+
+def _sorted_page(
+    store: Queryable,
+    planner: Planner,
+    request: SearchRequest,
+    after: tuple[list[Any], int] | None,
+    backward: bool,
+    threshold: int | None,
+    walk_rows: int,
+) -> list[tuple[Any, ...]]:
+    """A page in ``_sort`` order; going forward on a store that probes, first within a window of the sort index
+    (see the module docstring)."""
+    if not backward and threshold is not None:
+        key = request.sort[0]
+        value = after[0][0] if after else None
+        broad = broad_filters(store, planner, request, threshold)
+        for size in (walk_rows, walk_rows * WINDOW_GROWTH):
+            edge = planner.sort_window_edge(key, request.types, value, size)
+            if edge is None:
+                break
+            found, first, last = _run(store, edge)[0]
+            if found < size or first == last:  # every value is inside (those without one lie beyond), or one value
+                break  # fills the window: its ties, all inside too, may be any number
+            window = planner.sort_window(key, request.types, value, last)
+            rows = _run(store, planner.page(request, after, False, broad, window=window))
+            if len(rows) > request.count:
+                return rows
+            if len(rows) * WINDOW_GROWTH <= request.count:  # too sparse for the wider window to fill the page
+                break
+    return _run(store, planner.page(request, after, backward))
 
 
 def _page(
@@ -128,8 +168,13 @@ def run_search(
         return result
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)
-    broad = broad_filters(store, planner, request, broad_rows if broad_rows is not None else store.dialect.broad_rows)
-    rows = _page(store, planner, request, after, backward, broad, walk_rows)
+    threshold = broad_rows if broad_rows is not None else store.dialect.broad_rows
+    if request.sort:
+        rows = _sorted_page(store, planner, request, after, backward, threshold, walk_rows)
+    else:
+        rows = _page(
+            store, planner, request, after, backward, broad_filters(store, planner, request, threshold), walk_rows
+        )
     more = len(rows) > request.count
     rows = rows[: request.count]
     if backward:

@@ -1,10 +1,11 @@
 """Typed evaluation of SearchParameter expressions (FHIRPath) over resources as parsed JSON.
 
 Most R4 search expressions use a small subset of FHIRPath: paths (``ImagingStudy.series.modality``), unions (``|``),
-``as``/``ofType`` on choice elements, ``where(resolve() is Patient)``, ``where(system='email')``, ``[0]`` and
-``first()``. That subset is compiled here into plain Python closures that walk the JSON and know each value's FHIR
-type (from fhirpathpy's R4 model tables). Anything outside the subset falls back to fhirpathpy itself, pre-compiled
-once, with ``resolve()`` supplied as a user function that types a node from its reference (``Patient/123`` → Patient).
+``as``/``ofType`` on choice elements, ``where(resolve() is Patient)``, ``where(system='email')`` (also on a path:
+``where(type.coding.code='ACSN')``), ``[0]`` and ``first()``. That subset is compiled here into plain Python
+closures that walk the JSON and know each value's FHIR type (from fhirpathpy's R4 model tables). Anything outside
+the subset falls back to fhirpathpy itself, pre-compiled once, with ``resolve()`` supplied as a user function that
+types a node from its reference (``Patient/123`` → Patient).
 
 Plain element paths compile to list comprehensions over the raw JSON (no typed node built, see ``Plan``), an order
 of magnitude faster than fhirpathpy on imaging studies (bench/README.md, "Figures behind design choices").
@@ -250,6 +251,20 @@ def _filter(plan: Plan, keep: Callable[[Any], bool]) -> Plan:
     return _then(plan, lambda nodes: [node for node in nodes if keep(node)], None, "", plan.possible)
 
 
+def _has_descendant_equal(plan: Plan, names: list[str], text: str) -> Callable[[Any], bool]:
+    """``where(a.b.c = 'x')``: a value is kept when any element at the path below it equals ``text``."""
+    if len(names) == 1:
+        return _has_child_equal(plan, names[0], text)
+
+    def keep(value: Any) -> bool:
+        nodes = [value] if isinstance(value, Node) else [Node(plan.kind or "", value, plan.path)]
+        for name in names:
+            nodes = [child for node in nodes for child in children(node, name)]
+        return any(node.value == text for node in nodes)
+
+    return keep
+
+
 def _has_child_equal(plan: Plan, name: str, text: str) -> Callable[[Any], bool]:
     if plan.kind is None:
         return lambda node: any(child.value == text for child in children(node, name))
@@ -388,11 +403,15 @@ class _Parser:
             if plan.kind is None:
                 return _filter(plan, lambda node: resolved_type_of(node.value) == target)
             return _filter(plan, lambda value: resolved_type_of(value) == target)
+        names = [head]
+        while self.peek() == ".":
+            self.take(".")
+            names.append(self.take())
         self.take("=")
         literal = self.take()
         if not literal.startswith("'"):
             raise Unsupported(literal)
-        return _filter(plan, _has_child_equal(plan, head, literal[1:-1]))
+        return _filter(plan, _has_descendant_equal(plan, names, literal[1:-1]))
 
 
 # -- fhirpathpy fallback -------------------------------------------------------------------------------------------

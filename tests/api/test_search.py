@@ -152,6 +152,15 @@ def imaging(client: TestClient) -> TestClient:
         ("subject:Patient.name=other", ["img-002"]),
         ("patient.identifier=urn:oid:1.2.36.146.595.217.0.1|12345", ["img-001", "img-003"]),
         ("identifier=urn:oid:1.2.3.4", ["img-001"]),
+        ("description=ct", ["img-001", "img-002", "img-003"]),
+        ("description=chest", []),
+        ("description:contains=chest", ["img-001", "img-002", "img-003"]),
+        ("description:exact=CT Chest with contrast", ["img-001", "img-002", "img-003"]),
+        ("description:exact=ct chest with contrast", []),
+        ("accession=ACC123456", ["img-001"]),
+        ("accession=urn:dicom:accession|ACC123456", ["img-001"]),
+        ("accession=urn:oid:1.2.3.4", []),
+        ("accession:missing=true", ["img-002", "img-003"]),
     ],
 )
 def test_seed_search(imaging: TestClient, query: str, expected: list[str]) -> None:
@@ -167,6 +176,8 @@ def test_seed_search(imaging: TestClient, query: str, expected: list[str]) -> No
         ("_sort=-_id", ["img-003", "img-002", "img-001"]),
         ("_sort=-_lastUpdated", ["img-003", "img-002", "img-001"]),
         ("_sort=status,-started", ["img-001", "img-003", "img-002"]),
+        ("_sort=-accession,_id", ["img-001", "img-002", "img-003"]),
+        ("_sort=accession,-_id", ["img-001", "img-003", "img-002"]),
     ],
 )
 def test_sort(imaging: TestClient, query: str, expected: list[str]) -> None:
@@ -415,6 +426,24 @@ def test_count_is_capped_by_max_count(client: TestClient) -> None:
     assert len(client.get("/ImagingStudy?_count=100000").json()["entry"]) == 3
 
 
+def test_reports_point_back_at_their_study(imaging: TestClient) -> None:
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": "rep-1",
+        "status": "final",
+        "code": {"text": "CT chest report"},
+        "imagingStudy": [{"reference": "ImagingStudy/img-001"}],
+    }
+    _put(imaging, report)
+    assert ids(imaging, "/DiagnosticReport?study=ImagingStudy/img-001") == ["rep-1"]
+    assert ids(imaging, "/DiagnosticReport?study=img-002") == []
+    bundle = imaging.get("/ImagingStudy?_id=img-001&_revinclude=DiagnosticReport:study").json()
+    assert [(e["resource"]["id"], e["search"]["mode"]) for e in bundle["entry"]] == [
+        ("img-001", "match"),
+        ("rep-1", "include"),
+    ]
+
+
 def test_deleted_resources_are_not_found(imaging: TestClient) -> None:
     assert imaging.delete("/ImagingStudy/img-001").status_code == 200
     assert ids(imaging, "/ImagingStudy?modality=CT") == ["img-003"]
@@ -439,6 +468,12 @@ def test_capability_statement_lists_exactly_the_supported_search(client: TestCli
     assert not names & {"_text", "_content", "_query"}
     modality = next(param for param in study["searchParam"] if param["name"] == "modality")
     assert modality["definition"] == "urn:fhir-imaging:SearchParameter:ImagingStudy-modality"
+    ours = {param["name"]: param for param in study["searchParam"] if param["name"] in ("description", "accession")}
+    assert ours["description"]["type"] == "string" and ours["accession"]["type"] == "token"
+    assert ours["description"]["definition"] == "urn:fhir-imaging:SearchParameter:ImagingStudy-description"
+    report = next(entry for entry in rest["resource"] if entry["type"] == "DiagnosticReport")
+    assert "study" in {param["name"] for param in report["searchParam"]}
+    assert "DiagnosticReport:study" in study["searchRevInclude"]
     assert "ImagingStudy:patient" in study["searchInclude"]
     observation = next(entry for entry in rest["resource"] if entry["type"] == "Observation")
     assert "component-code-value-quantity" not in {param["name"] for param in observation["searchParam"]}

@@ -66,7 +66,7 @@ def _request(query: list[tuple[str, str]]) -> SearchRequest:
         ([("status:missing", "true")], set()),
         ([("patient.gender", "male")], set()),  # chains: never
         ([("_id", "s01,s02")], set()),
-        ([("status", "available"), ("_sort", "-started")], set()),  # sorted pages list every match anyway
+        ([("status", "available"), ("_sort", "-started")], {0}),  # inside a sort window, broad is EXISTS too
     ],
 )
 def test_a_filter_is_broad_when_its_probe_reaches_the_threshold(
@@ -183,3 +183,25 @@ def test_a_page_driven_by_a_list_of_rids_is_not_sorted_without_statistics(tmp_pa
         assert "+r.type" not in by_id  # _id is looked up in the (type, id) index
     finally:
         opened.close()
+
+
+@pytest.mark.parametrize("walk_rows", [2, 3, 7, WALK_ROWS])
+@pytest.mark.parametrize(
+    "query",
+    [
+        [("_sort", "-started")],
+        [("status", "available"), ("_sort", "started")],
+        [("patient", "p1"), ("_sort", "-started")],
+        [("_sort", "status,-started")],
+        [("modality", "CT"), ("_sort", "-_lastUpdated")],
+    ],
+)
+def test_sorted_pages_found_in_a_sort_window_are_the_sorted_pages(
+    store: Store, query: list[tuple[str, str]], walk_rows: int
+) -> None:
+    """A window of ``walk_rows`` sort values (then 8 times as many) gives the pages listing every match gives: a
+    window larger than the index is never used."""
+    listed = _pages(store, query, 1, 10**6)
+    assert listed[0], query
+    assert _pages(store, query, 1, walk_rows) == listed
+    assert _pages(store, query, THRESHOLD, walk_rows) == listed

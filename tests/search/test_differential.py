@@ -107,6 +107,7 @@ IDENTIFIERS = st.fixed_dictionaries(
         "type": st.just({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}),
     },
 )
+DESCRIPTIONS = st.sampled_from(["CT Chest", "ct chest with contrast", "MR Knee", "Thorax (CT)", "Ärztlicher Befund"])
 FAMILIES = st.sampled_from(["Smith", "Smyth", "Müller", "muller", "Lee", "Le", "O'Brien"])
 PROFILES = st.sampled_from(["http://a.org/fhir/x", "http://a.org/fhir/x/y", "http://b.org/p"])
 
@@ -146,6 +147,8 @@ def corpus(draw: st.DrawFn) -> list[dict[str, Any]]:
         }
         if draw(st.booleans()):
             study["started"] = full_datetime(draw)
+        if draw(st.booleans()):
+            study["description"] = draw(DESCRIPTIONS)
         series = []
         for number in range(draw(st.integers(0, 2))):
             item: dict[str, Any] = {"uid": f"1.2.{index}.{number}", "modality": draw(CODINGS)}
@@ -245,7 +248,8 @@ PREFIX = st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "a
 def token_query(draw: st.DrawFn) -> list[tuple[str, str]]:
     code = draw(st.sampled_from(["CT", "MR", "US", "XA"]))
     name = draw(st.sampled_from(["status", "modality", "identifier", "modality:not", "identifier:of-type",
-                                 "modality:text", "modality:missing", "identifier:missing"]))  # fmt: skip
+                                 "modality:text", "modality:missing", "identifier:missing", "accession",
+                                 "accession:missing"]))  # fmt: skip
     if name == "status":
         return [
             (
@@ -261,7 +265,7 @@ def token_query(draw: st.DrawFn) -> list[tuple[str, str]]:
         return [(name, draw(st.sampled_from(["comp", "MAGNETIC", "x"])))]
     if name == "identifier:of-type":
         return [(name, f"http://terminology.hl7.org/CodeSystem/v2-0203|ACSN|{draw(st.sampled_from(['1', 'ACC1']))}")]
-    if name == "identifier":
+    if name in ("identifier", "accession"):
         value = draw(st.sampled_from(["1", "12", "ACC1"]))
         form = draw(st.sampled_from(["{v}", "urn:a|{v}", "|{v}", "urn:b|"]))
         return [(name, form.format(v=value))]
@@ -290,6 +294,16 @@ def test_date(
 ) -> None:
     query = [(target[1], prefix + value)] + ([("_sort", f"-{target[1]}")] if sort else [])
     check(store, resources, target[0], query)
+
+
+@given(corpus(), st.sampled_from(["description", "description:contains", "description:exact"]),
+       st.sampled_from(["ct", "CT Chest", "chest", "knee", "arzt", "(CT)", "with"]),
+       st.sampled_from(["", "description", "-description", "accession", "-accession,_id"]))  # fmt: skip
+@EXAMPLES
+def test_study_description_and_accession_sort(
+    store: Store, resources: list[dict[str, Any]], name: str, value: str, sort: str
+) -> None:
+    check(store, resources, "ImagingStudy", [(name, value)] + ([("_sort", sort)] if sort else []))
 
 
 @given(corpus(), PREFIX, st.sampled_from(["0.5", "0.55", "1", "0.2", "1e0", "2.50", "0.3"]))
