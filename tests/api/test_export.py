@@ -119,9 +119,8 @@ def test_type_since_type_filter_and_elements(server: TestClient) -> None:
     seed(server)
     only = exported(server, finished(server, kick_off(server, _type="ImagingStudy,Endpoint")))
     assert ids(only) == {"ImagingStudy": {"s0", "s1", "s2", "s3"}, "Endpoint": {"pacs"}}
-    time.sleep(0.01)
-    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
-    time.sleep(0.01)
+    since = server.get("/Group/cohort").json()["meta"]["lastUpdated"]  # the last write of the seed
+    time.sleep(0.01)  # the next writes get a later lastUpdated (milliseconds)
     put(server, study("s1", "p1", "CT"))
     put(server, study("s9", "p2", "MR"))
     recent = exported(server, finished(server, kick_off(server, _since=since)))

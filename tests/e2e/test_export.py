@@ -130,8 +130,12 @@ def test_an_export_whose_server_is_killed_is_finished_by_another(tmp_path: Path)
         victim = ServerProcess(database, extra=lease)
         answer = httpx.get(f"{victim.base}/$export", headers={"Prefer": "respond-async"})
         assert answer.status_code == 202, answer.text
+        status_url = answer.headers["content-location"]
+        while (status := httpx.get(status_url)).status_code == 202:  # until a first page is written
+            if "resources written" in status.headers.get("x-progress", ""):
+                break
         victim.kill()
-        job_id = answer.headers["content-location"].rsplit("/", 1)[1]
+        job_id = status_url.rsplit("/", 1)[1]
         with sqlite3.connect(tmp_path / "shared.db") as db:
             state, owner = db.execute("SELECT state, lease_owner FROM export_job WHERE id = ?", (job_id,)).fetchone()
         if state == "running":
