@@ -158,6 +158,8 @@ def test_a_post_kick_off_with_parameters(server: TestClient) -> None:
         {"name": "patient", "valueReference": {"reference": "Patient/p2"}},
         {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
     ]}  # fmt: skip
+    as_form = server.post("/Patient/$export", content=b"_type=Patient", headers={**ASYNC, "Content-Type": "text/plain"})
+    assert as_form.status_code == 415
     answer = server.post("/Patient/$export", json=parameters, headers=ASYNC)
     assert answer.status_code == 202, answer.text
     found = exported(server, finished(server, answer.headers["content-location"].removeprefix(BASE)))

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from fhir_imaging.api.context import BASE_PATH, bases, caller, endpoint, file_endpoint, in_thread, read_body, service
+from fhir_imaging.api.formats import check_content_type
 from fhir_imaging.api.headers import _prefer
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.export import jobs
@@ -68,6 +69,7 @@ async def _kick_off(request: Request, level: str, group: str | None) -> Response
     lenient = _prefer(prefer, "handling") == "lenient"
     svc = service(request)
     if request.method == "POST":
+        check_content_type(request.headers.get("content-type"))  # FHIR JSON: no cross-site kick-off from a form
         body = await read_body(request)
         try:
             parsed = orjson.loads(body)
