@@ -87,6 +87,11 @@ class ImportSummary:
 def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
     """Every file under ``paths`` (folders recursively, in name order), each once; missing paths come out as they
     are, for ``read_paths`` to report."""
+    return (path for path, _ in walk_resolved(paths))
+
+
+def walk_resolved(paths: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+    """``walk``, each file with its resolved path (what tells two names of one file apart)."""
     seen: set[Path] = set()
     for path in map(Path, paths):
         candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -94,7 +99,7 @@ def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
             key = candidate.resolve()
             if key not in seen:
                 seen.add(key)
-                yield candidate
+                yield candidate, key
 
 
 def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path | Skipped]:
@@ -192,7 +197,11 @@ def read_files(paths: list[Path], options: MappingOptions) -> list[FileRead]:
 
 def default_read_workers() -> int:
     """``--read-workers``' default: the cores this process may use, at most ``MAX_DEFAULT_READ_WORKERS``."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_DEFAULT_READ_WORKERS))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_READ_WORKERS))
 
 
 @contextmanager
@@ -213,13 +222,15 @@ def read_paths(
     options: MappingOptions,
     advance: Callable[[int], None] = lambda n: None,
     workers: int = 1,
+    walked: list[tuple[Path, Path]] | None = None,
 ) -> ReadResult:
     """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
     ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and at most
     ``2 × workers`` tasks ahead; the results are taken in the files' order, so the outcome is the same."""
     result = ReadResult()
-    queue = deque(walk(paths))
-    seen = {path.resolve() for path in queue}
+    walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
+    queue = deque(path for path, _ in walked)
+    seen = {key for _, key in walked}
     instances: set[str] = set()
     listed: set[Path] = set()
     with _readers(workers) as pool:
@@ -295,9 +306,9 @@ async def import_dicom(
     ``settings.database``), one study at a time."""
     options = options or MappingOptions()
     paths = list(paths)
-    files = sum(1 for _ in walk(paths))
-    task = reporter.task("reading DICOM files", files) if reporter else (lambda n: None)
+    walked = list(walk_resolved(paths))
+    task = reporter.task("reading DICOM files", len(walked)) if reporter else (lambda n: None)
     workers = default_read_workers() if read_workers is None else read_workers
-    read = read_paths(paths, options, task, workers if files >= PARALLEL_FROM else 1)
+    read = read_paths(paths, options, task, workers if len(walked) >= PARALLEL_FROM else 1, walked)
     async with fhir_client(server=server, settings=settings) as client:
         return await import_records(client, read, reporter)

@@ -30,7 +30,7 @@ from fhir_imaging.config import Settings
 from fhir_imaging.dicom import listen
 from fhir_imaging.dicom.listen import ListenSummary, Stop, serve
 from fhir_imaging.dicom.listener import Listener, ListenOptions
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, orthanc_holding
 from tests.e2e.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -260,10 +260,7 @@ def test_the_quiet_period_writes_a_study_whose_association_stays_open(tmp_path: 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path / "orthanc") as pacs:
+    with orthanc_holding(tmp_path / "orthanc") as pacs:
         yield pacs
 
 
