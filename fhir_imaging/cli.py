@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_dicom_commands(commands: Any) -> None:
     """``import-dicom``, ``sync-dicomweb``, ``sync-dimse`` and ``listen`` (fhir_imaging/dicom; docs/dicom.md)."""
+    from fhir_imaging.dicom.limits import MAX_DEFAULT_READ_WORKERS, PARALLEL_FROM
+
     imports = commands.add_parser(
         "import-dicom",
         help="import DICOM files as ImagingStudy and Patient resources",
@@ -132,6 +134,14 @@ def _add_dicom_commands(commands: Any) -> None:
         "skipped. Exits 1 when a study could not be written, 2 when the FHIR server cannot be used.",
     )
     imports.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, folders or DICOMDIR files")
+    imports.add_argument(
+        "--read-workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help=f"processes that parse the files' headers when there are {PARALLEL_FROM} files or more (default: the "
+        f"cores this process may use, at most {MAX_DEFAULT_READ_WORKERS}; 1: read in this process)",
+    )
     _add_target(imports)
     _add_dicom_mapping_options(imports)
     sync = commands.add_parser(
@@ -216,11 +226,21 @@ def _add_listen_command(commands: Any) -> None:
         ("--max-associations", int, "N", defaults.max_associations, "associations at once; more are rejected"),
         ("--max-held-instances", int, "N", defaults.max_held, "instances held before their studies are written, "
          "all studies together; at the bound the oldest studies are written"),
+        ("--retry-for", float, "SECONDS", defaults.retry_for, "seconds a study is tried again (backoff from 1 to "
+         "30 seconds) while the FHIR server is down or answers 5xx or 429, held meanwhile; then it is dropped "
+         "(its files stay in --store-dir)"),
     )  # fmt: skip
     for flag, kind, metavar, default, text in bounds:
         listen.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{text} (default: {default:g})")
     _add_target(listen)
     _add_dicom_mapping_options(listen)
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError(text)
+    return number
 
 
 def _port(text: str) -> int:
@@ -592,7 +612,12 @@ def dicom(args: argparse.Namespace, settings: Settings, parser: argparse.Argumen
         return dicom_commands.run_listen(listen_options, server=server, settings=settings, mapping=options)
     if args.command == "import-dicom":
         return dicom_commands.run_import(
-            args.paths, server=server, settings=settings, options=options, progress=progress
+            args.paths,
+            server=server,
+            settings=settings,
+            options=options,
+            progress=progress,
+            read_workers=args.read_workers,
         )
     if args.reconcile and since is not None:
         parser.error("--reconcile needs the PACS's whole study list: it does not go with --since")

@@ -91,6 +91,14 @@ def search_url(resource_type: str, identifier: dict[str, Any]) -> str:
     return f"{resource_type}?{identifier_query(identifier)}"
 
 
+def order_search_url(accession: dict[str, Any]) -> str:
+    """``ServiceRequest?identifier=…`` for an accession number: ``system|value`` when it has a system (the issuer),
+    else the value alone (any system); ``_count=2`` tells one match from several."""
+    value = escape_token(accession["value"])
+    token = f"{escape_token(accession['system'])}|{value}" if accession.get("system") else value
+    return "ServiceRequest?identifier=" + quote(token, safe=":/.") + "&_count=2"
+
+
 def _entry(write: Write, conditional: str) -> dict[str, Any]:
     """The entry for a Patient or Endpoint: update by id when known, else a conditional update (see the doc)."""
     if write.id:

@@ -34,12 +34,19 @@ from fhir_imaging.dicom.keys import INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS
 from fhir_imaging.dicom.limits import DimseLimits
 from fhir_imaging.dicom.pacs import PacsError
 from fhir_imaging.dicom.qido import is_uid
-from fhir_imaging.dicom.sync import ENDPOINT_CONNECTION, FoundStudy, endpoint_write
+from fhir_imaging.dicom.sync import FoundStudy, endpoint_write
 
 STUDY_ROOT_FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Query/Retrieve Information Model - FIND
 PENDING = frozenset({0xFF00, 0xFF01})
 SUCCESS = 0x0000
 QUERY_ONLY = frozenset({"QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability"})
+# R4's endpoint-connection-type (an extensible binding) has no code for DIMSE: IHE RO SMRT's code system has one
+# (docs/dicom.md, *sync-dimse*).
+DIMSE_CONNECTION = {
+    "system": "https://profiles.ihe.net/RO/SMRT/CodeSystem/dicom-endpoint-connection-type",
+    "code": "dicom-dimse",
+    "display": "DICOM DIMSE",
+}
 
 
 def dimse_address(called_aet: str, host: str, port: int) -> str:
@@ -50,12 +57,13 @@ def dimse_address(called_aet: str, host: str, port: int) -> str:
 
 
 def endpoint_for(called_aet: str, host: str, port: int) -> Write:
-    """The Endpoint of a DIMSE peer: connection type ``dicom-dimse``, the AE title in ``name`` too."""
+    """The Endpoint of a DIMSE peer: connection type ``dicom-dimse`` (``DIMSE_CONNECTION``), the AE title in
+    ``name`` too."""
     address = dimse_address(called_aet, host, port)
     return endpoint_write(
         {
             "status": "active",
-            "connectionType": {"system": ENDPOINT_CONNECTION, "code": "dicom-dimse", "display": "DICOM DIMSE"},
+            "connectionType": dict(DIMSE_CONNECTION),
             "name": called_aet,
             "payloadType": [{"text": "DICOM DIMSE"}],
             "payloadMimeType": ["application/dicom"],

@@ -7,6 +7,10 @@ A study is written once for a burst of instances, not once per instance. It is d
 - ``quiet_period`` seconds passed without a new instance of it (a sender that keeps its association open), or
 - the instances held, all studies together, reach ``max_held``: then the studies held longest are due first.
 
+A study whose write failed because the FHIR server was down or busy is held back (``hold_back``): it is due again
+at the time given (the writer's backoff), not before unless the bound above forces it; instances of it that arrive
+meanwhile join it.
+
 An association aborted halfway is treated like one released: the instances it delivered were each acknowledged
 with a C-STORE success, so they are written as the study they make; the instance in flight when it broke was never
 acknowledged and never reaches here. See docs/dicom.md, *listen*.
@@ -26,6 +30,7 @@ class _Held:
     associations: set[int] = field(default_factory=set)  # still open and having sent instances of it
     first: float = 0.0
     last: float = 0.0
+    not_before: float = 0.0  # held back after a failed write: not due before this time
 
 
 class StudyCollector:
@@ -63,6 +68,21 @@ class StudyCollector:
                 if not held.associations:
                     self._ended.add(uid)
 
+    def hold_back(self, records: list[InstanceRecord], now: float, not_before: float) -> None:
+        """Hold a study again whose write failed, due at ``not_before`` (see the module doc)."""
+        if not records:
+            return
+        with self._lock:
+            uid = records[0].study_uid
+            held = self._studies.get(uid)
+            if held is None:
+                held = self._studies[uid] = _Held(first=now, last=now)
+            for record in records:
+                held.records.setdefault(record.sop_uid, record)
+            held.not_before = not_before
+            if not held.associations:
+                self._ended.add(uid)
+
     def held(self) -> int:
         with self._lock:
             return sum(len(held.records) for held in self._studies.values())
@@ -72,6 +92,7 @@ class StudyCollector:
         with self._lock:
             due = set(self._ended)
             due.update(uid for uid, held in self._studies.items() if now - held.last >= self.quiet_period)
+            due -= {uid for uid, held in self._studies.items() if held.not_before > now}
             held_count = sum(len(held.records) for uid, held in self._studies.items() if uid not in due)
             for uid, held in sorted(self._studies.items(), key=lambda item: item[1].first):
                 if held_count < self.max_held:

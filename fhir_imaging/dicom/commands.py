@@ -73,6 +73,7 @@ def listen_options(args: Any) -> ListenOptions:
         max_dataset_bytes=args.max_dataset_mb * MEBIBYTE,
         max_associations=args.max_associations,
         max_held=args.max_held_instances,
+        retry_for=args.retry_for,
     )
 
 
@@ -100,13 +101,15 @@ def run_import(
     options: MappingOptions,
     progress: bool = True,
     out: TextIO | None = None,
+    read_workers: int | None = None,
 ) -> int:
     """``import-dicom``: import, print the summary; 1 when a study failed, 2 when the server cannot be used."""
     try:
         with reporting(progress) as reporter:
-            summary = asyncio.run(
-                import_dicom(paths, server=server, settings=settings, options=options, reporter=reporter)
+            run = import_dicom(
+                paths, server=server, settings=settings, options=options, reporter=reporter, read_workers=read_workers
             )
+            summary = asyncio.run(run)
     except WriteError as exc:
         print(f"fhir-imaging import-dicom: {exc}", file=sys.stderr)
         return 2

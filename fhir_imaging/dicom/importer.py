@@ -4,25 +4,32 @@ study and series, and write each study with its Patient through the FHIR REST AP
 Spec: DICOM PS3.10 §7 (the Part 10 file: preamble, ``DICM``, file meta) and PS3.3 F.3 (the DICOMDIR's Directory
 Record Sequence and its Referenced File IDs); https://hl7.org/fhir/R4/imagingstudy-mappings.html#dicom.
 
-Only headers are read (``stop_before_pixels``). A file that is not DICOM Part 10, cannot be parsed, or lacks a UID
-or the modality is reported with the reason and skipped; the other files are imported.
+Only headers are read, and of them only the attributes the mapping uses (``header.py``); with many files, by
+``--read-workers`` processes, the results taken in the files' order. A file that is not DICOM Part 10, cannot be
+parsed, or lacks a UID or the modality is reported with the reason and skipped; the other files are imported, one
+transaction per study.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import struct
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import pydicom
 from pydicom.errors import InvalidDicomError
 
 from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
+from fhir_imaging.dicom.header import Header, read_header
+from fhir_imaging.dicom.limits import MAX_DEFAULT_READ_WORKERS, PARALLEL_FROM, READ_CHUNK
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.progress import Reporter
 from fhir_imaging.dicom.study import group_studies
@@ -82,6 +89,11 @@ class ImportSummary:
 def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
     """Every file under ``paths`` (folders recursively, in name order), each once; missing paths come out as they
     are, for ``read_paths`` to report."""
+    return (path for path, _ in walk_resolved(paths))
+
+
+def walk_resolved(paths: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+    """``walk``, each file with its resolved path (what tells two names of one file apart)."""
     seen: set[Path] = set()
     for path in map(Path, paths):
         candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -89,7 +101,7 @@ def walk(paths: Iterable[Path | str]) -> Iterator[Path]:
             key = candidate.resolve()
             if key not in seen:
                 seen.add(key)
-                yield candidate
+                yield candidate, key
 
 
 def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path | Skipped]:
@@ -146,13 +158,14 @@ def check_complete(ds: Any, fp: BinaryIO, size: int) -> None:
 
 
 def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path | Skipped]:
-    """One file → its ``InstanceRecord``, or the files it lists when it is a DICOMDIR; ``Skip`` with the reason."""
+    """One file → its ``InstanceRecord``, or the files it lists when it is a DICOMDIR; ``Skip`` with the reason.
+    Only the attributes the mapping uses are read (``header.py``)."""
     if not path.is_file():
         raise Skip("no such file")
     with warnings.catch_warnings(), open(path, "rb") as fp:
         warnings.simplefilter("ignore")  # pydicom warns about every odd value; what matters is checked below
         try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+            ds = read_header(fp)
         except InvalidDicomError:
             raise Skip("not a DICOM file (no DICOM Part 10 preamble and 'DICM' prefix)") from None
         except (OSError, EOFError) as exc:
@@ -163,52 +176,109 @@ def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path
         if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
             return dicomdir_files(ds, path)
         try:
-            record = from_dicom_dataset(ds, options)
+            record = from_dicom_dataset(Header(ds), options)
         except MappingError as exc:
             raise Skip(str(exc)) from None
         check_complete(ds, fp, os.fstat(fp.fileno()).st_size)
         return record
 
 
+FileRead = InstanceRecord | list[Path | Skipped] | Skipped
+
+
+def read_files(paths: list[Path], options: MappingOptions) -> list[FileRead]:
+    """``read_file`` of each path, a ``Skip`` as ``Skipped``: one task of a reader process."""
+    reads: list[FileRead] = []
+    for path in paths:
+        try:
+            reads.append(read_file(path, options))
+        except Skip as skip:
+            reads.append(Skipped(path, str(skip)))
+    return reads
+
+
+def default_read_workers() -> int:
+    """``--read-workers``' default: the cores this process may use, at most ``MAX_DEFAULT_READ_WORKERS``."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_READ_WORKERS))
+
+
+@contextmanager
+def _readers(workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """``workers`` reader processes (forked from a fresh server process, not from this one, whose threads may hold
+    locks), or ``None`` for reading in this process."""
+    if workers <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield pool
+
+
 def read_paths(
-    paths: Iterable[Path | str], options: MappingOptions, advance: Callable[[int], None] = lambda n: None
+    paths: Iterable[Path | str],
+    options: MappingOptions,
+    advance: Callable[[int], None] = lambda n: None,
+    workers: int = 1,
+    walked: list[tuple[Path, Path]] | None = None,
 ) -> ReadResult:
-    """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file."""
+    """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
+    ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and at most
+    ``2 × workers`` tasks ahead; the results are taken in the files' order, so the outcome is the same."""
     result = ReadResult()
-    queue = list(walk(paths))
-    seen = {path.resolve() for path in queue}
+    walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
+    queue = deque(path for path, _ in walked)
+    seen = {key for _, key in walked}
     instances: set[str] = set()
     listed: set[Path] = set()
-    while queue:
-        path = queue.pop(0)
-        result.files += 1
-        try:
-            read = read_file(path, options)
-        except Skip as skip:
-            reason = str(skip)
-            if path in listed and reason == "no such file":
-                reason = "listed in a DICOMDIR but missing"
-            result.skipped.append((str(path), reason))
-            advance(1)
-            continue
-        if isinstance(read, list):
-            result.dicomdirs += 1
-            for listed_path in read:
-                if isinstance(listed_path, Skipped):
-                    result.skipped.append((str(listed_path.path), listed_path.reason))
-                    continue
-                key = listed_path.resolve()
-                if key not in seen:
-                    seen.add(key)
-                    listed.add(listed_path)
-                    queue.append(listed_path)
-        elif read.sop_uid in instances:
-            result.duplicates += 1
-        else:
-            instances.add(read.sop_uid)
-            result.records.append(read)
-        advance(1)
+    with _readers(workers) as pool:
+        pending: deque[tuple[list[Path], Future[list[FileRead]] | list[FileRead]]] = deque()
+        while queue or pending:
+            while queue and len(pending) < 2 * max(workers, 1):
+                chunk = [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
+                pending.append((chunk, pool.submit(read_files, chunk, options) if pool else read_files(chunk, options)))
+            chunk, reads = pending.popleft()
+            for path, read in zip(chunk, reads if isinstance(reads, list) else reads.result(), strict=True):
+                _take(result, path, read, (seen, instances, listed, queue))
+                advance(1)
     return result
+
+
+def _take(
+    result: ReadResult,
+    path: Path,
+    read: FileRead,
+    state: tuple[set[Path], set[str], set[Path], deque[Path]],
+) -> None:
+    """Add one file's read to ``result``: its record (each SOPInstanceUID once), its skip, or a DICOMDIR's files
+    (each file once) to the ``queue``."""
+    seen, instances, listed, queue = state
+    result.files += 1
+    if isinstance(read, Skipped):
+        reason = read.reason
+        if path in listed and reason == "no such file":
+            reason = "listed in a DICOMDIR but missing"
+        result.skipped.append((str(path), reason))
+    elif isinstance(read, list):
+        result.dicomdirs += 1
+        for listed_path in read:
+            if isinstance(listed_path, Skipped):
+                result.skipped.append((str(listed_path.path), listed_path.reason))
+                continue
+            key = listed_path.resolve()
+            if key not in seen:
+                seen.add(key)
+                listed.add(listed_path)
+                queue.append(listed_path)
+    elif read.sop_uid in instances:
+        result.duplicates += 1
+    else:
+        instances.add(read.sop_uid)
+        result.records.append(read)
 
 
 async def import_records(client: Any, read: ReadResult, reporter: Reporter | None = None) -> ImportSummary:
@@ -231,13 +301,16 @@ async def import_dicom(
     settings: Settings | None = None,
     options: MappingOptions | None = None,
     reporter: Reporter | None = None,
+    read_workers: int | None = None,
 ) -> ImportSummary:
-    """Read ``paths`` and write their studies to the FHIR server at ``server`` (or in-process on
-    ``settings.database``)."""
+    """Read ``paths`` (with ``read_workers`` processes, default ``default_read_workers()``, when there are at
+    least ``PARALLEL_FROM`` files) and write their studies to the FHIR server at ``server`` (or in-process on
+    ``settings.database``), one study at a time."""
     options = options or MappingOptions()
     paths = list(paths)
-    files = sum(1 for _ in walk(paths))
-    task = reporter.task("reading DICOM files", files) if reporter else (lambda n: None)
-    read = read_paths(paths, options, task)
+    walked = list(walk_resolved(paths))
+    task = reporter.task("reading DICOM files", len(walked)) if reporter else (lambda n: None)
+    workers = default_read_workers() if read_workers is None else read_workers
+    read = read_paths(paths, options, task, workers if len(walked) >= PARALLEL_FROM else 1, walked)
     async with fhir_client(server=server, settings=settings) as client:
         return await import_records(client, read, reporter)

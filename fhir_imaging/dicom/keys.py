@@ -20,3 +20,11 @@ SERIES_FIELDS: tuple[str, ...] = ("Modality", "SeriesNumber", "SeriesDescription
 SERIES_FIELDS += ("SeriesDate", "SeriesTime", "NumberOfSeriesRelatedInstances")
 SERIES_FIELDS += ("PerformingPhysicianName", "OperatorsName")
 INSTANCE_FIELDS = ("SOPClassUID", "InstanceNumber", "ContentLabel", "DocumentTitle", "ImageType", "ImageLaterality")
+UID_FIELDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+# Attributes only a file (or a C-STORE) brings: a PACS is not asked for them.
+FILE_ONLY_FIELDS: tuple[str, ...] = ("IssuerOfPatientIDQualifiersSequence", "IssuerOfAccessionNumberSequence")
+FILE_ONLY_FIELDS += ("ReasonForRequestedProcedureCodeSequence", "ReasonForTheRequestedProcedure")
+FILE_ONLY_FIELDS += ("RequestAttributesSequence", "ConceptNameCodeSequence")
+MAPPED_FIELDS = (*UID_FIELDS, *STUDY_FIELDS, *SERIES_FIELDS, *INSTANCE_FIELDS, *FILE_ONLY_FIELDS)
+"""Every top-level attribute ``mapping.from_dicom_dataset`` reads (a test holds it to that): the only ones read from
+a file's header (``header.py``)."""

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from fhir_imaging.dicom.collector import StudyCollector
 from fhir_imaging.dicom.dimse import BoundedSocket
+from fhir_imaging.dicom.header import Header, read_header
 from fhir_imaging.dicom.mapping import MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.qido import is_uid
 
@@ -62,6 +62,7 @@ class ListenOptions:
     max_dataset_bytes: int = 1024 * 1024 * 1024  # --max-dataset-mb
     max_associations: int = 10  # --max-associations
     max_held: int = 100_000  # --max-held-instances
+    retry_for: float = 600.0  # --retry-for: seconds a study is tried again while the FHIR server is down or busy
 
     def __post_init__(self) -> None:
         from fhir_imaging.dicom.limits import MAX_TIMEOUT, check_pdu_size
@@ -70,6 +71,8 @@ class ListenOptions:
             raise ValueError(f"--dimse-timeout must be above 0 and at most {MAX_TIMEOUT} seconds, not {self.timeout}")
         if not 0 <= self.quiet_period <= MAX_TIMEOUT:
             raise ValueError(f"--quiet-period must be 0 to {MAX_TIMEOUT} seconds, not {self.quiet_period}")
+        if not 0 <= self.retry_for <= MAX_TIMEOUT:
+            raise ValueError(f"--retry-for must be 0 to {MAX_TIMEOUT} seconds, not {self.retry_for}")
         if not 0 <= self.port < 65536:
             raise ValueError(f"--port must be 0 to 65535, not {self.port}")
         check_pdu_size(self.max_pdu_bytes)
@@ -255,8 +258,7 @@ class Listener:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                dataset = pydicom.dcmread(path, stop_before_pixels=True)
-                record = from_dicom_dataset(dataset, self.mapping)
+                record = from_dicom_dataset(Header(read_header(str(path))), self.mapping)
         except MappingError as exc:
             return self._refuse(event, f"refused an instance from %s: {exc}")
         except Exception as exc:  # pydicom raises many types on a corrupt header

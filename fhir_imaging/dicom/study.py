@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhir_imaging.dicom.mapping import LATERALITY, InstanceRecord
+from fhir_imaging.dicom.mapping import LATERALITY, V2_0203, InstanceRecord
 
 STUDY_ORDER: tuple[str, ...] = (
     "resourceType",
@@ -25,6 +25,7 @@ STUDY_ORDER: tuple[str, ...] = (
     "modality",
     "subject",
     "started",
+    "basedOn",
     "referrer",
 )
 STUDY_ORDER += ("interpreter", "endpoint", "numberOfSeries", "numberOfInstances", "procedureCode", "location")
@@ -185,12 +186,31 @@ def merge_study(existing: dict[str, Any] | None, new: dict[str, Any]) -> dict[st
     merged["series"] = list(series.values())
     if "endpoint" in new:
         merged["endpoint"] = _union(existing.get("endpoint", []), new["endpoint"])
+    for item in new.get("basedOn", []):
+        merged = with_order(merged, item["reference"])
     for element in merged["series"]:
         if "endpoint" in element:  # a series endpoint the study already names is noise
             element["endpoint"] = [ref for ref in element["endpoint"] if ref not in merged.get("endpoint", [])]
             if not element["endpoint"]:
                 del element["endpoint"]
     return finish_study(merged)
+
+
+def accession_number(study: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's accession number: its identifier of type ACSN (v2-0203), or ``None``."""
+    for identifier in study.get("identifier", []):
+        codings = identifier.get("type", {}).get("coding", [])
+        if any(coding.get("system") == V2_0203 and coding.get("code") == "ACSN" for coding in codings):
+            return dict(identifier)
+    return None
+
+
+def with_order(study: dict[str, Any], reference: str | None) -> dict[str, Any]:
+    """``study`` based on the ServiceRequest ``reference`` too (``basedOn``), unless it already is (or none)."""
+    based_on = study.get("basedOn", [])
+    if reference is None or any(item.get("reference") == reference for item in based_on):
+        return study
+    return {**study, "basedOn": [*based_on, {"reference": reference}]}
 
 
 def merge_patient(existing: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

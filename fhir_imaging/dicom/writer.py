@@ -20,13 +20,21 @@ import httpx
 from fhir_imaging.dicom.bundle import (
     StudyWrite,
     Write,
+    order_search_url,
     read_transaction_response,
     search_url,
     study_resource,
     study_transaction,
 )
 from fhir_imaging.dicom.mapping import DICOM_UID_SYSTEM
-from fhir_imaging.dicom.study import StudyGroup, changed, merge_patient, merge_study
+from fhir_imaging.dicom.study import (
+    StudyGroup,
+    accession_number,
+    changed,
+    merge_patient,
+    merge_study,
+    with_order,
+)
 
 ATTEMPTS = 3
 
@@ -37,6 +45,10 @@ class WriteError(Exception):
 
 class ServerUnsupported(WriteError):
     """The server lacks an interaction the importer needs (search or transaction)."""
+
+
+class Unavailable(WriteError):
+    """The server is down or busy (no connection, a 5xx, 429): the same write may work later."""
 
 
 class Retry(Exception):
@@ -61,6 +73,16 @@ def study_identifier(uid: str) -> dict[str, str]:
     return {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}
 
 
+UNAVAILABLE_STATUSES = frozenset({429})  # and every 5xx but 501 (not implemented: ServerUnsupported)
+
+
+def check_available(response: httpx.Response, what: str) -> None:
+    """``Unavailable`` when ``response`` says the server is down or busy."""
+    status = response.status_code
+    if status in UNAVAILABLE_STATUSES or (status >= 500 and status != 501):
+        raise Unavailable(f"{what} failed: {explain(response)}")
+
+
 def explain(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -77,6 +99,7 @@ async def find_one(client: httpx.AsyncClient, resource_type: str, identifier: di
     response = await client.get(url)
     if response.status_code in (404, 405, 501):
         raise ServerUnsupported(f"the FHIR server does not support search (GET {url}): {explain(response)}")
+    check_available(response, f"GET {url}")
     if response.status_code != 200:
         raise WriteError(f"GET {url} failed: {explain(response)}")
     entries = response.json().get("entry", [])
@@ -107,10 +130,33 @@ async def _post_transaction(client: httpx.AsyncClient, bundle: dict[str, Any]) -
         raise Retry(explain(response))
     if response.status_code in (404, 405, 501):
         raise ServerUnsupported(f"the FHIR server does not support transactions (POST /): {explain(response)}")
+    check_available(response, "the transaction")
     if response.status_code != 200:
         raise WriteError(f"the transaction failed: {explain(response)}")
     answer: dict[str, Any] = response.json()
     return answer
+
+
+async def find_order(client: httpx.AsyncClient, study: dict[str, Any]) -> str | None:
+    """``ServiceRequest/[id]`` of the one ServiceRequest whose identifier is the study's accession number, or
+    ``None``: no accession number, no such order, several, or a server that does not let us search them (a 4xx).
+    Found before the write, so that an order that is not there never fails the study's transaction."""
+    accession = accession_number(study)
+    if accession is None:
+        return None
+    url = order_search_url(accession)
+    response = await client.get(url)
+    check_available(response, f"GET {url}")
+    if response.status_code != 200:
+        return None
+    found = [
+        entry["resource"]
+        for entry in response.json().get("entry", [])
+        if entry.get("search", {}).get("mode", "match") == "match"
+        and entry.get("resource", {}).get("resourceType") == "ServiceRequest"
+        and entry["resource"].get("id")
+    ]
+    return f"ServiceRequest/{found[0]['id']}" if len(found) == 1 else None
 
 
 async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None) -> None:
@@ -119,7 +165,7 @@ async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, e
     patient_identifier = group.patient["identifier"][0]
     found_patient = await find_one(client, "Patient", patient_identifier)
     patient = merge_patient(found_patient, group.patient)
-    study = merge_study(existing, group.study)
+    study = merge_study(existing, with_order(group.study, await find_order(client, group.study)))
     patient_write = Write(patient, patient_identifier, _id(found_patient), _version(found_patient))
     patient_write.write = changed(found_patient, patient)
     plan = StudyWrite(Write(study, identifier, _id(existing), _version(existing)), patient_write, endpoint)
@@ -160,13 +206,24 @@ def _id(resource: dict[str, Any] | None) -> str | None:
 
 
 async def write_study(
-    client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None = None
+    client: httpx.AsyncClient,
+    group: StudyGroup,
+    tally: Tally,
+    endpoint: Write | None = None,
+    raise_unavailable: bool = False,
 ) -> None:
     """Merge ``group`` into the server and write it (see the module doc). Failures are tallied, except a server
-    that lacks search or transactions (``ServerUnsupported``), which stops everything."""
+    that lacks search or transactions (``ServerUnsupported``), which stops everything, and, with
+    ``raise_unavailable``, a server that is down or busy (``Unavailable``, a connection that fails included), for
+    the caller to try again later."""
     for attempt in range(ATTEMPTS):
         try:
-            await _attempt(client, group, tally, endpoint)
+            try:
+                await _attempt(client, group, tally, endpoint)
+            except httpx.TransportError as exc:
+                if not raise_unavailable:
+                    raise
+                raise Unavailable(f"cannot reach the FHIR server ({type(exc).__name__}: {exc})") from None
             return
         except Retry as retry:
             if attempt == ATTEMPTS - 1:
@@ -174,5 +231,7 @@ async def write_study(
         except ServerUnsupported:
             raise
         except WriteError as exc:
+            if raise_unavailable and isinstance(exc, Unavailable):
+                raise
             tally.failed.append((group.uid, str(exc)))
             return

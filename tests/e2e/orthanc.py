@@ -4,7 +4,8 @@ tests: a throwaway JSON config and storage in a temporary directory, stopped by 
 Orthanc listens on every interface; ``RemoteAccessAllowed: false`` makes its REST API refuse anything but loopback
 clients. Its DICOM port (AE title ``ORTHANC``) answers C-FIND only to the AE titles listed in ``DicomModalities``
 (``FHIRIMAGING`` by default, the calling AE title of ``sync-dimse``); ``add_modality`` names a C-STORE destination
-(``listen``) at run time.
+(``listen``) at run time. ``orthanc_holding`` is what the test fixtures use: an Orthanc fed with files, or the test
+skipped when Orthanc cannot run here; ``sample_files`` is the set several modules compare files and PACS on.
 """
 
 from __future__ import annotations
@@ -12,15 +13,30 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pydicom
 
 from tests.e2e.server import free_port, stop_process, wait_until_answers
 
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+DICOMDIR_TESTS = PYDICOM_FILES / "dicomdirtests"
+PATIENT_DIRS = ("77654033", "98892001", "98892003")  # the DICOMDIR set's three folders (two patients)
+
+
+def files_under(*folders: Path) -> list[Path]:
+    """Every file under ``folders``, in name order."""
+    return sorted(path for folder in folders for path in folder.rglob("*") if path.is_file())
+
+
+def sample_files() -> list[Path]:
+    """CT_small.dcm, MR_small.dcm and the DICOMDIR set's three folders: what the DICOMweb and DIMSE tests load."""
+    files = [PYDICOM_FILES / "CT_small.dcm", PYDICOM_FILES / "MR_small.dcm"]
+    return files + files_under(*(DICOMDIR_TESTS / folder for folder in PATIENT_DIRS))
 
 
 def orthanc_missing() -> str | None:
@@ -115,3 +131,20 @@ def running_orthanc(workdir: Path, known_aets: tuple[str, ...] = ("FHIRIMAGING",
         yield orthanc
     finally:
         orthanc.stop()
+
+
+@contextmanager
+def orthanc_holding(
+    workdir: Path, files: Iterable[Path | str] = (), known_aets: tuple[str, ...] = ("FHIRIMAGING",)
+) -> Iterator[OrthancProcess]:
+    """An Orthanc holding ``files`` (uploaded through its REST API), for a test fixture; the test is skipped when
+    Orthanc cannot run here."""
+    import pytest
+
+    reason = orthanc_missing()
+    if reason:
+        pytest.skip(reason)
+    with running_orthanc(workdir, known_aets) as pacs:
+        for path in files:
+            pacs.upload(path)
+        yield pacs

@@ -22,7 +22,7 @@ from pydicom.data import get_testdata_file
 from fhir_imaging.auth.backend import ASSERTION_TYPE
 from fhir_imaging.auth.backend_client import BackendServicesAuth
 from fhir_imaging.auth.keys import load_private_key, public_jwk
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, files_under, orthanc_holding
 from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -64,13 +64,8 @@ def server(keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path / "orthanc") as pacs:
-        for path in sorted(p for p in (DICOMDIR_TESTS / "98892001").rglob("*") if p.is_file()):
-            pacs.upload(path)
-        pacs.upload(str(get_testdata_file("CT_small.dcm")))
+    files = [*files_under(DICOMDIR_TESTS / "98892001"), str(get_testdata_file("CT_small.dcm"))]
+    with orthanc_holding(tmp_path / "orthanc", files) as pacs:
         yield pacs
 
 

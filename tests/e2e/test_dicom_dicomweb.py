@@ -14,35 +14,23 @@ from typing import Any
 import pydicom
 import pytest
 from dicomweb_client.api import DICOMwebClient
-from pydicom.data import get_testdata_file
 
 from fhir_imaging.dicom.dicomweb import PacsError, QidoReader
 from fhir_imaging.dicom.importer import read_paths
 from fhir_imaging.dicom.mapping import MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.study import StudyGroup, group_studies
 from fhir_imaging.validation import Validator
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, orthanc_holding, sample_files
 
 pytestmark = pytest.mark.e2e
 
 DICOMDIR_TESTS = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
-PATIENT_DIRS = ("77654033", "98892001", "98892003")  # the DICOMDIR's three folders (two patients)
-
-
-def sample_files() -> list[Path]:
-    files = [Path(str(get_testdata_file(name))) for name in ("CT_small.dcm", "MR_small.dcm")]
-    return files + sorted(p for d in PATIENT_DIRS for p in (DICOMDIR_TESTS / d).rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
-        files = sample_files()
-        for path in files[1:]:
-            pacs.upload(path)
+    files = sample_files()
+    with orthanc_holding(tmp_path_factory.mktemp("orthanc"), files[1:]) as pacs:
         stow = DICOMwebClient(pacs.dicomweb)
         stow.store_instances([pydicom.dcmread(files[0])])  # MR_small over STOW-RS, the rest over the REST API
         yield pacs

@@ -28,7 +28,7 @@ from fhir_imaging.dicom.dicomweb import PacsError, QidoReader
 from fhir_imaging.dicom.importer import ImportSummary, import_dicom, import_records, read_paths
 from fhir_imaging.dicom.mapping import MappingOptions
 from fhir_imaging.dicom.sync import FoundStudy, SyncSummary, sync_once
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, files_under, orthanc_holding
 from tests.e2e.server import running_server
 
 pytestmark = pytest.mark.e2e
@@ -148,14 +148,8 @@ def test_import_dicom_command_through_a_running_server(tmp_path: Path) -> None:
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path / "orthanc") as pacs:
-        folders = [DICOMDIR_TESTS / "77654033", DICOMDIR_TESTS / "98892001"]
-        for path in sorted(p for folder in folders for p in folder.rglob("*") if p.is_file()):
-            pacs.upload(path)
-        pacs.upload(str(get_testdata_file("CT_small.dcm")))
+    files = [*files_under(DICOMDIR_TESTS / "77654033", DICOMDIR_TESTS / "98892001"), get_testdata_file("CT_small.dcm")]
+    with orthanc_holding(tmp_path / "orthanc", [str(path) for path in files]) as pacs:
         yield pacs
 
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 
 from fhir_imaging.cli import main
 from fhir_imaging.client import fhir_client
@@ -23,29 +22,18 @@ from fhir_imaging.dicom.dicomweb import QidoReader
 from fhir_imaging.dicom.limits import DimseLimits
 from fhir_imaging.dicom.pacs import PacsError
 from fhir_imaging.dicom.sync import StudySource, SyncSummary, sync_once
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, orthanc_holding, sample_files
 from tests.e2e.server import free_port
 
 pytestmark = pytest.mark.e2e
 
 DICOMDIR_TESTS = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
-PATIENT_DIRS = ("77654033", "98892001", "98892003")
 CT_SMALL_STUDY = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
-
-
-def sample_files() -> list[Path]:
-    files = [Path(str(get_testdata_file(name))) for name in ("CT_small.dcm", "MR_small.dcm")]
-    return files + sorted(p for d in PATIENT_DIRS for p in (DICOMDIR_TESTS / d).rglob("*") if p.is_file())
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as pacs:
-        for path in sample_files():
-            pacs.upload(path)
+    with orthanc_holding(tmp_path_factory.mktemp("orthanc"), sample_files()) as pacs:
         yield pacs
 
 

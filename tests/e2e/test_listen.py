@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
@@ -24,11 +25,13 @@ from pydicom.misc import is_dicom
 from pydicom.uid import generate_uid
 from pynetdicom import AE, StoragePresentationContexts
 
-from fhir_imaging.client import fhir_client
+from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
+from fhir_imaging.dicom import listen
 from fhir_imaging.dicom.listen import ListenSummary, Stop, serve
 from fhir_imaging.dicom.listener import Listener, ListenOptions
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, orthanc_holding
+from tests.e2e.server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -46,6 +49,7 @@ def dicomdir_files() -> list[Path]:
 class Running:
     listener: Listener
     settings: Settings
+    live: ListenSummary  # filled in while it runs
     summary: ListenSummary | None = None
 
     @property
@@ -54,8 +58,9 @@ class Running:
 
 
 @contextmanager
-def running_listener(tmp_path: Path, **options: Any) -> Iterator[Running]:
-    """``serve`` in a thread of its own (its own event loop) on a free port; stopped and drained at the end."""
+def running_listener(tmp_path: Path, server: RemoteServer | None = None, **options: Any) -> Iterator[Running]:
+    """``serve`` in a thread of its own (its own event loop) on a free port, writing to a database of its own (or
+    to ``server``); stopped and drained at the end."""
     settings = Settings(database=f"sqlite:///{tmp_path / 'listen.db'}", sqlite_synchronous="normal")
     listen_options = replace(ListenOptions(port=0), **{"quiet_period": 30.0, **options})
     started: list[Listener] = []
@@ -63,6 +68,7 @@ def running_listener(tmp_path: Path, **options: Any) -> Iterator[Running]:
     loop = asyncio.new_event_loop()
     stop: list[Stop] = []
     result: list[ListenSummary] = []
+    live = ListenSummary()
 
     def run() -> None:
         async def main() -> None:
@@ -72,14 +78,17 @@ def running_listener(tmp_path: Path, **options: Any) -> Iterator[Running]:
                 started.append(listener)
                 ready.set()
 
-            result.append(await serve(listen_options, settings=settings, stop=stop[0], ready=on_ready))
+            summary = await serve(
+                listen_options, server=server, settings=settings, stop=stop[0], ready=on_ready, summary=live
+            )
+            result.append(summary)
 
         loop.run_until_complete(main())
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert ready.wait(30), "the listener did not start"
-    running = Running(started[0], settings)
+    running = Running(started[0], settings, live)
     try:
         yield running
     finally:
@@ -251,10 +260,7 @@ def test_the_quiet_period_writes_a_study_whose_association_stays_open(tmp_path: 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path / "orthanc") as pacs:
+    with orthanc_holding(tmp_path / "orthanc") as pacs:
         yield pacs
 
 
@@ -298,3 +304,50 @@ def test_the_listen_command_writes_to_a_running_server_and_stops_on_sigterm(tmp_
         bundle = httpx.get(f"{server.base}/ImagingStudy", params={"_count": "100"}).json()
         assert sum(entry["resource"]["numberOfInstances"] for entry in bundle["entry"]) == 11
         assert b"listening as FHIRIMAGING" in err
+
+
+def test_a_study_sent_while_the_fhir_server_is_down_arrives_once_it_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(listen, "RETRY_MAX_DELAY", 2.0)  # tried again every 2 s at most, not 30
+    port = free_port()
+    files = [path for path in dicomdir_files() if "77654033" in str(path)][:7]
+    study_uids = {str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID) for path in files}
+    remote = RemoteServer(f"http://127.0.0.1:{port}/baseR4")
+    with running_listener(tmp_path, server=remote, retry_for=300) as running:
+        assert send(running.port, files) == [0] * len(files)
+        deadline = time.monotonic() + 30
+        while running.live.retries == 0:  # at least one write failed and was held back
+            assert time.monotonic() < deadline, "no write was tried"
+            time.sleep(0.2)
+        server = ServerProcess(f"sqlite:///{tmp_path / 'late.db'}", port=port)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                studies = httpx.get(f"{server.base}/ImagingStudy", params={"_count": "100"}).json().get("entry", [])
+                if len(studies) == len(study_uids) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            server.stop()
+    assert len(studies) == len(study_uids)
+    assert sum(entry["resource"]["numberOfInstances"] for entry in studies) == len(files)
+    assert running.summary is not None and running.summary.tally.failed == []
+
+
+def test_a_study_is_dropped_after_retry_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listen, "RETRY_FIRST_DELAY", 0.2)
+    remote = RemoteServer(f"http://127.0.0.1:{free_port()}/baseR4")  # never started
+    store = tmp_path / "kept"
+    with running_listener(tmp_path, server=remote, retry_for=1.0, store_dir=store) as running:
+        path = dicomdir_files()[0]
+        assert send(running.port, [path]) == [0]
+        deadline = time.monotonic() + 30
+        while not running.live.tally.failed:
+            assert time.monotonic() < deadline, "the study was not dropped"
+            time.sleep(0.2)
+    summary = running.summary
+    assert summary is not None and summary.retries >= 1 and summary.studies_written == 1
+    ((_uid, reason),) = summary.tally.failed
+    assert "cannot reach the FHIR server" in reason and "--retry-for" in reason
+    assert len(list(store.rglob("*.dcm"))) == 1  # the file is there for import-dicom

@@ -21,7 +21,7 @@ from fhir_imaging.config import Settings
 from fhir_imaging.dicom.cfind import CFindReader
 from fhir_imaging.dicom.dicomweb import QidoReader
 from fhir_imaging.dicom.sync import StudySource, SyncSummary, sync_once
-from tests.e2e.orthanc import OrthancProcess, orthanc_missing, running_orthanc
+from tests.e2e.orthanc import OrthancProcess, files_under, orthanc_holding
 
 pytestmark = pytest.mark.e2e
 
@@ -37,13 +37,7 @@ SOURCES: dict[str, Callable[[OrthancProcess], StudySource[Any]]] = {
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[OrthancProcess]:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    with running_orthanc(tmp_path / "orthanc") as pacs:
-        for path in sorted(p for p in (DICOMDIR_TESTS / "77654033").rglob("*") if p.is_file()):
-            pacs.upload(path)
-        pacs.upload(CT_SMALL)
+    with orthanc_holding(tmp_path / "orthanc", [*files_under(DICOMDIR_TESTS / "77654033"), CT_SMALL]) as pacs:
         yield pacs
 
 

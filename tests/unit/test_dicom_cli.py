@@ -25,6 +25,13 @@ def test_import_dicom_arguments() -> None:
     assert args.command == "import-dicom" and args.paths == ["a.dcm", "folder"]
     assert args.server == "http://localhost:8080/baseR4" and args.database is None
     assert args.timezone == "Europe/Paris" and args.patient_id_system is None and not args.no_progress
+    assert args.read_workers is None  # the default: importer.default_read_workers()
+    assert build_parser().parse_args(["import-dicom", "x", "--read-workers", "3"]).read_workers == 3
+
+
+def test_listen_retry_for() -> None:
+    assert build_parser().parse_args(["listen"]).retry_for == 600.0
+    assert build_parser().parse_args(["listen", "--retry-for", "0"]).retry_for == 0.0
 
 
 def test_sync_dicomweb_arguments() -> None:
@@ -45,6 +52,8 @@ def test_sync_dicomweb_arguments() -> None:
         ["sync-dicomweb", "http://pacs", "--since", "last week"],
         ["sync-dicomweb", "http://pacs", "--watch", "often"],
         ["import-dicom", "x", "--timezone", "Mars/Olympus"],
+        ["import-dicom", "x", "--read-workers", "0"],
+        ["listen", "--retry-for", "-1"],
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

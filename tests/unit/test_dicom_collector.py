@@ -67,3 +67,25 @@ def test_take_all_empties_in_arrival_order() -> None:
     collector.end(1)
     collector.end(2)
     assert collector.take_due(now=2) == []
+
+
+def test_a_study_held_back_is_due_at_its_retry_time_with_what_arrived_meanwhile() -> None:
+    collector = StudyCollector(quiet_period=30, max_held=1000)
+    collector.add(1, record("1.1", "a"), now=0)
+    collector.end(1)
+    (taken,) = collector.take_due(now=1)
+    collector.hold_back(taken, now=1, not_before=5)
+    collector.add(2, record("1.1", "b"), now=2)  # the study goes on arriving
+    collector.end(2)
+    assert collector.take_due(now=4) == [] and collector.held() == 2
+    assert uids(collector.take_due(now=5)) == [("1.1", 2)]
+
+
+def test_a_study_held_back_is_still_due_early_when_too_much_is_held() -> None:
+    collector = StudyCollector(quiet_period=30, max_held=3)
+    collector.add(1, record("1.1", "a"), now=0)
+    collector.end(1)
+    collector.hold_back(collector.take_due(now=0)[0], now=0, not_before=100)
+    collector.add(2, record("2.2", "b"), now=1)
+    collector.add(2, record("2.2", "c"), now=1)
+    assert uids(collector.take_due(now=2)) == [("1.1", 1)]  # the oldest, though its retry time has not come

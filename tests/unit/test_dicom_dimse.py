@@ -19,6 +19,7 @@ from fhir_imaging.dicom.cfind import (
     query_identifier,
 )
 from fhir_imaging.dicom.dimse import check_ae_title
+from fhir_imaging.validation import Validator
 
 
 @pytest.mark.parametrize("title", ["ORTHANC", "FHIRIMAGING", "A", "STORE SCP 1", "x" * 16])
@@ -46,7 +47,11 @@ def test_dimse_address(aet: str, host: str, port: int, address: str) -> None:
 
 def test_the_endpoint_of_a_dimse_peer() -> None:
     write = endpoint_for("ORTHANC", "127.0.0.1", 4242)
-    assert write.resource["connectionType"]["code"] == "dicom-dimse"
+    assert write.resource["connectionType"] == {
+        "system": "https://profiles.ihe.net/RO/SMRT/CodeSystem/dicom-endpoint-connection-type",
+        "code": "dicom-dimse",
+        "display": "DICOM DIMSE",
+    }
     assert write.resource["name"] == "ORTHANC" and write.resource["address"] == "dicom://ORTHANC@127.0.0.1:4242"
     assert write.identifier == {"system": "urn:ietf:rfc:3986", "value": "dicom://ORTHANC@127.0.0.1:4242"}
 
@@ -97,3 +102,11 @@ def test_unlinking_a_study_from_a_pacs_it_left() -> None:
     none_left = unlinked(one_left, "Endpoint/b")
     assert none_left["status"] == "unknown" and "endpoint" not in none_left
     assert unlinked({**none_left, "status": "cancelled"}, "Endpoint/b")["status"] == "cancelled"
+
+
+def test_the_dimse_endpoint_is_valid_r4() -> None:
+    """Our validator, and fhir.resources as a second opinion (R4B's Endpoint is R4's)."""
+    endpoint = {**endpoint_for("ORTHANC", "127.0.0.1", 4242).resource, "id": "pacs"}
+    assert Validator.load().validate(endpoint) == []
+    r4b = pytest.importorskip("fhir.resources.R4B.endpoint", reason="fhir.resources (test-only) is not installed")
+    r4b.Endpoint.model_validate(endpoint)

@@ -1,0 +1,167 @@
+"""The fast header read (fhir_imaging/dicom/header.py) maps to exactly what a full read maps to.
+
+Spec: DICOM PS3.5 §6.1 (character repertoires), §6.2 (value representations). Real files: every file pydicom ships
+(test_files/, charset_files/: many character sets, implicit and big-endian syntaxes, sequences); tricky values are
+written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+
+from fhir_imaging.dicom.header import READ_FIELDS, Header, read_header
+from fhir_imaging.dicom.importer import read_paths
+from fhir_imaging.dicom.keys import MAPPED_FIELDS
+from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
+
+PYDICOM_DATA = Path(pydicom.__file__).parent / "data"
+PYDICOM_FILES = sorted(
+    path
+    for folder in ("test_files", "charset_files")
+    for path in (PYDICOM_DATA / folder).rglob("*")
+    if path.is_file() and path.suffix not in (".py", ".pyc", ".txt", ".json", ".gz", ".bz2", ".zip")
+)
+OPTIONS = MappingOptions(patient_id_system="urn:example:pid")
+
+
+def full_read(path: Path | str) -> InstanceRecord | str:
+    """The mapping of the whole header, read and converted by pydicom: what import-dicom did before."""
+    try:
+        return from_dicom_dataset(pydicom.dcmread(path, stop_before_pixels=True), OPTIONS)
+    except MappingError as exc:
+        return str(exc)
+
+
+def fast_read(path: Path | str) -> InstanceRecord | str:
+    try:
+        return from_dicom_dataset(Header(read_header(path)), OPTIONS)
+    except MappingError as exc:
+        return str(exc)
+
+
+def test_every_file_pydicom_ships_maps_the_same_read_fast_or_whole() -> None:
+    compared = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in PYDICOM_FILES:
+            try:
+                expected = full_read(path)
+            except Exception:  # not DICOM, or a header pydicom cannot read whole: nothing to compare
+                continue
+            assert fast_read(path) == expected, path.name
+            compared += 1
+    assert compared > 100
+
+
+TRICKY: list[tuple[str, Any]] = [
+    ("PatientName", "Doe^John^^Dr^ "),
+    ("PatientName", "Yamada^Tarou=山田^太郎=やまだ^たろう"),
+    ("PatientName", "=Doe"),
+    ("PatientName", "Doe^John="),
+    ("PatientName", ["Doe^John", "Roe^Jane"]),
+    ("PatientName", ""),
+    ("PatientID", "  ID 7 "),
+    ("PatientID", "ID\x007"),
+    ("PatientID", "Müller"),
+    ("PatientSex", "f"),
+    ("PatientBirthDate", "1970.01.02"),
+    ("StudyDescription", "A \\B "),
+    ("StudyDescription", "\tTabbed\t"),
+    ("InstanceNumber", " 5"),
+    ("InstanceNumber", "+5"),
+    ("SeriesNumber", "-3"),
+    ("SeriesNumber", "5.0"),
+    ("SeriesNumber", "1e2"),
+    ("SeriesNumber", " "),
+    ("SeriesNumber", "007"),
+    ("ImageType", ["ORIGINAL", "PRIMARY", "AXIAL"]),
+    ("ContentLabel", "LABEL "),
+    ("ReasonForTheRequestedProcedure", "Pain \\ left"),
+    ("TimezoneOffsetFromUTC", "+0100"),
+    ("StudyTime", "103000.5 "),
+    ("BodyPartExamined", "chest"),
+    ("Laterality", "l"),
+    ("OperatorsName", ["----", "Roe^Jane"]),
+    ("NameOfPhysiciansReadingStudy", "Who^Reads"),
+]
+
+
+def _write(folder: Path, keyword: str, value: Any, syntax: str, charset: str | None) -> Path:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
+    ds.StudyDate = ds.SeriesDate = "20240615"
+    if charset:
+        ds.SpecificCharacterSet = charset
+    setattr(ds, keyword, value)
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("charset", [None, "ISO_IR 192"])
+@pytest.mark.parametrize(("keyword", "value"), TRICKY)
+def test_tricky_values_map_the_same_read_fast_or_whole(
+    tmp_path: Path, keyword: str, value: Any, syntax: str, charset: str | None
+) -> None:
+    if charset is None and any(ord(char) > 127 for char in str(value)):
+        charset = "ISO_IR 100" if all(ord(char) < 256 for char in str(value)) else "ISO_IR 192"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the odd values, writing and reading
+        path = _write(tmp_path, keyword, value, syntax, charset)
+        assert fast_read(path) == full_read(path)
+
+
+class Recorder:
+    """A dataset that records which attributes are asked for."""
+
+    def __init__(self, dataset: Dataset, asked: set[str]) -> None:
+        self.dataset, self.asked, self.file_meta = dataset, asked, getattr(dataset, "file_meta", None)
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        self.asked.add(keyword)
+        return self.dataset.get(keyword, default)
+
+
+def test_the_mapping_reads_only_the_attributes_the_header_read_keeps() -> None:
+    asked: set[str] = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in PYDICOM_FILES:
+            try:
+                dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:
+                continue
+            with contextlib.suppress(MappingError):
+                from_dicom_dataset(Recorder(dataset, asked), OPTIONS)
+    assert asked <= set(MAPPED_FIELDS), asked - set(MAPPED_FIELDS)
+    assert set(MAPPED_FIELDS) <= set(READ_FIELDS)
+    assert "AccessionNumber" in asked and "ConceptNameCodeSequence" in asked
+
+
+def test_reader_processes_read_the_same_as_this_process(tmp_path: Path) -> None:
+    folder = tmp_path / "files"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for keyword, value in TRICKY:
+            _write(folder, keyword, value, ExplicitVRLittleEndian, "ISO_IR 192")
+    (folder / "not-dicom.txt").write_text("hello")
+    paths = [folder, PYDICOM_DATA / "test_files" / "dicomdirtests"]
+    alone = read_paths(paths, OPTIONS, workers=1)
+    advanced: list[int] = []
+    parallel = read_paths(paths, OPTIONS, advanced.append, workers=2)
+    assert parallel == alone
+    assert sum(advanced) == alone.files and len(alone.records) == len(TRICKY) + 81
