@@ -81,6 +81,7 @@ start_test_replica() {
     cat >>"$PG_TEST_DIR/replica/postgresql.conf" <<CONF
 port = $port
 hot_standby = on
+checkpoint_timeout = 30s
 CONF
     "${PG_TEST_RUN[@]}" "$PG_TEST_BIN/pg_ctl" -D "$PG_TEST_DIR/replica" -l "$PG_TEST_DIR/replica.log" -w -t 60 start \
         >/dev/null || { cat "$PG_TEST_DIR/replica.log" >&2; return 1; }

@@ -4,7 +4,8 @@ Every ``interval`` seconds (never per request) the checker reads the primary's L
 over a connection of its own (connect timeout ``CONNECT_TIMEOUT_S``): a replica that answers, is in recovery and
 trails by at most ``max_lag`` seconds (``routing.LagTracker``) is usable; one that is down, lags or was promoted is
 skipped until a later check finds it healthy again. A read that fails on a replica because the connection broke
-marks it down at once (``PostgresStore`` then runs the read on the primary).
+marks it down at once (``PostgresStore`` then runs the read on the primary). A replica coming back gets a fresh
+pool: the old one may still be backing off from its failed reconnection attempts.
 """
 
 from __future__ import annotations
@@ -72,23 +73,21 @@ class ReplicaSet:
         self._stop = threading.Event()
         self._checked = threading.Condition()
         self.checks = 0  # rounds of checks done
-        self.replicas = [
-            Replica(
-                redact_url(url),
-                ConnectionPool(
-                    url,
-                    min_size=0,  # no connection is kept (nor reconnected in the background) while it is unused
-                    max_size=pool_size,
-                    timeout=POOL_TIMEOUT_S,
-                    kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": connection_options},
-                    check=ConnectionPool.check_connection,
-                    open=True,
-                ),
-            )
-            for url in urls
-        ]
+        self._pool_size = pool_size
+        self.replicas = [Replica(redact_url(url), self._new_pool(url)) for url in urls]
         self._thread = threading.Thread(target=self._loop, name="replica-checker", daemon=True)
         self._thread.start()
+
+    def _new_pool(self, url: str) -> ConnectionPool:
+        return ConnectionPool(
+            url,
+            min_size=0,  # no connection is kept (nor reconnected in the background) while it is unused
+            max_size=self._pool_size,
+            timeout=POOL_TIMEOUT_S,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": self._options},
+            check=ConnectionPool.check_connection,
+            open=True,
+        )
 
     def choose(self, fence: int) -> Replica | None:
         """A usable replica that has replayed ``fence`` (in turn, when several have), else None (the primary)."""
@@ -169,4 +168,6 @@ class ReplicaSet:
             self.mark_down(replica, f"it trails the primary by more than {self.max_lag:g} s")
         elif not replica.usable:
             log.info("read replica %s in use (trails the primary by at most %.1f s)", replica.name, replica.lag)
+            old, replica.pool = replica.pool, self._new_pool(url)
             replica.usable = True
+            old.close(timeout=POOL_TIMEOUT_S)  # a read still holding one of its connections fails over to the primary
