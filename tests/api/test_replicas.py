@@ -4,6 +4,7 @@ read-your-writes with the consistency token, a replica that goes down and comes 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.storage.base import Store
+from tests.api.test_export import exported, finished, ids, kick_off, seed
 from tests.conftest import BASE, SEED_PATIENT, SEED_STUDY
 from tests.replicas import (
     needs_postgres,
@@ -29,7 +31,7 @@ ACCESSION = {"system": "http://hospital.example/accession", "value": "ACC-1"}
 
 
 @pytest.fixture
-def client() -> Iterator[TestClient]:
+def client(tmp_path: Path) -> Iterator[TestClient]:
     with replicated_database() as urls:
         settings = Settings(
             database=urls.primary,
@@ -37,6 +39,7 @@ def client() -> Iterator[TestClient]:
             database_replica=(urls.replica,),
             replica_max_lag=30.0,
             replica_check_interval=0.1,
+            export_dir=str(tmp_path / "exports"),
         )
         with TestClient(create_app(settings), base_url=BASE) as test_client:
             wait_usable(store_of(test_client))
@@ -183,3 +186,20 @@ def test_a_replica_going_down_leaves_reads_to_the_primary_until_it_is_back(clien
     before = replica_served(store)
     assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
     assert replica_served(store) == before + 1
+
+
+def test_bulk_export_reads_a_replica_that_has_replayed_its_kick_off(client: TestClient) -> None:
+    """Replay paused: the replica lacks everything, so the job (status, and the resources it writes out) is read
+    on the primary and misses nothing; once the replica has caught up, an export's resources come from it."""
+    with replay_paused():
+        seed(client)
+        client.cookies.clear()
+        found = ids(exported(client, finished(client, kick_off(client))))
+        assert found["ImagingStudy"] == {"s0", "s1", "s2", "s3"} and found["Patient"] == {"p1", "p2", "p3"}
+    caught_up(client)
+    store = store_of(client)
+    status = kick_off(client)
+    client.cookies.clear()
+    before = replica_served(store)
+    assert ids(exported(client, finished(client, status))) == found
+    assert replica_served(store) > before
