@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from bench import generate
-from bench.run import EXPERIMENTS, POSTGRES_TARGET, TARGET_NAMES, Options, run, save_json
+from bench.run import EXPERIMENTS, POSTGRES_TARGET, REPLICA_TARGET, TARGET_NAMES, Options, run, save_json
 from bench.targets import REPO
 from bench.workloads import WORKLOADS
 
@@ -35,13 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--duration", type=float, default=10.0, help="measured seconds per workload (default 10)")
     r.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per workload (default 2)")
-    known = (*TARGET_NAMES, POSTGRES_TARGET, *EXPERIMENTS)
+    known = (*TARGET_NAMES, POSTGRES_TARGET, REPLICA_TARGET, *EXPERIMENTS)
     r.add_argument(
         "--targets",
         type=lambda t: _names(t, known, "target"),
         default=TARGET_NAMES,
-        help=f"comma-separated subset of {','.join(known)} (ours-postgres needs --postgres; the last ones are "
-        "what-if variants)",
+        help=f"comma-separated subset of {','.join(known)} (ours-postgres needs --postgres, ours-postgres-replica "
+        "also --postgres-replica; the last ones are what-if variants)",
     )
     r.add_argument(
         "--workloads",
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--workers", type=int, default=1, help="server processes of ours and ours-granian (default 1)")
     r.add_argument("--postgres", help="a PostgreSQL server URL for ours-postgres (a database is created per scale)")
+    r.add_argument(
+        "--postgres-replica",
+        help="a streaming replica of --postgres (its URL, any database name) for ours-postgres-replica",
+    )
     r.add_argument("--cache-dir", type=Path, help="corpus and preloaded databases (default /tmp/fhir-imaging-bench)")
     r.add_argument("--peer-heap-mib", type=int, default=16384, help="Node heap limit of the peer (default 16384)")
     r.add_argument(
@@ -119,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads=args.workloads,
         workers=args.workers,
         postgres=args.postgres,
+        postgres_replica=args.postgres_replica,
         peer_heap_mib=args.peer_heap_mib,
         slow_limit=args.slow_limit,
         log=log,

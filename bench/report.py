@@ -16,7 +16,16 @@ from bench.run import Measurement, Options, TargetRun
 from bench.targets import PEER_DIR, REPO
 from bench.workloads import BY_NAME, LATENCY_SUFFIX, SEED_SEARCHES
 
-TARGET_ORDER = ("ours", "ours-granian", "ours-postgres", "ours-control", "ours-switch-interval", "floor", "peer")
+TARGET_ORDER = (
+    "ours",
+    "ours-granian",
+    "ours-postgres",
+    "ours-postgres-replica",
+    "ours-control",
+    "ours-switch-interval",
+    "floor",
+    "peer",
+)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -150,6 +159,18 @@ def render(
                 lines.append(
                     f"| {name} | {_rate(ms['ours'])} | {_rate(ms['ours-postgres'])} | "
                     f"{_ratio(ms['ours-postgres'], ms['ours'])} |"
+                )
+        if "ours-postgres" in opts.targets and "ours-postgres-replica" in opts.targets:
+            lines += [
+                "",
+                "| workload | primary alone | primary + 1 replica | with replica / alone |",
+                "|---|---:|---:|---:|",
+            ]
+            for name in opts.workloads:
+                ms = {t: by_key.get((scale, t, name)) for t in TARGET_ORDER}
+                lines.append(
+                    f"| {name} | {_rate(ms['ours-postgres'])} | {_rate(ms['ours-postgres-replica'])} | "
+                    f"{_ratio(ms['ours-postgres-replica'], ms['ours-postgres'])} |"
                 )
         lines += ["", "Transactions are counted in resources/s (100 per request).", ""]
         for name in opts.workloads:

@@ -27,6 +27,7 @@ from bench.workloads import BY_NAME, WORKLOADS, Corpus, Workload, probe
 REPO = targets.REPO
 TARGET_NAMES = ("floor", "ours", "ours-granian", "peer")
 POSTGRES_TARGET = "ours-postgres"  # only when named in --targets, with --postgres URL
+REPLICA_TARGET = "ours-postgres-replica"  # the same with --postgres-replica URL as its --database-replica
 EXPERIMENTS = {  # what-if variants (bench/experiments.py), only when named in --targets
     "ours-control": "fhir_imaging.app:app_from_environment",  # unpatched, launched like the variants
     "ours-switch-interval": "bench.experiments:short_switch_interval",
@@ -79,6 +80,7 @@ class Options:
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     workers: int = 1
     postgres: str | None = None  # a PostgreSQL server for ours-postgres (a fresh database is made per scale)
+    postgres_replica: str | None = None  # a streaming replica of ``postgres`` for ours-postgres-replica
     cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
     work_dir: Path | None = None
     peer_heap_mib: int = 16384
@@ -180,6 +182,26 @@ def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
     return url
 
 
+def wait_replayed(primary: str, replica: str, opts: Options, limit_s: float = 600) -> None:
+    """Wait until ``replica`` has replayed everything ``primary`` holds (the preload)."""
+    import psycopg
+
+    with psycopg.connect(primary, autocommit=True) as conn:
+        target = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+    opts.log("  waiting for the replica to replay the preload")
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(replica, autocommit=True, connect_timeout=2) as conn:
+                row = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", target).fetchone()
+                if row and row[0]:
+                    return
+        except psycopg.OperationalError:
+            pass  # the database is not there yet
+        time.sleep(0.5)
+    raise RuntimeError(f"the replica did not replay the preload within {limit_s:g} s")
+
+
 def build_target(name: str, opts: Options, scale: int, corpus: Path, work: Path) -> tuple[targets.Target, float]:
     """The target, preloaded with the corpus; also the preload time in seconds."""
     started = time.monotonic()
@@ -196,6 +218,14 @@ def build_target(name: str, opts: Options, scale: int, corpus: Path, work: Path)
             raise ValueError("ours-postgres needs --postgres URL")
         url = postgres_database(opts, scale, corpus)
         return targets.ours(url, opts.workers, name=POSTGRES_TARGET), time.monotonic() - started
+    if name == REPLICA_TARGET:
+        if not opts.postgres or not opts.postgres_replica:
+            raise ValueError("ours-postgres-replica needs --postgres URL and --postgres-replica URL")
+        url = postgres_database(opts, scale, corpus)
+        replica = opts.postgres_replica.rsplit("/", 1)[0] + "/" + url.rsplit("/", 1)[1]
+        wait_replayed(url, replica, opts)
+        extra = ("--database-replica", replica)
+        return targets.ours(url, opts.workers, extra, name=REPLICA_TARGET), time.monotonic() - started
     if name == "floor":
         db = work / f"floor-{scale}.db"
         floor_app.preload(str(db), read_corpus(corpus))

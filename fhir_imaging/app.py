@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from fhir_imaging.api.browser import browser_routes
+from fhir_imaging.api.consistency import ConsistencyMiddleware, token_lifetime
 from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
@@ -153,6 +154,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     middleware = [Middleware(RequestLogMiddleware)]
     if settings.cors_origin:
         middleware.append(Middleware(FhirCorsMiddleware, origins=parse_origins(settings.cors_origin)))
+    if settings.database_replica:  # read-your-writes across the primary and its read replicas
+        max_age = token_lifetime(settings.replica_max_lag, settings.replica_check_interval)
+        middleware.append(Middleware(ConsistencyMiddleware, max_age=max_age))
     app = Starlette(
         routes=[*browser_routes(settings), *starlette_routes(BASE_PATH)],
         middleware=middleware,

@@ -35,6 +35,17 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                 help=f"{setting.help} (default: off; environment: {setting.env}=true)",
             )
             continue
+        if setting.repeated:
+            parser.add_argument(
+                setting.flag,
+                dest=setting.name,
+                type=setting.parse,
+                action="append",
+                default=None,
+                metavar=setting.name.upper(),
+                help=f"{setting.help} (default: none; environment: {setting.env})",
+            )
+            continue
         parser.add_argument(
             setting.flag,
             dest=setting.name,

@@ -53,6 +53,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     secret: bool = False  # environment only: no flag (``serve --help`` names the variable), never printed or logged
+    repeated: bool = False  # a list: the flag may be given several times, the variable holds values separated by spaces
 
     @property
     def flag(self) -> str:
@@ -76,6 +77,28 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("workers", 1, int, "number of server processes"),
     Setting("pool_size", 20, int, "PostgreSQL: most database connections each server process opens"),
+    Setting(
+        "database_replica",
+        (),
+        str,
+        "PostgreSQL: URL of a streaming read replica of --database (repeat the flag for several; the variable holds "
+        "them separated by spaces): reads, searches and histories go to a replica that has replayed the client's own "
+        "writes, everything else to the primary (see README, Scaling out)",
+        repeated=True,
+    ),
+    Setting(
+        "replica_max_lag",
+        5.0,
+        float,
+        "PostgreSQL: seconds a read replica may trail the primary; one that trails more, or cannot be reached, is "
+        "skipped (reads go to the primary) until it catches up",
+    ),
+    Setting(
+        "replica_check_interval",
+        1.0,
+        float,
+        "PostgreSQL: seconds between two checks of the read replicas (how far each trails, whether it answers)",
+    ),
     Setting(
         "public_url",
         None,
@@ -301,6 +324,9 @@ class Settings:
     database: str = "sqlite:///fhir-imaging.db"
     workers: int = 1
     pool_size: int = 20
+    database_replica: tuple[str, ...] = ()
+    replica_max_lag: float = 5.0
+    replica_check_interval: float = 1.0
     public_url: str | None = None
     enforce_references: bool = False
     max_body_size: int = 16 * 1024**2
@@ -354,10 +380,11 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if not setting.secret and flags.get(setting.name) is not None:
-            value = flags[setting.name]
+            value = tuple(flags[setting.name]) if setting.repeated else flags[setting.name]
         elif setting.env in environ:
             try:
-                value = setting.parse(environ[setting.env])
+                text = environ[setting.env]
+                value = tuple(map(setting.parse, text.split())) if setting.repeated else setting.parse(text)
             except ValueError as exc:
                 raise ValueError(f"{setting.env}: {exc}") from None
         else:
@@ -374,6 +401,8 @@ def to_environ(settings: Settings) -> dict[str, str]:
     out = {}
     for item in fields(settings):
         value = getattr(settings, item.name)
-        if value is not None:
+        if BY_NAME[item.name].repeated:
+            out[BY_NAME[item.name].env] = " ".join(value)
+        elif value is not None:
             out[BY_NAME[item.name].env] = str(value)
     return out

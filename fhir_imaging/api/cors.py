@@ -27,8 +27,9 @@ REQUEST_HEADERS = (
     "If-None-Exist",
     "If-None-Match",
     "Prefer",
+    "X-Consistency-Token",
 )
-RESPONSE_HEADERS = ("Content-Location", "ETag", "Last-Modified", "Location", "X-Request-Id")
+RESPONSE_HEADERS = ("Content-Location", "ETag", "Last-Modified", "Location", "X-Consistency-Token", "X-Request-Id")
 
 
 def parse_origins(text: str) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from fhir_imaging.search.execute import run_search
 from fhir_imaging.search.query import parse_search
 from fhir_imaging.search.shape import shape
 from fhir_imaging.service import Bases, Caller, FhirService
+from fhir_imaging.storage.routing import session
 from fhir_imaging.storage.sqlstore import SqlReader, SqlStore
 
 log = logging.getLogger("fhir_imaging.export")
@@ -129,26 +130,35 @@ class ExportRunner:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                if time.monotonic() - self._last_sweep > SWEEP_EVERY:
-                    self._last_sweep = time.monotonic()
-                    self.sweep()
-                job_id = self.store.reading(jobs.waiting)
-                job = (
-                    self.store.transact(partial(jobs.claim, job_id=job_id, worker=self.worker, lease=self.lease))
-                    if job_id
-                    else None
-                )
-            except Exception as exc:  # the database is down, say: try again at the next poll, quietly
-                if time.monotonic() - self._last_complaint > COMPLAINT_EVERY:
-                    self._last_complaint = time.monotonic()
-                    log.warning("export runner: the job table cannot be read (%s)", type(exc).__name__)
-                job = None
+            with session() as claiming:
+                job = self._claim()
             if job is not None:
-                self.run(job)
+                # Its reads may go to a read replica that has replayed the claim (storage/routing.py); the leases it
+                # renews meanwhile do not hold them back.
+                with session(claiming.written, follow_writes=False):
+                    self.run(job)
                 continue
             self._wake.wait(POLL)
             self._wake.clear()
+
+    def _claim(self) -> Job | None:
+        """Sweep when it is time, then claim a waiting job (None: there is none, or the job table cannot be read)."""
+        try:
+            if time.monotonic() - self._last_sweep > SWEEP_EVERY:
+                self._last_sweep = time.monotonic()
+                self.sweep()
+            job_id = self.store.reading(jobs.waiting)
+            if not job_id:
+                return None
+            claimed: Job | None = self.store.transact(
+                partial(jobs.claim, job_id=job_id, worker=self.worker, lease=self.lease)
+            )
+            return claimed
+        except Exception as exc:  # the database is down, say: try again at the next poll, quietly
+            if time.monotonic() - self._last_complaint > COMPLAINT_EVERY:
+                self._last_complaint = time.monotonic()
+                log.warning("export runner: the job table cannot be read (%s)", type(exc).__name__)
+            return None
 
     def sweep(self) -> None:
         """Remove the files and records of cancelled jobs and of jobs finished more than ``ttl`` seconds ago."""
@@ -197,8 +207,8 @@ class _Export:
     def run(self) -> dict[str, Any]:
         request = self.job.request
         store = self.runner.store
-        types = store.reading(self._types)
-        patients = store.reading(self._patients)
+        types = store.reading(self._types, replica=True)
+        patients = store.reading(self._patients, replica=True)
         outputs: list[dict[str, Any]] = []
         for number, resource_type in enumerate(types):
             ids = self._filtered_ids(resource_type)
@@ -261,7 +271,8 @@ class _Export:
             return None
         found: set[str] = set()
         for query in queries:
-            found |= self.runner.store.reading(partial(self._matching, resource_type=resource_type, query=query))
+            matching = partial(self._matching, resource_type=resource_type, query=query)
+            found |= self.runner.store.reading(matching, replica=True)
         return found
 
     def _matching(self, reader: SqlReader, resource_type: str, query: str) -> set[str]:
@@ -290,7 +301,8 @@ class _Export:
         after = ""
         while True:
             page = self.runner.store.reading(
-                partial(snapshot_page, resource_type=resource_type, seq=self.job.snapshot_seq, after=after)
+                partial(snapshot_page, resource_type=resource_type, seq=self.job.snapshot_seq, after=after),
+                replica=True,
             )
             for row in page:
                 line = self._line(row, resource_type, ids, patients, confined, elements)

@@ -313,15 +313,17 @@ class BundleRunner:
                     raise _in_entry(entry, exc) from None
             return results
 
-        return self.service.store.reading(work)
+        return self.service.store.reading(work, replica=True)
 
     def batch(self, entries: list[Entry]) -> list[dict[str, Any]]:
         results = []
+        reads_only = all(entry.method in ("GET", "HEAD") for entry in entries)  # else its reads see its writes
         for entry in entries:
             try:
                 self.prepare(entry)
                 if entry.method in ("GET", "HEAD"):  # a read needs no write transaction, nor its lock
-                    results.append(self.service.store.reading(functools.partial(self.get, entry=entry)))
+                    get = functools.partial(self.get, entry=entry)
+                    results.append(self.service.store.reading(get, replica=reads_only))
                     continue
                 results.append(self.service.store.transact(functools.partial(self._run_alone, entry=entry)))
             except FhirError as exc:

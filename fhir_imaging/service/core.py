@@ -3,7 +3,9 @@ caller), built once from the settings, the registry, the store and the validator
 
 Each operation is blocking (database work, validation, patching): the HTTP layer runs it in a worker thread. A
 read-only operation runs over one ``Store.reading`` unit, a write over one ``Store.transact`` unit; inside a unit
-every read, search and write goes through its explicit ``Reader`` / ``Transaction``.
+every read, search and write goes through its explicit ``Reader`` / ``Transaction``. Reads, vreads, histories and
+searches may be served by a read replica (``reading(…, replica=True)``); the reads a write depends on (a patch's
+target) are not.
 
 Spec: https://hl7.org/fhir/R4/http.html
 """
@@ -225,9 +227,11 @@ class FhirService:
         existed, or the caller may not see it."""
         caller.authorize("r", resource_type)
         if caller.granted("r", resource_type) is None:
-            version = self.store.read(resource_type, resource_id)
+            version = self.store.reading(lambda reader: reader.read(resource_type, resource_id), replica=True)
         else:
-            version = self.store.reading(lambda reader: self.read_in(reader, caller, resource_type, resource_id, bases))
+            version = self.store.reading(
+                lambda reader: self.read_in(reader, caller, resource_type, resource_id, bases), replica=True
+            )
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
         if caller.access is not None:
@@ -251,7 +255,7 @@ class FhirService:
             self.check_visible(caller, "r", current, bases)
             raise NotFound(f"{resource_type}/{resource_id} has no version {number}", "vid")
 
-        return self.store.reading(work)
+        return self.store.reading(work, replica=True)
 
     def history(
         self, caller: Caller, query: HistoryQuery, bases: Bases
@@ -284,13 +288,13 @@ class FhirService:
             versions, cursor = reader.history(query)
             return versions, cursor, total
 
-        return self.store.reading(work)
+        return self.store.reading(work, replica=True)
 
     def search(self, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
         """A ``searchset`` Bundle for ``spec``, its statements run on one reader connection."""
         for resource_type in spec.types:
             caller.authorize("s", resource_type, "_type" if len(spec.types) > 1 else resource_type)
-        return self.store.reading(lambda reader: self.search_in(reader, caller, spec, bases))
+        return self.store.reading(lambda reader: self.search_in(reader, caller, spec, bases), replica=True)
 
     def search_in(self, reader: Reader, caller: Caller, spec: SearchSpec, bases: Bases) -> dict[str, Any]:
         """A search on an open unit of work (a Bundle's GET entry sees what its transaction wrote). Patient scopes

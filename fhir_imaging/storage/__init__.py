@@ -16,13 +16,24 @@ def open_store(settings: Settings, registry: Registry) -> Store:
     if url.startswith("sqlite:"):
         from fhir_imaging.storage.sqlite import SQLiteStore
 
+        if settings.database_replica:
+            raise ValueError("read replicas (--database-replica) need a PostgreSQL database")
+
         return SQLiteStore(
             url, registry, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout
         )
     if url.startswith(("postgresql:", "postgres:")):
         from fhir_imaging.storage.postgres import PostgresStore
 
-        return PostgresStore(url, registry, pool_size=settings.pool_size, statement_timeout=settings.search_timeout)
+        return PostgresStore(
+            url,
+            registry,
+            pool_size=settings.pool_size,
+            statement_timeout=settings.search_timeout,
+            replicas=settings.database_replica,
+            replica_max_lag=settings.replica_max_lag,
+            replica_check_interval=settings.replica_check_interval,
+        )
     from fhir_imaging.logs import redact_url
 
     raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {redact_url(url)}")

@@ -102,9 +102,11 @@ class Store(Protocol):
     dialect: Dialect
     reads_inline: bool  # point reads are cheap enough to run on the event loop
 
-    def reading(self, work: Callable[[Reader], T]) -> T:
+    def reading(self, work: Callable[[Reader], T], replica: bool = False) -> T:
         """Run ``work(reader)`` on one connection (PostgreSQL: in one transaction; SQLite: each statement reads the
-        latest commit)."""
+        latest commit). ``replica``: the reads need not see writes other clients made in the last seconds, so a read
+        replica may serve them (PostgreSQL with ``--database-replica``; it still sees what this session wrote,
+        storage/routing.py). Reads that lead to a write (a patch's, a conditional interaction's) leave it False."""
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""

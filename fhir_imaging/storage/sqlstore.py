@@ -105,7 +105,8 @@ class SqlStore:
         rows: list[tuple[Any, ...]] = conn.execute(sql, params).fetchall()
         return rows
 
-    def reading(self, work: Callable[[SqlReader], T]) -> T:
+    def reading(self, work: Callable[[SqlReader], T], replica: bool = False) -> T:
+        """``work`` on one reader connection (``replica``: a read replica may serve it, PostgreSQL only)."""
         with self._reader() as conn:
             return work(SqlReader(self, conn))
 
