@@ -27,7 +27,7 @@ import orjson
 from fhir_imaging.export import jobs
 from fhir_imaging.export.jobs import Job
 from fhir_imaging.export.owner import caller_of
-from fhir_imaging.export.snapshot import Row, snapshot_page, snapshot_types
+from fhir_imaging.export.snapshot import Row, Snapshot, settled, snapshot_page, snapshot_types
 from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
 from fhir_imaging.search.execute import run_search
 from fhir_imaging.search.query import parse_search
@@ -41,6 +41,7 @@ POLL = 1.0  # seconds between looks for a waiting job
 SWEEP_EVERY = 30.0  # seconds between removals of expired jobs' files
 FILTER_PAGE = 1000
 COMPLAINT_EVERY = 60.0  # seconds between two warnings that the job table cannot be read
+SETTLE_POLL = 0.2  # seconds between looks at whether the writes in flight at a kick-off have ended
 
 
 class Stopped(Exception):
@@ -193,10 +194,14 @@ class _Export:
         self.caller: Caller = caller_of(job.owner)
         self.bases = Bases.of(job.base)
         self.exported = 0
+        self.snapshot = Snapshot(job.snapshot_seq, job.snapshot_tx)
 
     def run(self) -> dict[str, Any]:
         request = self.job.request
         store = self.runner.store
+        while not store.reading(partial(settled, snapshot=self.snapshot)):
+            self.runner.renew(self.job, "waiting for the writes in flight at the kick-off to end")
+            time.sleep(SETTLE_POLL)
         types = store.reading(self._types)
         patients = store.reading(self._patients)
         outputs: list[dict[str, Any]] = []
@@ -236,7 +241,7 @@ class _Export:
         """The types to export: those asked for (else every type present in the snapshot; for Patient and Group
         exports only types of the Patient compartment) that the owner may read and search."""
         request = self.job.request
-        present = snapshot_types(reader, self.job.snapshot_seq)
+        present = snapshot_types(reader, self.snapshot)
         chosen = [name for name in (request.types or present) if name in present]
         if request.level != "system":
             compartment = self.service.compartment
@@ -290,7 +295,7 @@ class _Export:
         after = ""
         while True:
             page = self.runner.store.reading(
-                partial(snapshot_page, resource_type=resource_type, seq=self.job.snapshot_seq, after=after)
+                partial(snapshot_page, resource_type=resource_type, snapshot=self.snapshot, after=after)
             )
             for row in page:
                 line = self._line(row, resource_type, ids, patients, confined, elements)
