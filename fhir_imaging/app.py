@@ -17,6 +17,7 @@ from fhir_imaging.api.browser import browser_routes
 from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
+from fhir_imaging.api.health import health_routes
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
 from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.config import Settings, load_settings
@@ -154,7 +155,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.cors_origin:
         middleware.append(Middleware(FhirCorsMiddleware, origins=parse_origins(settings.cors_origin)))
     app = Starlette(
-        routes=[*browser_routes(settings), *starlette_routes(BASE_PATH)],
+        routes=[*health_routes(), *browser_routes(settings), *starlette_routes(BASE_PATH)],
         middleware=middleware,
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,

@@ -75,7 +75,20 @@ SETTINGS: tuple[Setting, ...] = (
         "or postgresql://user:password@host:port/dbname",
     ),
     Setting("workers", 1, int, "number of server processes"),
-    Setting("pool_size", 20, int, "PostgreSQL: most database connections each server process opens"),
+    Setting(
+        "pool_size",
+        20,
+        int,
+        "PostgreSQL: most database connections each server process opens (workers × machines × this must stay "
+        "below the server's max_connections)",
+    ),
+    Setting(
+        "no_migrate",
+        False,
+        _boolean,
+        "never change the database schema: refuse to start when it is behind this server's (run `fhir-imaging "
+        "migrate` first)",
+    ),
     Setting(
         "public_url",
         None,
@@ -301,6 +314,7 @@ class Settings:
     database: str = "sqlite:///fhir-imaging.db"
     workers: int = 1
     pool_size: int = 20
+    no_migrate: bool = False
     public_url: str | None = None
     enforce_references: bool = False
     max_body_size: int = 16 * 1024**2

@@ -17,12 +17,22 @@ def open_store(settings: Settings, registry: Registry) -> Store:
         from fhir_imaging.storage.sqlite import SQLiteStore
 
         return SQLiteStore(
-            url, registry, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout
+            url,
+            registry,
+            synchronous=settings.sqlite_synchronous,
+            query_timeout=settings.search_timeout,
+            migrate=not settings.no_migrate,
         )
     if url.startswith(("postgresql:", "postgres:")):
         from fhir_imaging.storage.postgres import PostgresStore
 
-        return PostgresStore(url, registry, pool_size=settings.pool_size, statement_timeout=settings.search_timeout)
+        return PostgresStore(
+            url,
+            registry,
+            pool_size=settings.pool_size,
+            statement_timeout=settings.search_timeout,
+            migrate=not settings.no_migrate,
+        )
     from fhir_imaging.logs import redact_url
 
     raise ValueError(f"unsupported database URL (expected sqlite:///path.db or postgresql://…): {redact_url(url)}")

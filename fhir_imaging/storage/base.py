@@ -103,6 +103,7 @@ class Store(Protocol):
 
     dialect: Dialect
     reads_inline: bool  # point reads are cheap enough to run on the event loop
+    schema_found: int  # the schema version the database had when the store was opened (before migrating)
 
     def reading(self, work: Callable[[Reader], T]) -> T:
         """Run ``work(reader)`` on one connection (PostgreSQL: in one transaction; SQLite: each statement reads the
@@ -131,5 +132,8 @@ class Store(Protocol):
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index from the stored current versions; the number of resources indexed."""
+
+    def ping(self, timeout: float) -> None:
+        """One cheap round trip to the database, within about ``timeout`` seconds; raises when it cannot be made."""
 
     def close(self) -> None: ...

@@ -35,7 +35,14 @@ class DatabaseUnreachable(RuntimeError):
 class PostgresStore(SqlStore):
     dialect = POSTGRES
 
-    def __init__(self, url: str, registry: Registry, pool_size: int = 10, statement_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: Registry,
+        pool_size: int = 10,
+        statement_timeout: float = 30.0,
+        migrate: bool = True,
+    ) -> None:
         super().__init__(registry)
         self.url = url
         self.statement_timeout = statement_timeout
@@ -57,12 +64,19 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             self._pool.close()
             raise DatabaseUnreachable(f"PostgreSQL at {redact_url(url)} cannot be reached") from exc
-        self.transact(self._migrate)
+        self._open_schema(migrate)
 
     def _migrate(self, tx: SqlTransaction) -> None:
         tx.conn.execute("SET LOCAL statement_timeout = 0")  # building an index on a large table takes its time
         tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        self._apply_migrations(tx.conn)
+        super()._migrate(tx)
+
+    def ping(self, timeout: float) -> None:
+        """``SELECT 1`` on a pooled connection, waiting at most ``timeout`` seconds for one (the pool checks it
+        before handing it out) and as long for the answer."""
+        with self._pool.connection(timeout=timeout) as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")
+            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         self._pool.close()

@@ -25,7 +25,7 @@ from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.history import VERSION_COLUMNS, VERSIONS, append_statement, read_history, to_version
-from fhir_imaging.storage.schema import MIGRATIONS
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 REINDEX_BATCH = 500
@@ -52,15 +52,41 @@ def count_versions(conn: Any, dialect: Dialect, resource_type: str, resource_id:
     return int(conn.execute(dialect.sql(COUNT_VERSIONS), (resource_type, resource_id)).fetchone()[0])
 
 
+class SchemaBehind(RuntimeError):
+    """The database's schema is older than this server's and the store was opened without migrating."""
+
+
 class SqlStore:
     """The shared part of a SQL backend; ``SqlReader`` / ``SqlTransaction`` do the work on one connection."""
 
     dialect: Dialect
     indexer: Indexer
     reads_inline = False  # point reads cheap enough to run on the event loop (see api.context.read_quickly)
+    schema_found = 0  # the schema version the database had when the store was opened
 
     def __init__(self, registry: Registry) -> None:
         self.indexer = Indexer(registry)
+
+    def _open_schema(self, migrate: bool) -> None:
+        """Migrate the schema (``_migrate``, under the backend's lock), or, without ``migrate``, refuse a database
+        whose schema is behind this server's (``SchemaBehind``); a newer one is fine (a rolling upgrade)."""
+        try:
+            if migrate:
+                self.transact(self._migrate)
+                return
+            self.schema_found = self.reading(lambda reader: schema_version(reader.conn, self.dialect))
+        except BaseException:
+            self.close()
+            raise
+        if self.schema_found < SCHEMA_VERSION:
+            self.close()
+            raise SchemaBehind(
+                f"the database schema is at version {self.schema_found} and this server needs {SCHEMA_VERSION}; "
+                "run `fhir-imaging migrate` with the same --database first (serve was started with --no-migrate)"
+            )
+
+    def _migrate(self, tx: SqlTransaction) -> None:
+        self.schema_found = self._apply_migrations(tx.conn)
 
     def _reader(self) -> AbstractContextManager[Any]:
         """A connection for one unit of reads (returned to the backend's pool afterwards)."""
@@ -116,19 +142,35 @@ class SqlStore:
 
     # -- schema and index ------------------------------------------------------------------------------------------
 
-    def _apply_migrations(self, conn: Any) -> None:
-        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out)."""
+    def _apply_migrations(self, conn: Any) -> int:
+        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out); the
+        version it was at."""
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
+        current: int = row[0] or 0
         for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
             for statement in statements:
                 conn.execute(self.dialect.ddl(statement))
             conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+        return current
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def ping(self, timeout: float) -> None:
+        with self._reader() as conn:
+            conn.execute("SELECT count(*) FROM schema_version").fetchone()
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index row from the stored current versions, in one transaction; the count."""
         return self.transact(lambda tx: tx.reindex(progress))
+
+
+def schema_version(conn: Any, dialect: Dialect) -> int:
+    """The schema version of the database on ``conn`` (0: none yet)."""
+    if conn.execute(dialect.sql(dialect.table_exists), ("schema_version",)).fetchone() is None:
+        return 0
+    return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
 
 
 class SqlReader:
