@@ -83,6 +83,13 @@ SETTINGS: tuple[Setting, ...] = (
         "below the server's max_connections)",
     ),
     Setting(
+        "transaction_pooler",
+        False,
+        _boolean,
+        "PostgreSQL is reached through a pooler in transaction mode (PgBouncer pool_mode=transaction): no "
+        "server-side prepared statements, the statement timeout set in each transaction",
+    ),
+    Setting(
         "no_migrate",
         False,
         _boolean,
@@ -314,6 +321,7 @@ class Settings:
     database: str = "sqlite:///fhir-imaging.db"
     workers: int = 1
     pool_size: int = 20
+    transaction_pooler: bool = False
     no_migrate: bool = False
     public_url: str | None = None
     enforce_references: bool = False

@@ -32,6 +32,7 @@ def open_store(settings: Settings, registry: Registry) -> Store:
             pool_size=settings.pool_size,
             statement_timeout=settings.search_timeout,
             migrate=not settings.no_migrate,
+            transaction_pooler=settings.transaction_pooler,
         )
     from fhir_imaging.logs import redact_url
 

@@ -6,6 +6,12 @@ Resources are stored as the bytes that were sent (``bytea``), so reads serve the
 to create one id is settled by the unique key (``ON CONFLICT``), and migrations run under an advisory lock, so
 processes starting together migrate once. While the database cannot be reached, requests answer 503; the pool
 reconnects by itself when it is back.
+
+Behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``, ``transaction_pooler``) a connection is
+the server's only for one transaction at a time, so nothing may live in the session: statements are never prepared
+on the server (psycopg's ``prepare_threshold=None``; PgBouncer before 1.21 cannot track them) and the statement
+timeout, otherwise a connection option (which PgBouncer refuses), is set at the start of every transaction
+(``SET LOCAL``). Locks are transaction-scoped already (``pg_advisory_xact_lock``).
 """
 
 from __future__ import annotations
@@ -42,20 +48,25 @@ class PostgresStore(SqlStore):
         pool_size: int = 10,
         statement_timeout: float = 30.0,
         migrate: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         super().__init__(registry)
         self.url = url
         self.statement_timeout = statement_timeout
+        timeout_ms = max(1, round(statement_timeout * 1000))
+        # Every statement is bounded in time (a search's, and any other); migrations lift it (_migrate).
+        self._set_timeout = f"SET LOCAL statement_timeout = {timeout_ms}" if transaction_pooler else None
+        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if transaction_pooler:
+            kwargs["prepare_threshold"] = None
+        else:
+            kwargs["options"] = f"-c statement_timeout={timeout_ms}"
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
-            # Every statement is bounded in time (a search's, and any other); migrations lift it (_migrate).
-            kwargs={
-                "connect_timeout": CONNECT_TIMEOUT_S,
-                "options": f"-c statement_timeout={max(1, round(statement_timeout * 1000))}",
-            },
+            kwargs=kwargs,
             check=ConnectionPool.check_connection,
             open=False,
         )
@@ -86,10 +97,14 @@ class PostgresStore(SqlStore):
         """A connection from the pool for one unit of reads (one transaction: psycopg opens it at the first statement
         and the pool ends it when the connection is given back)."""
         with _unavailable_as_503(), self._pool.connection() as pooled:
+            if self._set_timeout:
+                pooled.execute(self._set_timeout)
             yield pooled
 
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         with _unavailable_as_503(), self._pool.connection() as conn, conn.transaction():
+            if self._set_timeout:
+                conn.execute(self._set_timeout)
             return work(SqlTransaction(self, conn))
 
 
