@@ -6,6 +6,7 @@ newest position it had seen must still find A's version; one that follows ``next
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -98,6 +99,15 @@ def _follow(store: Store, query: HistoryQuery) -> list[Version]:
         query = HistoryQuery(query.resource_type, query.id, query.since, cursor, query.count)
 
 
+def _settled(store: Store, versions: int) -> None:
+    """Wait until the system history shows ``versions`` versions: no transaction of the cluster older than ours (an
+    autovacuum's, say) holds the horizon back before a test makes its own transaction wait."""
+    deadline = time.monotonic() + 10
+    while len(_follow(store, HistoryQuery(count=100))) < versions:
+        assert time.monotonic() < deadline, "the history horizon did not pass the versions written"
+        time.sleep(0.05)
+
+
 def _newer_than(store: Store, query: HistoryQuery, last: Version | None) -> list[Version]:
     """A poll: the pages from the newest down to the position ``last`` (the newest version seen before)."""
     seen: list[Version] = []
@@ -114,6 +124,7 @@ def test_a_version_committed_late_is_never_skipped(pg_store: Store, resource_typ
     for number in range(5):
         pg_store.create("Patient", f"p{number}", _patient(f"P{number}"))
     pg_store.update("Patient", "p0", _patient("P0 again"))
+    _settled(pg_store, 6)
     query = HistoryQuery(resource_type=resource_type, count=2)
     with in_flight(pg_store, lambda tx: tx.update("Patient", "p1", _patient("late"))) as commit_a:
         pg_store.create("Patient", "early", _patient("B"))  # B: a later sequence number, committed first
