@@ -18,6 +18,7 @@ from fhir_imaging.api.consistency import ConsistencyMiddleware, token_lifetime
 from fhir_imaging.api.context import BASE_PATH
 from fhir_imaging.api.cors import FhirCorsMiddleware, parse_origins
 from fhir_imaging.api.errors import RequestLogMiddleware, fhir_error_handler, http_error_handler
+from fhir_imaging.api.health import health_routes
 from fhir_imaging.api.routes import interaction_codes, operation_names, starlette_routes
 from fhir_imaging.audit_log import AuditLog
 from fhir_imaging.config import Settings, load_settings
@@ -158,7 +159,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_age = token_lifetime(settings.replica_max_lag, settings.replica_check_interval)
         middleware.append(Middleware(ConsistencyMiddleware, max_age=max_age))
     app = Starlette(
-        routes=[*browser_routes(settings), *starlette_routes(BASE_PATH)],
+        routes=[*health_routes(), *browser_routes(settings), *starlette_routes(BASE_PATH)],
         middleware=middleware,
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,

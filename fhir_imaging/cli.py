@@ -94,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     reindex_command.add_argument(
         "--database", default=None, help="database URL (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)"
     )
+    migrate_command = commands.add_parser(
+        "migrate",
+        help="bring the database schema up to date, then exit",
+        description="Apply the schema migrations the database lacks and exit (0: up to date; 2: the database cannot "
+        "be opened or a migration failed, and nothing of it was applied). Running it again changes nothing; two "
+        "running at once migrate once (PostgreSQL: under an advisory lock; SQLite: under its write lock). Run it "
+        "before starting servers with --no-migrate.",
+    )
+    migrate_command.add_argument(
+        "--database", default=None, help="database URL (default: FHIR_IMAGING_DATABASE or sqlite:///fhir-imaging.db)"
+    )
     _add_dicom_commands(commands)
     export = commands.add_parser(
         "export",
@@ -581,6 +592,25 @@ def load(paths: list[Path], settings: Settings, server: RemoteServer | None, bat
     return 1 if summary.failed else 0
 
 
+def migrate(settings: Settings) -> int:
+    from dataclasses import replace
+
+    from fhir_imaging.storage.schema import SCHEMA_VERSION
+
+    configure_logging("warning")
+    store = _open_store_or_explain(replace(settings, no_migrate=False), "migrate")
+    if store is None:
+        return DATABASE_UNUSABLE
+    found = store.schema_found
+    store.close()
+    where = redact_url(settings.database)
+    if found >= SCHEMA_VERSION:
+        print(f"the schema of {where} is up to date (version {found})", file=sys.stderr)
+    else:
+        print(f"migrated {where} from schema version {found} to {SCHEMA_VERSION}", file=sys.stderr)
+    return 0
+
+
 def reindex(settings: Settings) -> int:
     configure_logging("warning")
     store = _open_store_or_explain(settings, "reindex")
@@ -672,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(settings)
     if args.command == "reindex":
         return reindex(settings)
+    if args.command == "migrate":
+        return migrate(settings)
     if args.command == "public-jwk":
         return public_jwk(args.key)
     if args.command == "export":

@@ -76,7 +76,27 @@ SETTINGS: tuple[Setting, ...] = (
         "or postgresql://user:password@host:port/dbname",
     ),
     Setting("workers", 1, int, "number of server processes"),
-    Setting("pool_size", 20, int, "PostgreSQL: most database connections each server process opens"),
+    Setting(
+        "pool_size",
+        20,
+        int,
+        "PostgreSQL: most database connections each server process opens (workers × machines × this must stay "
+        "below the server's max_connections)",
+    ),
+    Setting(
+        "transaction_pooler",
+        False,
+        _boolean,
+        "PostgreSQL is reached through a pooler in transaction mode (PgBouncer pool_mode=transaction): no "
+        "server-side prepared statements, the statement timeout set in each transaction",
+    ),
+    Setting(
+        "no_migrate",
+        False,
+        _boolean,
+        "never change the database schema: refuse to start when it is behind this server's (run `fhir-imaging "
+        "migrate` first)",
+    ),
     Setting(
         "database_replica",
         (),
@@ -327,6 +347,8 @@ class Settings:
     database_replica: tuple[str, ...] = ()
     replica_max_lag: float = 5.0
     replica_check_interval: float = 1.0
+    transaction_pooler: bool = False
+    no_migrate: bool = False
     public_url: str | None = None
     enforce_references: bool = False
     max_body_size: int = 16 * 1024**2

@@ -126,8 +126,11 @@ class BufferedStreamHandler(logging.Handler):
         with self.lock:
             lines, self._lines = self._lines, []
             if lines:
-                self.stream.write("".join(lines))
-                self.stream.flush()
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):  # the stream is closed or broken: a log line never stops the caller
+                    pass
 
     def flush_periodically(self, interval_s: float) -> None:
         """Start a daemon thread that flushes every ``interval_s`` seconds until ``close``."""

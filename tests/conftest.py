@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,9 +14,22 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from fhir_imaging import logs
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from tests.shared_data import shared_dir
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A test that runs a command in process (``cli.main``) installs the server's log handler on the stderr pytest
+    captures for that test: put logging back, so later tests' threads do not write to a closed capture."""
+    root = logging.getLogger()
+    handlers, level, handler = root.handlers[:], root.level, logs._handler
+    yield
+    root.handlers, logs._handler = handlers, handler
+    root.setLevel(level)
+
 
 BASE = "http://testserver/baseR4"
 SHARED = shared_dir()  # the third-party test data shipped in tests/data (see tests/shared_data.py)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_imaging.api.formats import FHIR_JSON
+from fhir_imaging.api.health import PROBE_PATHS
 from fhir_imaging.api.rendering import fhir_response
 from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
 from fhir_imaging.logs import REQUEST_LOGGER
@@ -31,6 +32,7 @@ HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
 SECURITY_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
 _PROCESS_TAG = secrets.token_hex(4)
 _REQUEST_NUMBERS = itertools.count(1)
+_probe_status: dict[str, int] = {}  # the last status of each probe path (health.py), logged when it changes
 
 
 def next_request_id() -> str:
@@ -61,9 +63,19 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return _outcome_response(request, exc.status_code, [issue], dict(exc.headers or {}))
 
 
+def _worth_logging(path: str, status: int) -> bool:
+    """Every request but a probe answered as the previous one on its path (a probe every few seconds would drown
+    the log: only a change of answer is logged)."""
+    if path not in PROBE_PATHS:
+        return True
+    changed = _probe_status.get(path) != status
+    _probe_status[path] = status
+    return changed
+
+
 class RequestLogMiddleware:
-    """Give each request an id, log one line per request (method, path, status, ms — never the body) and turn
-    anything unhandled into a 500 OperationOutcome carrying the request id."""
+    """Give each request an id, log one line per request (method, path, status, ms — never the body; a health probe
+    only when its answer changes) and turn anything unhandled into a 500 OperationOutcome carrying the request id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -108,4 +120,5 @@ class RequestLogMiddleware:
             await send({"type": "http.response.body", "body": body})
         finally:
             elapsed = (time.perf_counter() - started) * 1000
-            request_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed, request_id)
+            if _worth_logging(scope["path"], status):
+                request_log.info("%s %s %d %.1fms id=%s", scope["method"], scope["path"], status, elapsed, request_id)

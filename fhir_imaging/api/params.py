@@ -29,6 +29,6 @@ def parse_since(value: str | None) -> str | None:
         ) from None
 
 
-def parse_cursor(value: str | None) -> int | None:
-    """A history's ``_cursor`` (search.paging says what a cursor is) → the sequence number its page starts at."""
+def parse_cursor(value: str | None) -> tuple[int, int] | None:
+    """A history's ``_cursor`` (search.paging says what a cursor is) → the position (tx, seq) its page starts at."""
     return None if value is None else decode_history_cursor(value)

@@ -18,7 +18,7 @@ from fhir_imaging.storage.sqlstore import SqlReader, SqlTransaction
 ACTIVE = ("accepted", "running")
 COLUMNS = (
     "id, state, request, owner, base, request_url, transaction_time, snapshot_seq, lease_owner, lease_until, "
-    "progress, manifest, created, finished"
+    "progress, manifest, created, finished, snapshot_tx"
 )
 
 
@@ -31,13 +31,14 @@ class Job:
     base: str  # the FHIR base URL the kick-off came in on (the manifest's URLs start with it)
     request_url: str  # the kick-off URL, for the manifest
     transaction_time: str
-    snapshot_seq: int  # the last history sequence number committed at kick-off: the export's snapshot
+    snapshot_seq: int  # the export's snapshot: the versions at or before this history sequence number ...
     lease_owner: str | None
     lease_until: float | None
     progress: str | None
     manifest: dict[str, Any] | None
     created: float
     finished: float | None
+    snapshot_tx: int  # ... whose ``tx`` is below this (storage/history.py; export/snapshot.py)
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> Job:
@@ -56,18 +57,21 @@ class Job:
             manifest=orjson.loads(row[11]) if row[11] else None,
             created=float(row[12]),
             finished=float(row[13]) if row[13] is not None else None,
+            snapshot_tx=int(row[14]),
         )
 
 
 def create_job(
     tx: SqlTransaction, job_id: str, request: ExportRequest, owner: dict[str, Any], base: str, request_url: str
 ) -> Job:
-    """A new job whose snapshot is everything committed so far (the history's last sequence number, read inside
-    this write transaction: on SQLite every earlier write has committed; on PostgreSQL see docs/export.md)."""
-    seq = tx.query(tx.dialect.sql("SELECT max(seq) FROM resource_history"), ())[0][0] or 0
+    """A new job whose snapshot is everything committed so far: the versions up to the history's last sequence
+    number, written by transactions that began before the kick-off (export/snapshot.py waits for those in flight)."""
+    row = tx.query(f"SELECT max(seq), {tx.dialect.history_frontier} FROM resource_history", ())[0]
+    seq, frontier = row[0] or 0, int(row[1])
     created = time.time()
     tx.execute(
-        f"INSERT INTO export_job ({COLUMNS}) VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, NULL)",
+        f"INSERT INTO export_job ({COLUMNS}) "
+        "VALUES (?, 'accepted', ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, NULL, ?)",
         (
             job_id,
             orjson.dumps(request.to_json()).decode(),
@@ -77,6 +81,7 @@ def create_job(
             format_instant(now()),
             seq,
             created,
+            frontier,
         ),
     )
     job = get_job(tx, job_id)

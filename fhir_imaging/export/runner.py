@@ -27,13 +27,13 @@ import orjson
 from fhir_imaging.export import jobs
 from fhir_imaging.export.jobs import Job
 from fhir_imaging.export.owner import caller_of
-from fhir_imaging.export.snapshot import Row, snapshot_page, snapshot_types
+from fhir_imaging.export.snapshot import Row, Snapshot, settled, snapshot_page, snapshot_types
 from fhir_imaging.fhir.outcome import FhirError, Issue, operation_outcome
 from fhir_imaging.search.execute import run_search
 from fhir_imaging.search.query import parse_search
 from fhir_imaging.search.shape import shape
 from fhir_imaging.service import Bases, Caller, FhirService
-from fhir_imaging.storage.routing import session
+from fhir_imaging.storage.routing import SESSION, session
 from fhir_imaging.storage.sqlstore import SqlReader, SqlStore
 
 log = logging.getLogger("fhir_imaging.export")
@@ -42,6 +42,8 @@ POLL = 1.0  # seconds between looks for a waiting job
 SWEEP_EVERY = 30.0  # seconds between removals of expired jobs' files
 FILTER_PAGE = 1000
 COMPLAINT_EVERY = 60.0  # seconds between two warnings that the job table cannot be read
+REPLICA_WAIT = 5.0  # seconds an export waits for a read replica to replay its snapshot, else the primary serves
+SETTLE_POLL = 0.2  # seconds between looks at whether the writes in flight at a kick-off have ended
 
 
 class Stopped(Exception):
@@ -203,10 +205,15 @@ class _Export:
         self.caller: Caller = caller_of(job.owner)
         self.bases = Bases.of(job.base)
         self.exported = 0
+        self.snapshot = Snapshot(job.snapshot_seq, job.snapshot_tx)
 
     def run(self) -> dict[str, Any]:
         request = self.job.request
         store = self.runner.store
+        while not store.reading(partial(settled, snapshot=self.snapshot)):
+            self.runner.renew(self.job, "waiting for the writes in flight at the kick-off to end")
+            time.sleep(SETTLE_POLL)
+        self._fence_settled_writes()
         types = store.reading(self._types, replica=True)
         patients = store.reading(self._patients, replica=True)
         outputs: list[dict[str, Any]] = []
@@ -242,11 +249,24 @@ class _Export:
 
     # -- what to export ------------------------------------------------------------------------------------------------
 
+    def _fence_settled_writes(self) -> None:
+        """Raise this job's fence to the primary's log position now: the writes in flight at the kick-off have ended,
+        but may have committed after the claim, so a read replica must replay this far before serving the snapshot
+        (a transaction that writes nothing notes the position, storage/routing.py)."""
+        current = SESSION.get()
+        if current is None:
+            return
+        with session() as settling:
+            self.runner.store.transact(_nothing)
+        current.after = max(current.after, settling.written)
+        # A replica replays that within a check or two: the export's reads are worth waiting that long for.
+        self.runner.store.await_replica(current.fence, REPLICA_WAIT)
+
     def _types(self, reader: SqlReader) -> list[str]:
         """The types to export: those asked for (else every type present in the snapshot; for Patient and Group
         exports only types of the Patient compartment) that the owner may read and search."""
         request = self.job.request
-        present = snapshot_types(reader, self.job.snapshot_seq)
+        present = snapshot_types(reader, self.snapshot)
         chosen = [name for name in (request.types or present) if name in present]
         if request.level != "system":
             compartment = self.service.compartment
@@ -301,7 +321,7 @@ class _Export:
         after = ""
         while True:
             page = self.runner.store.reading(
-                partial(snapshot_page, resource_type=resource_type, seq=self.job.snapshot_seq, after=after),
+                partial(snapshot_page, resource_type=resource_type, snapshot=self.snapshot, after=after),
                 replica=True,
             )
             for row in page:
@@ -375,3 +395,7 @@ def group_members(reader: SqlReader, group_id: str) -> set[str]:
 
 def _query_items(query: str) -> list[tuple[str, str]]:
     return parse_qsl(query, keep_blank_values=True)
+
+
+def _nothing(tx: object) -> None:
+    """A transaction that writes nothing."""

@@ -1,6 +1,10 @@
-"""Reading the database as it was at an export's kick-off: for each resource, the newest version whose history
-sequence number is at most the job's ``snapshot_seq``, unless that version is a delete. Writes committed after the
-kick-off are invisible, whatever they change, so an export is one consistent snapshot.
+"""Reading the database as it was at an export's kick-off: for each resource, the newest version in the job's
+snapshot, unless that version is a delete. The snapshot is the versions at or before the job's ``snapshot_seq``
+whose ``tx`` is below its ``snapshot_tx`` (storage/history.py): on PostgreSQL, those written by transactions that
+had begun writing at the kick-off (every one committed by then, and any still in flight). Before reading, the export
+waits until those in flight have ended (``settled``), so the snapshot no longer changes: writes committed after the
+kick-off by later transactions are invisible, whatever they change, and no version appears half-way through the
+export. On SQLite (one writer) the sequence number alone bounds it.
 
 Each page is one statement (one consistent read on both backends): a version that is still current has no body in
 ``resource_history`` (storage/sqlstore.py keeps it once, in ``resource``) and is read from there; a version superseded
@@ -15,14 +19,21 @@ from fhir_imaging.storage.sqlstore import SqlReader
 
 PAGE_SIZE = 1000
 
-_TYPES = "SELECT DISTINCT type FROM resource_history WHERE seq <= ? ORDER BY type"
+_IN_SNAPSHOT = "{0}.seq <= ? AND {0}.tx < ?"
+_TYPES = f"SELECT DISTINCT type FROM resource_history h WHERE {_IN_SNAPSHOT.format('h')} ORDER BY type"
 _PAGE = (
     "SELECT h.id, h.last_updated, COALESCE(h.body, r.body) FROM resource_history h JOIN resource r ON r.rid = h.rid "
-    "WHERE h.type = ? AND h.id > ? AND h.seq <= ? AND h.method <> 'DELETE' "
+    f"WHERE h.type = ? AND h.id > ? AND {_IN_SNAPSHOT.format('h')} AND h.method <> 'DELETE' "
     "AND NOT EXISTS (SELECT 1 FROM resource_history n "
-    "WHERE n.type = h.type AND n.id = h.id AND n.version > h.version AND n.seq <= ?) "
+    f"WHERE n.type = h.type AND n.id = h.id AND n.version > h.version AND {_IN_SNAPSHOT.format('n')}) "
     "ORDER BY h.id LIMIT ?"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    tx: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +43,21 @@ class Row:
     body: bytes
 
 
-def snapshot_types(reader: SqlReader, seq: int) -> list[str]:
-    """The resource types that had a version by ``seq``."""
-    return [row[0] for row in reader.query(reader.dialect.sql(_TYPES), (seq,))]
+def settled(reader: SqlReader, snapshot: Snapshot) -> bool:
+    """True once no transaction that can write into ``snapshot`` is still in flight."""
+    horizon = reader.query(f"SELECT {reader.dialect.history_horizon}", ())[0][0]
+    return int(horizon) >= snapshot.tx
 
 
-def snapshot_page(reader: SqlReader, resource_type: str, seq: int, after: str, limit: int = PAGE_SIZE) -> list[Row]:
-    """Up to ``limit`` resources of ``resource_type`` as of ``seq``, in id order, after the id ``after``."""
-    rows = reader.query(reader.dialect.sql(_PAGE), (resource_type, after, seq, seq, limit))
+def snapshot_types(reader: SqlReader, snapshot: Snapshot) -> list[str]:
+    """The resource types that had a version in ``snapshot``."""
+    return [row[0] for row in reader.query(reader.dialect.sql(_TYPES), (snapshot.seq, snapshot.tx))]
+
+
+def snapshot_page(
+    reader: SqlReader, resource_type: str, snapshot: Snapshot, after: str, limit: int = PAGE_SIZE
+) -> list[Row]:
+    """Up to ``limit`` resources of ``resource_type`` as of ``snapshot``, in id order, after the id ``after``."""
+    bounds = (snapshot.seq, snapshot.tx)
+    rows = reader.query(reader.dialect.sql(_PAGE), (resource_type, after, *bounds, *bounds, limit))
     return [Row(row[0], row[1], bytes(row[2])) for row in rows if row[2] is not None]

@@ -5,9 +5,10 @@ It is base64url(JSON ``{"d": "n"|"p", "k": [sort key values of the boundary row]
 is the rows after the last row of this one in (sort keys…, rid) order; the previous page the rows before the first.
 The server keeps nothing between requests, and rows inserted or updated meanwhile never shift a page.
 
-A history is ordered by the server-wide history sequence alone, newest first, and only goes forward: its cursor has
-no keys, ``"d"`` is ``"n"`` and ``"r"`` is the sequence number of the newest version of the next page (the page is
-the versions at or before it).
+A history is ordered by (``tx``, sequence number) (storage/history.py), newest first, and only goes forward: its
+cursor's one key is the ``tx`` of the newest version of the next page, ``"r"`` its sequence number and ``"d"`` is
+``"n"`` (the page is the versions at or before it). A cursor without keys, as servers before ``tx`` wrote them, names
+a version written before it (``tx`` 0).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ NUMBER_KINDS = frozenset({"number", "quantity"})
 
 
 def _fits(kind: str, value: Any) -> bool:
+    if kind == "integer":  # a history position
+        return type(value) is int and 0 <= value <= MAX_INT64
     if type(value) is int:
         return (kind in NUMBER_KINDS or kind == "date") and -MAX_INT64 - 1 <= value <= MAX_INT64
     if type(value) is float:
@@ -56,17 +59,22 @@ def decode_cursor(token: str, kinds: tuple[str, ...]) -> Cursor:
     return _decode(token, kinds, "search")
 
 
-def encode_history_cursor(seq: int) -> str:
-    """The cursor of the history page whose newest version has the sequence number ``seq``."""
-    return encode_cursor([], seq, False)
+def encode_history_cursor(position: tuple[int, int]) -> str:
+    """The cursor of the history page whose newest version is at ``position`` (tx, seq)."""
+    tx, seq = position
+    return encode_cursor([tx], seq, False)
 
 
-def decode_history_cursor(token: str) -> int:
-    """The sequence number a history cursor names: its page is the versions at or before it."""
-    cursor = _decode(token, (), "history")
+def decode_history_cursor(token: str) -> tuple[int, int]:
+    """The position (tx, seq) a history cursor names: its page is the versions at or before it."""
+    try:
+        cursor = _decode(token, ("integer",), "history")
+    except BadRequest:
+        cursor = _decode(token, (), "history")
+        cursor.keys.append(0)
     if cursor.backward or cursor.rid < 0:
         raise _refused("history")
-    return cursor.rid
+    return cursor.keys[0], cursor.rid
 
 
 def _refused(what: str) -> BadRequest:

@@ -259,7 +259,7 @@ class FhirService:
 
     def history(
         self, caller: Caller, query: HistoryQuery, bases: Bases
-    ) -> tuple[list[Version], int | None, int | None]:
+    ) -> tuple[list[Version], tuple[int, int] | None, int | None]:
         """One page of history (newest first), the cursor of the next page, and (for one resource) the number of
         its versions; NotFound for a resource that never existed (or the caller may not see). With patient scopes
         only one resource's history is available (its current version must be in the compartment); so with
@@ -273,7 +273,7 @@ class FhirService:
                 "Scopes with search criteria give the history of one resource at a time, not of a type", "_history"
             )
 
-        def work(reader: Reader) -> tuple[list[Version], int | None, int | None]:
+        def work(reader: Reader) -> tuple[list[Version], tuple[int, int] | None, int | None]:
             total = None
             if query.id is not None:
                 assert query.resource_type is not None

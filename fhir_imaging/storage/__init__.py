@@ -20,7 +20,11 @@ def open_store(settings: Settings, registry: Registry) -> Store:
             raise ValueError("read replicas (--database-replica) need a PostgreSQL database")
 
         return SQLiteStore(
-            url, registry, synchronous=settings.sqlite_synchronous, query_timeout=settings.search_timeout
+            url,
+            registry,
+            synchronous=settings.sqlite_synchronous,
+            query_timeout=settings.search_timeout,
+            migrate=not settings.no_migrate,
         )
     if url.startswith(("postgresql:", "postgres:")):
         from fhir_imaging.storage.postgres import PostgresStore
@@ -33,6 +37,8 @@ def open_store(settings: Settings, registry: Registry) -> Store:
             replicas=settings.database_replica,
             replica_max_lag=settings.replica_max_lag,
             replica_check_interval=settings.replica_check_interval,
+            migrate=not settings.no_migrate,
+            transaction_pooler=settings.transaction_pooler,
         )
     from fhir_imaging.logs import redact_url
 

@@ -24,7 +24,8 @@ class Version:
     last_updated: str
     method: str  # POST | PUT | DELETE (the interaction that made this version)
     body: bytes | None
-    seq: int = 0  # position in the server-wide history (for stable history paging)
+    seq: int = 0  # position in the server-wide history (for stable history paging) ...
+    tx: int = 0  # ... after the commit order of its transaction (storage/history.py): the order is (tx, seq)
 
     @property
     def deleted(self) -> bool:
@@ -42,7 +43,7 @@ class HistoryQuery:
     resource_type: str | None = None
     id: str | None = None
     since: str | None = None  # instant, inclusive
-    at_or_before_seq: int | None = None  # paging cursor: only versions with seq <= this
+    at_or_before: tuple[int, int] | None = None  # paging cursor: only versions at or before this (tx, seq)
     count: int = 20
 
 
@@ -56,8 +57,9 @@ class Reader(Protocol):
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
-    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
-        """Newest first, at most ``query.count``; also the cursor of the next page (None on the last page)."""
+    def history(self, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]:
+        """Newest first, at most ``query.count``; also the cursor of the next page (None on the last page). Type and
+        system histories end at the visibility horizon (storage/history.py)."""
 
     def count_versions(self, resource_type: str, resource_id: str) -> int: ...
 
@@ -101,6 +103,7 @@ class Store(Protocol):
 
     dialect: Dialect
     reads_inline: bool  # point reads are cheap enough to run on the event loop
+    schema_found: int  # the schema version the database had when the store was opened (before migrating)
 
     def reading(self, work: Callable[[Reader], T], replica: bool = False) -> T:
         """Run ``work(reader)`` on one connection (PostgreSQL: in one transaction; SQLite: each statement reads the
@@ -115,7 +118,7 @@ class Store(Protocol):
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
-    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]: ...
+    def history(self, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]: ...
 
     def count_versions(self, resource_type: str, resource_id: str) -> int: ...
 
@@ -131,5 +134,8 @@ class Store(Protocol):
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index from the stored current versions; the number of resources indexed."""
+
+    def ping(self, timeout: float) -> None:
+        """One cheap round trip to the database, within about ``timeout`` seconds; raises when it cannot be made."""
 
     def close(self) -> None: ...

@@ -11,11 +11,18 @@ With read replicas (``--database-replica``), a unit of reads the service marks `
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
 that fails there because the replica went away runs again on the primary. Every commit notes the primary's LSN in
 the session, for the client's consistency token.
+
+Behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``, ``transaction_pooler``) a connection is
+the server's only for one transaction at a time, so nothing may live in the session: statements are never prepared
+on the server (psycopg's ``prepare_threshold=None``; PgBouncer before 1.21 cannot track them) and the statement
+timeout, otherwise a connection option (which PgBouncer refuses), is set at the start of every transaction
+(``SET LOCAL``). Locks are transaction-scoped already (``pg_advisory_xact_lock``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -53,20 +60,29 @@ class PostgresStore(SqlStore):
         replicas: Sequence[str] = (),
         replica_max_lag: float = 5.0,
         replica_check_interval: float = 1.0,
+        migrate: bool = True,
+        transaction_pooler: bool = False,
     ) -> None:
         super().__init__(registry)
         self.url = url
         self.statement_timeout = statement_timeout
         self.primary_reads = 0  # units of reads the primary served (the replicas count theirs: ``replicas``)
         self.replicas: ReplicaSet | None = None  # started once the schema is migrated
+        timeout_ms = max(1, round(statement_timeout * 1000))
         # Every statement is bounded in time (a search's, and any other); migrations lift it (_migrate).
-        options = f"-c statement_timeout={max(1, round(statement_timeout * 1000))}"
+        options = f"-c statement_timeout={timeout_ms}"
+        self._set_timeout = f"SET LOCAL statement_timeout = {timeout_ms}" if transaction_pooler else None
+        kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if transaction_pooler:
+            kwargs["prepare_threshold"] = None
+        else:
+            kwargs["options"] = options
         self._pool = ConnectionPool(
             url,
             min_size=1,
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": options},
+            kwargs=kwargs,
             check=ConnectionPool.check_connection,
             open=False,
         )
@@ -75,8 +91,8 @@ class PostgresStore(SqlStore):
         except PoolTimeout as exc:
             self._pool.close()
             raise DatabaseUnreachable(f"PostgreSQL at {redact_url(url)} cannot be reached") from exc
-        self.transact(self._migrate)
-        if replicas:
+        self._open_schema(migrate)
+        if replicas:  # replicas are reached directly (not through the pooler), each with the statement timeout
             self.replicas = ReplicaSet(
                 replicas, self._primary_lsn, replica_max_lag, replica_check_interval, pool_size, options
             )
@@ -88,7 +104,14 @@ class PostgresStore(SqlStore):
     def _migrate(self, tx: SqlTransaction) -> None:
         tx.conn.execute("SET LOCAL statement_timeout = 0")  # building an index on a large table takes its time
         tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        self._apply_migrations(tx.conn)
+        super()._migrate(tx)
+
+    def ping(self, timeout: float) -> None:
+        """``SELECT 1`` on a pooled connection, waiting at most ``timeout`` seconds for one (the pool checks it
+        before handing it out) and as long for the answer."""
+        with self._pool.connection(timeout=timeout) as conn:
+            conn.execute(f"SET LOCAL statement_timeout = {max(1, round(timeout * 1000))}")
+            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         if self.replicas is not None:
@@ -101,6 +124,8 @@ class PostgresStore(SqlStore):
         and the pool ends it when the connection is given back)."""
         with _unavailable_as_503(), self._pool.connection() as pooled:
             self.primary_reads += 1
+            if self._set_timeout:
+                pooled.execute(self._set_timeout)
             yield pooled
 
     def reading(self, work: Callable[[SqlReader], T], replica: bool = False) -> T:
@@ -113,6 +138,15 @@ class PostgresStore(SqlStore):
                 except _ReplicaFailed:
                     pass  # the primary answers instead
         return super().reading(work)
+
+    def await_replica(self, fence: int, timeout: float) -> bool:
+        if self.replicas is None:
+            return False
+        deadline = time.monotonic() + timeout
+        while self.replicas.choose(fence) is None:
+            if time.monotonic() >= deadline or not self.replicas.wait_checked(timeout=deadline - time.monotonic()):
+                return False
+        return True
 
     def _on_replica(self, replica: Replica, work: Callable[[SqlReader], T]) -> T:
         """``work`` on ``replica``; ``_ReplicaFailed`` when the replica could not run it (down, or a statement
@@ -133,6 +167,8 @@ class PostgresStore(SqlStore):
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         with _unavailable_as_503(), self._pool.connection() as conn:
             with conn.transaction():
+                if self._set_timeout:
+                    conn.execute(self._set_timeout)
                 result = work(SqlTransaction(self, conn))
             session = SESSION.get() if self.replicas is not None else None
             if session is not None:  # the client's token: replicas must replay this far to serve its reads

@@ -1,8 +1,9 @@
 """The database schema, as versioned migrations (oldest first).
 
 ``resource`` holds the current version of every resource (``rid`` is the surrogate key index tables refer to);
-``resource_history`` holds every version, ``seq`` ordering the server-wide history. The body of a current version is
-stored once, in ``resource``: its history row holds NULL until a newer version supersedes it (storage/sqlstore.py).
+``resource_history`` holds every version, ``(tx, seq)`` ordering the server-wide history (storage/history.py). The
+body of a current version is stored once, in ``resource``: its history row holds NULL until a newer version
+supersedes it (storage/sqlstore.py).
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             finished REAL
         )""",
         "CREATE INDEX export_job_by_state ON export_job (state, created)",
+    ),
+    # 6: the history's commit order (storage/history.py). ``tx`` is the id of the transaction that wrote a version,
+    # raised to its previous version's ``tx``; type and system histories follow (tx, seq) and show only versions
+    # below the oldest transaction still in flight, so a version committed late never lands behind a page already
+    # served. Versions written before this migration have committed: 0. An export's snapshot is bounded the same way
+    # (jobs made before this migration keep their sequence bound alone).
+    (
+        "ALTER TABLE resource_history ADD COLUMN tx INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX resource_history_by_tx ON resource_history (tx, seq)",
+        "CREATE INDEX resource_history_by_type_tx ON resource_history (type, tx, seq)",
+        "DROP INDEX resource_history_by_type",
+        "ALTER TABLE export_job ADD COLUMN snapshot_tx INTEGER NOT NULL DEFAULT 9223372036854775807",
     ),
 )
 

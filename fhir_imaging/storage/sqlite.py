@@ -75,7 +75,14 @@ class SQLiteStore(SqlStore):
     dialect = SQLITE
     reads_inline = True
 
-    def __init__(self, url: str, registry: Registry, synchronous: str = "full", query_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        registry: Registry,
+        synchronous: str = "full",
+        query_timeout: float = 30.0,
+        migrate: bool = True,
+    ) -> None:
         super().__init__(registry)
         self.query_timeout = query_timeout
         self.path = path_from_url(url)
@@ -90,7 +97,7 @@ class SQLiteStore(SqlStore):
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer = self._open(WRITER_CACHE_KIB)  # the one connection that writes, used under the write lock
-        self.transact(lambda tx: self._apply_migrations(tx.conn))
+        self._open_schema(migrate)
 
     def _open(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -24,23 +24,15 @@ from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.dialect import Dialect
-from fhir_imaging.storage.schema import MIGRATIONS
+from fhir_imaging.storage.history import VERSION_COLUMNS, VERSIONS, append_statement, read_history, to_version
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
 REINDEX_BATCH = 500
-# The current version's body is stored once, in ``resource``; its history row holds NULL until a newer version
-# supersedes it (``_supersede``). History reads take the body from whichever holds it.
-VERSION_COLUMNS = "h.type, h.id, h.version, h.last_updated, h.method, COALESCE(h.body, r.body), h.seq"
-VERSIONS = "resource_history h LEFT JOIN resource r ON r.rid = h.rid AND r.version = h.version"
-CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0"
+CURRENT_COLUMNS = "type, id, version, last_updated, CASE deleted WHEN 1 THEN 'DELETE' ELSE '' END, body, 0, 0"
 READ_CURRENT = f"SELECT {CURRENT_COLUMNS} FROM resource WHERE type = ? AND id = ?"
 READ_VERSION = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS} WHERE h.type = ? AND h.id = ? AND h.version = ?"
 COUNT_VERSIONS = "SELECT count(*) FROM resource_history WHERE type = ? AND id = ?"
-
-
-def _version(row: tuple[Any, ...]) -> Version:
-    body = row[5]
-    return Version(row[0], row[1], row[2], row[3], row[4], bytes(body) if body is not None else None, row[6])
 
 
 # -- the reads, each over an explicit connection ---------------------------------------------------------------------
@@ -48,39 +40,20 @@ def _version(row: tuple[Any, ...]) -> Version:
 
 def read_current(conn: Any, dialect: Dialect, resource_type: str, resource_id: str) -> Version | None:
     row = conn.execute(dialect.sql(READ_CURRENT), (resource_type, resource_id)).fetchone()
-    return _version(row) if row is not None else None
+    return to_version(row) if row is not None else None
 
 
 def read_version(conn: Any, dialect: Dialect, resource_type: str, resource_id: str, version: int) -> Version | None:
     row = conn.execute(dialect.sql(READ_VERSION), (resource_type, resource_id, version)).fetchone()
-    return _version(row) if row is not None else None
+    return to_version(row) if row is not None else None
 
 
 def count_versions(conn: Any, dialect: Dialect, resource_type: str, resource_id: str) -> int:
     return int(conn.execute(dialect.sql(COUNT_VERSIONS), (resource_type, resource_id)).fetchone()[0])
 
 
-def read_history(conn: Any, dialect: Dialect, query: HistoryQuery) -> tuple[list[Version], int | None]:
-    where: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("h.type = ?", query.resource_type),
-        ("h.id = ?", query.id),
-        ("h.last_updated >= ?", query.since),
-        ("h.seq <= ?", query.at_or_before_seq),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    sql = f"SELECT {VERSION_COLUMNS} FROM {VERSIONS}"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY h.seq DESC LIMIT ?"
-    params.append(query.count + 1)
-    rows = conn.execute(dialect.sql(sql), params).fetchall()
-    versions = [_version(row) for row in rows[: query.count]]
-    cursor = rows[query.count][6] if len(rows) > query.count else None
-    return versions, cursor
+class SchemaBehind(RuntimeError):
+    """The database's schema is older than this server's and the store was opened without migrating."""
 
 
 class SqlStore:
@@ -89,9 +62,31 @@ class SqlStore:
     dialect: Dialect
     indexer: Indexer
     reads_inline = False  # point reads cheap enough to run on the event loop (see api.context.read_quickly)
+    schema_found = 0  # the schema version the database had when the store was opened
 
     def __init__(self, registry: Registry) -> None:
         self.indexer = Indexer(registry)
+
+    def _open_schema(self, migrate: bool) -> None:
+        """Migrate the schema (``_migrate``, under the backend's lock), or, without ``migrate``, refuse a database
+        whose schema is behind this server's (``SchemaBehind``); a newer one is fine (a rolling upgrade)."""
+        try:
+            if migrate:
+                self.transact(self._migrate)
+                return
+            self.schema_found = self.reading(lambda reader: schema_version(reader.conn, self.dialect))
+        except BaseException:
+            self.close()
+            raise
+        if self.schema_found < SCHEMA_VERSION:
+            self.close()
+            raise SchemaBehind(
+                f"the database schema is at version {self.schema_found} and this server needs {SCHEMA_VERSION}; "
+                "run `fhir-imaging migrate` with the same --database first (serve was started with --no-migrate)"
+            )
+
+    def _migrate(self, tx: SqlTransaction) -> None:
+        self.schema_found = self._apply_migrations(tx.conn)
 
     def _reader(self) -> AbstractContextManager[Any]:
         """A connection for one unit of reads (returned to the backend's pool afterwards)."""
@@ -110,6 +105,11 @@ class SqlStore:
         with self._reader() as conn:
             return work(SqlReader(self, conn))
 
+    def await_replica(self, fence: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a read replica that has replayed ``fence`` (PostgreSQL with replicas;
+        False at once without any): for background reads that would rather wait than load the primary."""
+        return False
+
     # -- one-step units of work ------------------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> Version | None:
@@ -124,7 +124,7 @@ class SqlStore:
         with self._reader() as conn:
             return count_versions(conn, self.dialect, resource_type, resource_id)
 
-    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
+    def history(self, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]:
         with self._reader() as conn:
             return read_history(conn, self.dialect, query)
 
@@ -148,19 +148,35 @@ class SqlStore:
 
     # -- schema and index ------------------------------------------------------------------------------------------
 
-    def _apply_migrations(self, conn: Any) -> None:
-        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out)."""
+    def _apply_migrations(self, conn: Any) -> int:
+        """Bring the schema up to date, inside the caller's transaction (which keeps other processes out); the
+        version it was at."""
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
+        current: int = row[0] or 0
         for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
             for statement in statements:
                 conn.execute(self.dialect.ddl(statement))
             conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
+        return current
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def ping(self, timeout: float) -> None:
+        with self._reader() as conn:
+            conn.execute("SELECT count(*) FROM schema_version").fetchone()
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
         """Rebuild every search index row from the stored current versions, in one transaction; the count."""
         return self.transact(lambda tx: tx.reindex(progress))
+
+
+def schema_version(conn: Any, dialect: Dialect) -> int:
+    """The schema version of the database on ``conn`` (0: none yet)."""
+    if conn.execute(dialect.sql(dialect.table_exists), ("schema_version",)).fetchone() is None:
+        return 0
+    return int(conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
 
 
 class SqlReader:
@@ -180,7 +196,7 @@ class SqlReader:
     def count_versions(self, resource_type: str, resource_id: str) -> int:
         return count_versions(self.conn, self.dialect, resource_type, resource_id)
 
-    def history(self, query: HistoryQuery) -> tuple[list[Version], int | None]:
+    def history(self, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]:
         return read_history(self.conn, self.dialect, query)
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -281,14 +297,14 @@ class SqlTransaction(SqlReader):
             return None
         rid, version = current[0], current[1] + 1
         last_updated = format_instant(now())
-        self._supersede(rid, resource_type, resource_id, current[1])
+        previous_tx = self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?",
             (version, last_updated, rid),
         )
-        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", None)
+        seq, tx = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", previous_tx)
         self._unindex(rid)
-        return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq)
+        return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq, tx)
 
     def _put(
         self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None, method: str
@@ -304,7 +320,7 @@ class SqlTransaction(SqlReader):
                 (resource_type, resource_id, last_updated, body),
             ).fetchone()
             if inserted is not None:
-                return self._written(inserted[0], document, 1, last_updated, method, body, True, fresh=True)
+                return self._written(inserted[0], document, 1, last_updated, method, body, True, previous_tx=None)
             current = self._current(resource_type, resource_id)  # another transaction created it meanwhile
         check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
         assert current is not None
@@ -312,12 +328,12 @@ class SqlTransaction(SqlReader):
         last_updated = format_instant(now())
         document = stamped(resource, resource_id, version, last_updated)
         body = orjson.dumps(document)
-        self._supersede(rid, resource_type, resource_id, current[1])
+        previous_tx = self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
             (version, last_updated, body, rid),
         )
-        return self._written(rid, document, version, last_updated, method, body, created, fresh=False)
+        return self._written(rid, document, version, last_updated, method, body, created, previous_tx)
 
     def _written(
         self,
@@ -328,22 +344,24 @@ class SqlTransaction(SqlReader):
         method: str,
         body: bytes,
         created: bool,
-        fresh: bool,
+        previous_tx: int | None,
     ) -> WriteResult:
+        """The history row and index rows of a written version (``previous_tx`` None: a new resource's first)."""
         resource_type, resource_id = document["resourceType"], document["id"]
-        seq = self._append_history(rid, resource_type, resource_id, version, last_updated, method, None)
-        self._index(rid, document, fresh)
-        return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq), created)
+        seq, tx = self._append_history(rid, resource_type, resource_id, version, last_updated, method, previous_tx)
+        self._index(rid, document, fresh=previous_tx is None)
+        return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq, tx), created)
 
-    def _supersede(self, rid: int, resource_type: str, resource_id: str, version: int) -> None:
+    def _supersede(self, rid: int, resource_type: str, resource_id: str, version: int) -> int:
         """Before ``resource`` takes a newer version: copy the body of ``version`` (its current one) into its history
         row, which held NULL while it was current. (Histories written before the body was stored once already hold
-        it: the copy is the same bytes.)"""
-        self._execute(
+        it: the copy is the same bytes.) Returns that version's ``tx``, which the newer one's must not be below."""
+        row = self._execute(
             "UPDATE resource_history SET body = (SELECT body FROM resource WHERE rid = ?) "
-            "WHERE type = ? AND id = ? AND version = ?",
+            "WHERE type = ? AND id = ? AND version = ? RETURNING tx",
             (rid, resource_type, resource_id, version),
-        )
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def _append_history(
         self,
@@ -353,14 +371,14 @@ class SqlTransaction(SqlReader):
         version: int,
         last_updated: str,
         method: str,
-        body: bytes | None,
-    ) -> int:
-        row = self._execute(
-            "INSERT INTO resource_history (rid, type, id, version, last_updated, method, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-            (rid, resource_type, resource_id, version, last_updated, method, body),
+        previous_tx: int | None,
+    ) -> tuple[int, int]:
+        """The history row of a new version (its body stays NULL while it is current); its (seq, tx)."""
+        row = self.conn.execute(
+            append_statement(self.dialect),
+            (rid, resource_type, resource_id, version, last_updated, method, None, previous_tx or 0),
         ).fetchone()
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
 
 def check_if_match(if_match: int | None, current: int | None, resource_type: str, resource_id: str) -> None:

@@ -6,10 +6,15 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from starlette.testclient import TestClient
 
+from fhir_imaging.app import create_app
+from fhir_imaging.config import Settings
 from fhir_imaging.search.paging import decode_history_cursor, encode_cursor, encode_history_cursor
-from tests.conftest import BASE
+from tests.conftest import BASE, POSTGRES_URL, fresh_postgres_database
+
+needs_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="FHIR_IMAGING_TEST_POSTGRES is not set")
 
 
 def _put(client: TestClient, resource: dict[str, Any]) -> None:
@@ -121,11 +126,60 @@ def test_history_cursor_is_a_page_cursor_and_refuses_any_other(client: TestClien
         _put(client, patient)
     first = client.get("/Patient/p1/_history", params={"_count": "2"}).json()
     cursor = parse_qs(urlsplit(next(link["url"] for link in first["link"] if link["relation"] == "next")).query)
-    seq = decode_history_cursor(cursor["_cursor"][0])
-    assert cursor["_cursor"] == [encode_history_cursor(seq)]
-    second = client.get("/Patient/p1/_history", params={"_count": "2", "_cursor": encode_history_cursor(seq)}).json()
-    assert [entry["resource"]["meta"]["versionId"] for entry in second["entry"]] == ["1"]
-    backward, negative = encode_cursor([], seq, True), encode_cursor([], -1, False)
-    for bad in ("12", "abc", backward, negative, encode_cursor(["x"], seq, False)):
+    position = decode_history_cursor(cursor["_cursor"][0])
+    assert cursor["_cursor"] == [encode_history_cursor(position)]
+    second = client.get("/Patient/p1/_history", params={"_count": "2", "_cursor": encode_history_cursor(position)})
+    assert [entry["resource"]["meta"]["versionId"] for entry in second.json()["entry"]] == ["1"]
+    tx, seq = position
+    legacy = client.get("/Patient/p1/_history", params={"_cursor": encode_cursor([], seq, False)})  # a tx 0 position
+    assert legacy.status_code == 200
+    backward, negative = encode_cursor([tx], seq, True), encode_cursor([tx], -1, False)
+    bad_keys = (encode_cursor(["x"], seq, False), encode_cursor([-1], seq, False), encode_cursor([1.5], seq, False))
+    for bad in ("12", "abc", backward, negative, encode_cursor([], -1, False), *bad_keys):
         response = client.get("/_history", params={"_cursor": bad})
         assert response.status_code == 400 and response.json()["issue"][0]["expression"] == ["_cursor"], bad
+
+
+def _pages(client: TestClient, url: str, params: dict[str, str]) -> list[str]:
+    """``Type/id/version`` of every entry, following the ``next`` links from ``url``."""
+    seen: list[str] = []
+    response = client.get(url, params=params)
+    while True:
+        bundle = response.json()
+        seen += [
+            f"{entry['resource']['resourceType']}/{entry['resource']['id']}/{entry['resource']['meta']['versionId']}"
+            for entry in bundle.get("entry", [])
+            if "resource" in entry
+        ]
+        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        if not following:
+            return seen
+        response = client.get(following[0])
+
+
+@needs_postgres
+def test_history_links_never_skip_a_version_committed_late(patient: dict[str, Any]) -> None:
+    """A write that took its history position first and commits last (PostgreSQL): the pages and their links never
+    skip it, with or without ``_since``."""
+    from tests.storage.test_history_order import in_flight
+
+    with fresh_postgres_database() as url, TestClient(create_app(Settings(database=url)), base_url=BASE) as client:
+        for number in range(4):
+            _put(client, dict(patient, id=f"p{number}"))
+        store = client.app.state.service.store  # type: ignore[attr-defined]
+        since = client.get("/Patient/p0").json()["meta"]["lastUpdated"]
+        deadline = time.monotonic() + 10  # no older transaction of the cluster (an autovacuum's) holds them back
+        while len(_pages(client, "/_history", {})) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with in_flight(store, lambda tx: tx.update("Patient", "p1", dict(patient, id="p1", gender="female"))) as a:
+            _put(client, dict(patient, id="b"))  # a later position, committed first
+            served = _pages(client, "/_history", {"_count": "2"})
+            served_since = _pages(client, "/Patient/_history", {"_count": "1", "_since": since})
+            a()
+        assert served == ["Patient/p3/1", "Patient/p2/1", "Patient/p1/1", "Patient/p0/1"]
+        assert served_since == served
+        everything = _pages(client, "/_history", {"_count": "2"})
+        assert sorted(everything) == sorted([*served, "Patient/p1/2", "Patient/b/1"])
+        assert everything[-len(served) :] == served  # what was served stays where it was; the rest came after it
+        assert _pages(client, "/Patient/_history", {"_count": "3", "_since": since}) == everything

@@ -228,3 +228,9 @@ def test_chains_and_has_need_search_on_the_types_they_reach(server: TestClient, 
     assert has.status_code == 403 and "ImagingStudy" in has.text
     both = _bearer(issuer.token("system/ImagingStudy.rs system/Patient.s"))
     assert server.get("/ImagingStudy?subject:Patient.name=Smith", headers=both).status_code == 200
+
+
+def test_health_probes_need_no_token(server: TestClient) -> None:
+    root = BASE.removesuffix("/baseR4")
+    assert server.get(f"{root}/healthz").status_code == 200
+    assert server.get(f"{root}/readyz").json() == {"status": "ready"}

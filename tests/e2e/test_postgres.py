@@ -95,6 +95,10 @@ def test_database_restart_answers_503_then_recovers_and_loses_nothing(pg_databas
             assert down.status_code == 503
             assert down.json()["resourceType"] == "OperationOutcome"
             assert client.get(f"/ImagingStudy/{acknowledged[0]}").status_code == 503
+            root = server.base.removesuffix("/baseR4")
+            not_ready = httpx.get(f"{root}/readyz", timeout=10)
+            assert not_ready.status_code == 503 and not_ready.json()["resourceType"] == "OperationOutcome"
+            assert httpx.get(f"{root}/healthz", timeout=10).status_code == 200
         finally:
             subprocess.run([*pg_ctl, "-w", "start"], check=True, capture_output=True)
         deadline = time.monotonic() + 30
@@ -107,3 +111,4 @@ def test_database_restart_answers_503_then_recovers_and_loses_nothing(pg_databas
         acknowledged.append(response.json()["id"])
         for study_id in acknowledged:
             assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
+        assert httpx.get(f"{server.base.removesuffix('/baseR4')}/readyz", timeout=10).status_code == 200

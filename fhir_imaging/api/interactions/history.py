@@ -1,7 +1,8 @@
 """history for an instance, a type and the whole system: https://hl7.org/fhir/R4/http.html#history
 
-Newest first; ``_count`` and ``_since``; pages follow a cursor on the server-wide history sequence, so a ``next``
-link keeps returning the same versions while others write.
+Newest first; ``_count`` and ``_since``; pages follow a cursor on the server-wide history order, so a ``next``
+link keeps returning the same versions while others write, and a version committed late never lands behind a page
+already served (storage/history.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ async def _history(request: Request, resource_type: str | None, resource_id: str
         resource_type=resource_type,
         id=resource_id,
         since=parse_since(params.get("_since")),
-        at_or_before_seq=parse_cursor(params.get(CURSOR)),
+        at_or_before=parse_cursor(params.get(CURSOR)),
         count=count,
     )
     where = bases(request)
