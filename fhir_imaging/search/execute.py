@@ -162,9 +162,10 @@ def run_search(
     planner = Planner(bases, store.dialect)
     cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
-    if request.summary == "count" or request.total == "accurate" or request.total == "estimate":
+    count_only = request.summary == "count" or request.count == 0  # search.html#count: _count=0 is _summary=count
+    if count_only or request.total == "accurate" or request.total == "estimate":
         result.total = int(_run(store, planner.count(request))[0][0])
-    if request.summary == "count" or request.count == 0:
+    if count_only:
         return result
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)
