@@ -25,6 +25,7 @@ from typing import Any
 
 from fhir_imaging.validation.primitives import INT_MAX, compile_tests
 from fhir_imaging.validation.schema import EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+from fhir_imaging.validation.values import attachment_ok
 
 Ok = Callable[[Any], bool]
 
@@ -168,6 +169,8 @@ class _Compilation:
         if prop.kind == RESOURCE:
             return f"{self.const(self.owner.clean, 'clean')}({var})"
         check = f"{self.struct_name(self.owner._schema.resolve(prop))}({var})"
+        if prop.type_ref == "Attachment":
+            return f"{check} and {self.const(attachment_ok, 'attachment')}({var})"
         if prop.system_codes is not None:
             return f"{check} and {self.const(_coded(prop), 'coded')}({var})"
         if prop.targets is not None or prop.type_code == "Reference":

@@ -85,6 +85,10 @@ class Schema:
             structures = {path: Structure(path, is_resource and path == type_name) for path in raw}
             for path, elements in raw.items():
                 for name, spec in elements.items():
+                    if is_resource and path == type_name and name == "id":
+                        # resource.html#id: the logical id is an ``id`` ([A-Za-z0-9\-\.]{1,64}); the definitions
+                        # type Resource.id as a bare string (System.String), contained resources included.
+                        spec = {**spec, "types": ["id"]}
                     self._add(structures[path], structures, name, spec)
             self._compiled[type_name] = structures[type_name]
             return structures[type_name]

@@ -24,6 +24,7 @@ from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_PATTERN
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+from fhir_imaging.validation.values import attachment_problems
 
 
 def _error(code: str, message: str, path: str, *more: str) -> Issue:
@@ -196,7 +197,10 @@ class Validator:
             issues.append(_error("structure", f"{where}: objects must not be empty in FHIR JSON", where))
             return
         self._object(value, prop.struct or self.schema.resolve(prop), where, issues)
-        if prop.system_codes is not None:
+        if prop.type_ref == "Attachment":
+            for element, severity, reason in attachment_problems(value):
+                issues.append(Issue(severity, "invalid", f"{where}: {reason}", (f"{where}.{element}",)))
+        elif prop.system_codes is not None:
             self._coded(prop, value, where, issues)
         elif prop.targets is not None or prop.type_code == "Reference":
             self._reference(prop, value, where, issues)
