@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fhir_imaging.validation.bundles import bundle_issues
 from fhir_imaging.validation.primitives import INT_MAX, compile_tests
 from fhir_imaging.validation.schema import EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 from fhir_imaging.validation.values import attachment_ok
@@ -58,7 +59,7 @@ class FastPass:
             if struct is None:
                 return False
             check = self._resources[type_name] = self._object_check(struct)
-        return check(resource)
+        return check(resource) and (type_name != "Bundle" or not bundle_issues(resource, type_name))
 
     def _object_check(self, struct: Structure) -> Ok:
         check = self._objects.get(struct)

@@ -22,6 +22,7 @@ import orjson
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_PATTERN
+from fhir_imaging.validation.bundles import bundle_issues
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 from fhir_imaging.validation.values import attachment_problems
@@ -90,6 +91,8 @@ class Validator:
             issues.append(_error("structure", f"{where}: unknown resource type {type_name!r}", where))
             return
         self._object(resource, struct, path or type_name, issues)
+        if type_name == "Bundle":
+            issues += bundle_issues(resource, path or type_name)
 
     def _object(self, obj: dict[str, Any], struct: Structure, path: str, issues: list[Issue]) -> None:
         props = struct.props

@@ -146,3 +146,21 @@ def test_dates_that_do_not_exist_and_unsafe_narratives_are_refused(client: TestC
     assert response.status_code == 400
     assert _expressions(response) == {"Patient.birthDate", "Patient.text.div"}
     _nothing_stored(client)
+
+
+def test_bundle_with_a_relative_full_url_is_refused_as_a_resource_and_as_a_transaction(client: TestClient) -> None:
+    """bundle.html#bundle-unique: fullUrl is an absolute URL (or urn:uuid: / urn:oid:)."""
+    entry = {"fullUrl": "Patient/p1", "resource": {"resourceType": "Patient", "id": "p1"}}
+    collection = {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
+    response = client.post("/Bundle", json=collection)
+    assert response.status_code == 422 and _expressions(response) == {"Bundle.entry[0].fullUrl"}
+    validated = client.post("/Bundle/$validate", json=collection)
+    assert validated.status_code == 200 and _expressions(validated) == {"Bundle.entry[0].fullUrl"}
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{**entry, "request": {"method": "PUT", "url": "Patient/p1"}}],
+    }
+    response = client.post("/", json=transaction)
+    assert response.status_code == 400 and _expressions(response) == {"Bundle.entry[0].fullUrl"}
+    _nothing_stored(client)
