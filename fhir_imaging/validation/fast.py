@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_imaging.validation.bundles import bundle_issues
+from fhir_imaging.validation.extensions import CORE
 from fhir_imaging.validation.primitives import INT_MAX, compile_tests
 from fhir_imaging.validation.schema import EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 from fhir_imaging.validation.values import attachment_ok
@@ -115,6 +116,8 @@ class _Compilation:
         if len(chain) > CHAIN_MAX:
             chain = []
         lines = [f"def {name}(obj):", "    if type(obj) is not dict or not obj:", "        return False"]
+        if struct.name == "Extension":  # a core extension: checked against its definition by the walk only
+            lines += [f"    if {self.const(_core_url, 'core')}(obj):", "        return False"]
         lines.append("    for key, value in obj.items():")
         for n, key in enumerate(chain):
             lines.append(f"        {'elif' if n else 'if'} key == {key!r}:")
@@ -190,6 +193,11 @@ class _Compilation:
             return type(reference) is not str or reference.partition("/")[0] in allowed or not match(reference)
 
         return ok
+
+
+def _core_url(extension: dict[str, Any]) -> bool:
+    url = extension.get("url")
+    return type(url) is str and url.startswith(CORE)
 
 
 def _always(value: Any) -> bool:
