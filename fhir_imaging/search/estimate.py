@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from fhir_imaging.search import sql
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest
@@ -57,6 +59,7 @@ def estimate_total(store: Any, planner: Planner, request: SearchRequest, exact_u
         matching = sql.Select(((rid, None),), (("resource", "r"),), planner.where(request.filters, request.types, "r"))
         text, params = sql.render(matching, store.dialect)
         plan = store.query("EXPLAIN (FORMAT JSON) " + text, params)[0][0]
+        plan = orjson.loads(plan) if isinstance(plan, (str, bytes)) else plan  # json, parsed by the driver
         return max(counted, int(plan[0]["Plan"]["Plan Rows"]))
     live = planner.where((), request.types, "r")
     total = sql.Select(((sql.Func("count", (sql.Star(),)), None),), (("resource", "r"),), live)
