@@ -3,17 +3,12 @@
 Spec: https://hl7.org/fhir/R4/search.html#total ("estimate: a rough estimate of the number of matching resources is
 sufficient").
 
-The matches are counted in rid order, each filter checked per resource row (``EXISTS``), up to ``EXACT_UP_TO`` + 1:
-fewer, and that count is the exact total. Beyond it, the total is estimated:
-
-- PostgreSQL: its planner's row estimate for the matching rows (``EXPLAIN``, from the table statistics), never less
-  than the matches already counted;
-- SQLite (no row estimates): the share of the resources of the searched types that lie up to the rid of the last
-  match counted, extrapolated to all of them: ``counted × resources / resources up to that rid`` (two counts on the
-  (type, rid) index; exact when the matches are spread evenly over the rids).
-
-Either way the work is bounded by the ``EXACT_UP_TO`` matches walked plus index-only counts, not by the number of
-matches.
+- PostgreSQL: its planner's estimate of the matching rows (``EXPLAIN``, from the table statistics; no row is read).
+  Up to ``EXACT_UP_TO`` estimated rows the matches are counted instead, so a small total is exact; beyond, the
+  estimate is the answer (PostgreSQL's ``count(*)`` visits every matching row).
+- SQLite has no row estimates, and its count is driven by the indexes: the total is counted. (An extrapolation from
+  the first matches in rid order was measured no faster at 20,000 studies — 120 ms against 68 ms for
+  ``modality=CT`` — and a walk in rid order costs the whole table when matches are rare.)
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from fhir_imaging.search import sql
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import SearchRequest
 
-EXACT_UP_TO = 1000  # at most this many matches are counted exactly
+EXACT_UP_TO = 10_000  # PostgreSQL: up to this many estimated matches, the total is counted
 
 
 def _run(store: Any, select: sql.Select) -> list[tuple[Any, ...]]:
@@ -35,38 +30,20 @@ def _run(store: Any, select: sql.Select) -> list[tuple[Any, ...]]:
     return rows
 
 
-def estimate_total(store: Any, planner: Planner, request: SearchRequest, exact_up_to: int = EXACT_UP_TO) -> int:
-    """The number of matches of ``request``: exact up to ``exact_up_to``, estimated beyond (see the docstring)."""
-    broad = frozenset(range(len(request.filters)))  # EXISTS per row: stops after the first matches
+def planner_rows(store: Any, planner: Planner, request: SearchRequest) -> int:
+    """PostgreSQL's estimate of how many resources match ``request`` (``EXPLAIN``: nothing is executed)."""
     rid = sql.Column("r", "rid")
-    first = sql.Select(
-        ((rid, "rid"),),
-        (("resource", "r"),),
-        planner.where(request.filters, request.types, "r", broad),
-        ((rid, False),),
-        exact_up_to + 1,
-    )
-    window = planner.alias("w")
-    count_and_last = sql.Select(
-        ((sql.Func("count", (sql.Star(),)), None), (sql.Func("max", (sql.Column(window, "rid"),)), None)),
-        ((first, window),),
-    )
-    counted, last = _run(store, count_and_last)[0]
-    counted = int(counted)
-    if counted <= exact_up_to:
-        return counted
+    matching = sql.Select(((rid, None),), (("resource", "r"),), planner.where(request.filters, request.types, "r"))
+    text, params = sql.render(matching, store.dialect)
+    plan = store.query("EXPLAIN (FORMAT JSON) " + text, params)[0][0]
+    plan = orjson.loads(plan) if isinstance(plan, (str, bytes)) else plan  # json, parsed by the driver or not
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def estimate_total(store: Any, planner: Planner, request: SearchRequest, exact_up_to: int = EXACT_UP_TO) -> int:
+    """The number of matches of ``request``: PostgreSQL's estimate when it is over ``exact_up_to``, else counted."""
     if store.dialect.name == "postgres":
-        matching = sql.Select(((rid, None),), (("resource", "r"),), planner.where(request.filters, request.types, "r"))
-        text, params = sql.render(matching, store.dialect)
-        plan = store.query("EXPLAIN (FORMAT JSON) " + text, params)[0][0]
-        plan = orjson.loads(plan) if isinstance(plan, (str, bytes)) else plan  # json, parsed by the driver
-        return max(counted, int(plan[0]["Plan"]["Plan Rows"]))
-    live = planner.where((), request.types, "r")
-    total = sql.Select(((sql.Func("count", (sql.Star(),)), None),), (("resource", "r"),), live)
-    upto = sql.Select(
-        ((sql.Func("count", (sql.Star(),)), None),),
-        (("resource", "r"),),
-        sql.and_(live, sql.Compare(rid, "<=", sql.Param(last))),
-    )
-    resources, before = int(_run(store, total)[0][0]), int(_run(store, upto)[0][0])
-    return max(counted, round(counted * resources / max(before, 1)))
+        estimated = planner_rows(store, planner, request)
+        if estimated > exact_up_to:
+            return estimated
+    return int(_run(store, planner.count(request))[0][0])
