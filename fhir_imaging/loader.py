@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from fhir_imaging.fhir.resource import without_bom
+
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json", *NDJSON_SUFFIXES)
 
@@ -75,7 +77,7 @@ def read_file(path: Path) -> Iterator[Item | Failure | PreparedBundle]:
         return
     data = path.read_bytes()
     try:
-        value = orjson.loads(data)
+        value = orjson.loads(without_bom(data))
     except orjson.JSONDecodeError as exc:
         yield Failure(str(path), f"not JSON: {exc}", len(data))
         return
@@ -100,7 +102,7 @@ def _read_ndjson(path: Path) -> Iterator[Item | Failure]:
                 continue
             source = f"{path}:{number}"
             try:
-                value = orjson.loads(line)
+                value = orjson.loads(without_bom(line) if number == 1 else line)
             except orjson.JSONDecodeError as exc:
                 yield Failure(source, f"not JSON: {exc}", len(line))
                 continue

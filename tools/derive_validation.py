@@ -3,14 +3,18 @@
 Spec: https://hl7.org/fhir/R4/structuredefinition.html, https://hl7.org/fhir/R4/elementdefinition.html,
 https://hl7.org/fhir/R4/datatypes.html and https://hl7.org/fhir/R4/valueset.html (compose / expansion).
 
-Reads ``definitions/Bundle-types.json``, ``Bundle-resources.json`` and ``Bundle-valuesets.json`` under ``--source``
-(default ``../shared/fhir-r4`` relative to the repository root) and writes, with sorted keys:
+Reads ``definitions/Bundle-types.json``, ``Bundle-resources.json``, ``Bundle-valuesets.json``,
+``Bundle-v3-codesystems.json`` and ``Bundle-extensions.json`` under ``--source`` (default ``../shared/fhir-r4``
+relative to the repository root) and writes, with sorted keys:
 
 - ``fhir_imaging/validation/data/types.json``: every primitive type (JSON type and regular expression) and every
   complex type and resource (one structure per backbone path: element name → cardinality, types, required binding,
   reference targets);
 - ``fhir_imaging/validation/data/valuesets.json``: the expansion (system → codes) of every value set used by a
-  required binding that can be expanded from the files, and the list of those that cannot.
+  required binding that can be expanded from the files (the FHIR and the v3 code systems and value sets), and the
+  list of those that cannot;
+- ``fhir_imaging/validation/data/extensions.json``: every extension the specification defines (URL → the types its
+  ``value[x]`` allows, none for a complex extension; the contexts it may be used in; whether it is a modifier).
 
 Usage: ``python tools/derive_validation.py [--source DIR] [--out DIR]``.
 """
@@ -207,7 +211,7 @@ def expand(url: str, valuesets: dict[str, Json], codesystems: dict[str, Json]) -
     return {system: sorted(found) for system, found in codes.items()}
 
 
-def derive_valuesets(types: Json, valuesets_bundle: Json) -> Json:
+def derive_valuesets(types: Json, valuesets_bundle: Json, v3_bundle: Json | None = None) -> Json:
     bound = {
         entry["binding"]
         for group in ("complex", "resources")
@@ -216,8 +220,9 @@ def derive_valuesets(types: Json, valuesets_bundle: Json) -> Json:
         for entry in elements.values()
         if "binding" in entry
     }
-    valuesets = {vs["url"]: vs for vs in _resources(valuesets_bundle, "ValueSet")}
-    codesystems = {cs["url"]: cs for cs in _resources(valuesets_bundle, "CodeSystem")}
+    bundles = [valuesets_bundle] + ([v3_bundle] if v3_bundle is not None else [])
+    valuesets = {vs["url"]: vs for bundle in bundles for vs in _resources(bundle, "ValueSet")}
+    codesystems = {cs["url"]: cs for bundle in bundles for cs in _resources(bundle, "CodeSystem")}
     out: Json = {"expansions": {}, "unexpandable": []}
     for url in sorted(bound):
         codes = expand(url, valuesets, codesystems)
@@ -228,13 +233,37 @@ def derive_valuesets(types: Json, valuesets_bundle: Json) -> Json:
     return out
 
 
+def derive_extensions(extensions_bundle: Json) -> Json:
+    """Extension URL → {"types": value[x] type codes ([] when value[x] is 0..0: a complex extension), "contexts":
+    the ``element`` context expressions, "modifier": true for a modifier extension (absent otherwise)}."""
+    out: Json = {}
+    for sd in _resources(extensions_bundle, "StructureDefinition"):
+        elements = sd["snapshot"]["element"]
+        value = next(e for e in elements if e["path"] == "Extension.value[x]")
+        entry: Json = {
+            "types": [] if value.get("max") == "0" else [t["code"] for t in value.get("type", ())],
+            "contexts": sorted(c["expression"] for c in sd.get("context", ()) if c["type"] == "element"),
+        }
+        if elements[0].get("isModifier"):
+            entry["modifier"] = True
+        out[sd["url"]] = entry
+    return out
+
+
 def derive(source: Path) -> dict[str, bytes]:
     """File name → bytes of every package data file derived from ``source`` (deterministic)."""
     definitions = source / "definitions"
     types = derive_types(_load(definitions / "Bundle-types.json"), _load(definitions / "Bundle-resources.json"))
-    valuesets = derive_valuesets(types, _load(definitions / "Bundle-valuesets.json"))
+    valuesets = derive_valuesets(
+        types, _load(definitions / "Bundle-valuesets.json"), _load(definitions / "Bundle-v3-codesystems.json")
+    )
+    extensions = derive_extensions(_load(definitions / "Bundle-extensions.json"))
     option = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
-    return {"types.json": orjson.dumps(types, option=option), "valuesets.json": orjson.dumps(valuesets, option=option)}
+    return {
+        "types.json": orjson.dumps(types, option=option),
+        "valuesets.json": orjson.dumps(valuesets, option=option),
+        "extensions.json": orjson.dumps(extensions, option=option),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

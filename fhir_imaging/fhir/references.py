@@ -25,6 +25,16 @@ RELATIVE_REFERENCE_PATTERN = rf"{TYPE_AND_ID}(?:/_history/{ID})?"
 RELATIVE_REFERENCE = linear_regex.compile(RELATIVE_REFERENCE_PATTERN)
 
 
+_SCHEME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.")
+
+
+def is_absolute(url: str) -> bool:
+    """RFC 3986 §3.1: ``scheme ":" …`` with a scheme of a letter then letters, digits, ``+``, ``-`` or ``.``
+    (``http://…``, ``urn:uuid:…``); what ``Bundle.entry.fullUrl`` must be (bundle.html#bundle-unique)."""
+    scheme, colon, _ = url.partition(":")
+    return bool(colon and scheme and scheme[0].isascii() and scheme[0].isalpha()) and set(scheme) <= _SCHEME_CHARACTERS
+
+
 def literal_references(resource: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """``(FHIRPath of the reference element, reference)`` for every ``reference`` string, contained resources aside."""
     stack: list[tuple[str, Any]] = [(resource.get("resourceType", "Resource"), resource)]

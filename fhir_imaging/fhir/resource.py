@@ -127,8 +127,18 @@ def json_depth_exceeds(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_bom(body: bytes) -> bytes:
+    """``body`` without a leading UTF-8 byte order mark: RFC 8259 §8.1 lets a parser ignore one, and HL7's tools
+    accept it (orjson refuses it)."""
+    return body[3:] if body.startswith(UTF8_BOM) else body
+
+
 def parse_resource_json(body: bytes) -> dict[str, Any]:
     """Parse a request body into a resource object, or raise BadRequest naming what is wrong."""
+    body = without_bom(body)
     if not body.strip():
         raise BadRequest("The request body is empty: a FHIR resource in JSON was expected")
     try:

@@ -12,6 +12,7 @@ import orjson
 
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import BadRequest
+from fhir_imaging.fhir.references import is_absolute
 from fhir_imaging.fhir.resource import is_valid_id, parse_whole_number
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -75,6 +76,11 @@ def _read_entry(index: int, item: Any, is_resource_type: Any) -> Entry:
     full_url = item.get("fullUrl")
     if full_url is not None and (not isinstance(full_url, str) or not full_url):
         raise BadRequest(f"{where}.fullUrl must be a non-empty string (a uri)", f"{where}.fullUrl")
+    if full_url is not None and not is_absolute(full_url):
+        message = (
+            f"{where}.fullUrl must be an absolute URL or a urn:uuid: / urn:oid: placeholder, not {full_url[:80]!r}"
+        )
+        raise BadRequest(message, f"{where}.fullUrl")
     entry = Entry(index=index, method=method, url=url, resource_type="", full_url=full_url)
     _parse_url(entry, url, is_resource_type)
     for name in ("ifMatch", "ifNoneMatch", "ifNoneExist", "ifModifiedSince"):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from fhir_imaging.config import Settings
+from fhir_imaging.search.estimate import estimate_total
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
 from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner
 from fhir_imaging.search.query import Filter, SearchRequest, id_clause
@@ -162,9 +163,12 @@ def run_search(
     planner = Planner(bases, store.dialect)
     cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
-    if request.summary == "count" or request.total == "accurate" or request.total == "estimate":
+    count_only = request.summary == "count" or request.count == 0  # search.html#count: _count=0 is _summary=count
+    if request.total == "estimate":
+        result.total = estimate_total(store, planner, request)  # exact up to EXACT_UP_TO (estimate.py)
+    elif count_only or request.total == "accurate":
         result.total = int(_run(store, planner.count(request))[0][0])
-    if request.summary == "count" or request.count == 0:
+    if count_only:
         return result
     after = (cursor.keys, cursor.rid) if cursor else None
     backward = bool(cursor and cursor.backward)

@@ -30,7 +30,7 @@ import orjson
 from fhir_imaging.fhir.fhirpath_budget import BudgetExceeded, FhirPathLimits, budget, current_budget
 from fhir_imaging.fhir.fhirpath_text import split_top_level
 from fhir_imaging.fhir.outcome import BadRequest, FhirError, Issue, PayloadTooLarge, Unprocessable
-from fhir_imaging.fhir.resource import MAX_JSON_DEPTH, json_depth_exceeds
+from fhir_imaging.fhir.resource import MAX_JSON_DEPTH, json_depth_exceeds, without_bom
 from fhir_imaging.validation.schema import COMPLEX, RESOURCE, Prop, Schema, Structure
 
 OPERATION_TYPES = ("add", "insert", "delete", "replace", "move")
@@ -53,7 +53,7 @@ def too_costly(diagnostics: str, *expression: str) -> FhirError:
 def parse_patch_document(body: bytes, *expression: str) -> Any:
     """A patch body (JSON Patch array or Parameters) as JSON; 400 when it is not JSON or nests too deeply."""
     try:
-        document = orjson.loads(body)
+        document = orjson.loads(without_bom(body))
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"The patch is not valid JSON: {exc}", *expression) from None
     if json_depth_exceeds(document):

@@ -23,8 +23,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fhir_imaging.validation.bundles import bundle_issues
+from fhir_imaging.validation.extensions import CORE
 from fhir_imaging.validation.primitives import INT_MAX, compile_tests
 from fhir_imaging.validation.schema import EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+from fhir_imaging.validation.values import attachment_ok
 
 Ok = Callable[[Any], bool]
 
@@ -57,7 +60,7 @@ class FastPass:
             if struct is None:
                 return False
             check = self._resources[type_name] = self._object_check(struct)
-        return check(resource)
+        return check(resource) and (type_name != "Bundle" or not bundle_issues(resource, type_name))
 
     def _object_check(self, struct: Structure) -> Ok:
         check = self._objects.get(struct)
@@ -113,6 +116,8 @@ class _Compilation:
         if len(chain) > CHAIN_MAX:
             chain = []
         lines = [f"def {name}(obj):", "    if type(obj) is not dict or not obj:", "        return False"]
+        if struct.name == "Extension":  # a core extension: checked against its definition by the walk only
+            lines += [f"    if {self.const(_core_url, 'core')}(obj):", "        return False"]
         lines.append("    for key, value in obj.items():")
         for n, key in enumerate(chain):
             lines.append(f"        {'elif' if n else 'if'} key == {key!r}:")
@@ -168,6 +173,8 @@ class _Compilation:
         if prop.kind == RESOURCE:
             return f"{self.const(self.owner.clean, 'clean')}({var})"
         check = f"{self.struct_name(self.owner._schema.resolve(prop))}({var})"
+        if prop.type_ref == "Attachment":
+            return f"{check} and {self.const(attachment_ok, 'attachment')}({var})"
         if prop.system_codes is not None:
             return f"{check} and {self.const(_coded(prop), 'coded')}({var})"
         if prop.targets is not None or prop.type_code == "Reference":
@@ -186,6 +193,11 @@ class _Compilation:
             return type(reference) is not str or reference.partition("/")[0] in allowed or not match(reference)
 
         return ok
+
+
+def _core_url(extension: dict[str, Any]) -> bool:
+    url = extension.get("url")
+    return type(url) is str and url.startswith(CORE)
 
 
 def _always(value: Any) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_imaging.fhir.resource import is_valid_id
 from fhir_imaging.linear_regex import ascii_whitespace, fullmatcher
+from fhir_imaging.validation.values import RULES
 
 PrimitiveCheck = Callable[[Any], "str | None"]
 
@@ -44,8 +45,10 @@ def spec_fullmatcher(regex: str) -> Callable[[str], bool]:
 
 
 def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCheck:
-    """A checker for ``type_code`` values: the JSON type first, then the spec's regex (full match)."""
+    """A checker for ``type_code`` values: the JSON type first, then the spec's regex (full match), then the rule
+    the regex cannot state (values.py: days of the calendar, string length, narrative XHTML)."""
     match = spec_fullmatcher(regex) if regex is not None else None
+    rule = RULES.get(type_code)
     wrong_type = f"{_JSON_NAMES[json_type]} is required for {type_code}"
 
     if json_type == "boolean":
@@ -83,7 +86,7 @@ def make_check(type_code: str, json_type: str, regex: str | None) -> PrimitiveCh
                 return "empty strings are not allowed in FHIR JSON"
             if match is not None and not match(value):
                 return f"{_describe(value)} is not a valid {type_code}"
-            return None
+            return rule(value) if rule is not None else None
 
     return check
 
@@ -131,8 +134,9 @@ class PrimitiveTest:
 
 
 def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTest:
-    """The yes/no test of ``type_code`` values, equivalent to ``make_check`` (the same JSON type and regex)."""
+    """The yes/no test of ``type_code`` values, equivalent to ``make_check`` (the same JSON type, regex and rule)."""
     match = spec_fullmatcher(regex) if regex is not None else None
+    rule = RULES.get(type_code)
 
     if json_type == "boolean":
 
@@ -169,11 +173,11 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
     if match is None:
 
         def ok(value: Any) -> bool:
-            return type(value) is str and value != ""
+            return type(value) is str and value != "" and (rule is None or rule(value) is None)
 
         return PrimitiveTest(ok)
 
-    if type_code in _NO_MEMO:
+    if type_code in _NO_MEMO and rule is None:
         fullmatch = _EXACT.get(regex, match)  # type: ignore[arg-type]
 
         def ok(value: Any) -> bool:
@@ -190,6 +194,8 @@ def make_test(type_code: str, json_type: str, regex: str | None) -> PrimitiveTes
         if value in valid:
             return True
         if not value or not ((implies is not None and implies(value)) or match(value)):
+            return False
+        if rule is not None and rule(value) is not None:
             return False
         if len(value) <= MEMO_MAX_LENGTH:
             if len(valid) >= MEMO_SIZE:

@@ -39,6 +39,7 @@ class Prop:
     binding: str = ""  # the bound value set's URL
     targets: frozenset[str] | None = None  # Reference: allowed target resource types (None: any)
     base: Prop | None = None  # EXTENSION_OF: the primitive property it extends
+    owner: str = ""  # the name of the structure holding it: "Patient", "ImagingStudy.series", "HumanName"
 
 
 @dataclass(slots=True, eq=False)
@@ -85,6 +86,10 @@ class Schema:
             structures = {path: Structure(path, is_resource and path == type_name) for path in raw}
             for path, elements in raw.items():
                 for name, spec in elements.items():
+                    if is_resource and path == type_name and name == "id":
+                        # resource.html#id: the logical id is an ``id`` ([A-Za-z0-9\-\.]{1,64}); the definitions
+                        # type Resource.id as a bare string (System.String), contained resources included.
+                        spec = {**spec, "types": ["id"]}
                     self._add(structures[path], structures, name, spec)
             self._compiled[type_name] = structures[type_name]
             return structures[type_name]
@@ -109,7 +114,7 @@ class Schema:
         for type_code in types:
             key = base_name + type_code[0].upper() + type_code[1:] if is_choice else base_name
             segment = f"{base_name}.ofType({type_code})" if is_choice else base_name
-            prop = Prop(key, segment, COMPLEX, array, type_code, choice=name if is_choice else "")
+            prop = Prop(key, segment, COMPLEX, array, type_code, choice=name if is_choice else "", owner=struct.name)
             if type_code.startswith("@"):
                 prop.struct = structures[type_code[1:]]
                 prop.type_code = "BackboneElement"
@@ -118,6 +123,7 @@ class Schema:
             elif type_code in self.checks:
                 prop.kind, prop.check = PRIMITIVE, self.checks[type_code]
                 ext = Prop("_" + key, segment, EXTENSION_OF, array, type_code, choice=prop.choice, base=prop)
+                ext.owner = struct.name
                 ext.type_ref = "Element"
                 struct.props[ext.key] = ext
                 keys.append(ext.key)

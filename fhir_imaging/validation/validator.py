@@ -22,8 +22,15 @@ import orjson
 from fhir_imaging import linear_regex
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_PATTERN
+from fhir_imaging.validation.bundles import bundle_issues
+from fhir_imaging.validation.extensions import CORE, Holder, core_extensions, holder
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+from fhir_imaging.validation.values import attachment_problems
+
+
+def _is_core(url: Any) -> bool:
+    return type(url) is str and url.startswith(CORE)
 
 
 def _error(code: str, message: str, path: str, *more: str) -> Issue:
@@ -88,9 +95,14 @@ class Validator:
         if struct is None:
             issues.append(_error("structure", f"{where}: unknown resource type {type_name!r}", where))
             return
-        self._object(resource, struct, path or type_name, issues)
+        self._object(resource, struct, path or type_name, issues, None)
+        if type_name == "Bundle":
+            issues += bundle_issues(resource, path or type_name)
 
-    def _object(self, obj: dict[str, Any], struct: Structure, path: str, issues: list[Issue]) -> None:
+    def _object(
+        self, obj: dict[str, Any], struct: Structure, path: str, issues: list[Issue], holder: Prop | None
+    ) -> None:
+        """``obj`` of shape ``struct``, the value of ``holder`` (None for a resource)."""
         props = struct.props
         choices: dict[str, str] | None = None
         for key, value in obj.items():
@@ -139,6 +151,8 @@ class Validator:
                 issues.append(_error("structure", f"{where}: arrays must not be empty in FHIR JSON", where))
             else:
                 self._array(obj, prop, value, where, issues)
+                if prop.type_code == "Extension" and prop.kind == COMPLEX:
+                    self._core_extensions(value, key, struct, holder, where, issues)
         for name, keys in struct.required:
             for key in keys:
                 if key in obj:
@@ -195,11 +209,37 @@ class Validator:
         if not value:
             issues.append(_error("structure", f"{where}: objects must not be empty in FHIR JSON", where))
             return
-        self._object(value, prop.struct or self.schema.resolve(prop), where, issues)
-        if prop.system_codes is not None:
+        self._object(value, prop.struct or self.schema.resolve(prop), where, issues, prop)
+        if prop.type_ref == "Attachment":
+            for element, severity, reason in attachment_problems(value):
+                issues.append(Issue(severity, "invalid", f"{where}: {reason}", (f"{where}.{element}",)))
+        elif prop.system_codes is not None:
             self._coded(prop, value, where, issues)
         elif prop.targets is not None or prop.type_code == "Reference":
             self._reference(prop, value, where, issues)
+
+    def _core_extensions(
+        self, items: list[Any], slot: str, struct: Structure, prop: Prop | None, where: str, issues: list[Issue]
+    ) -> None:
+        """Extensions with a URL in FHIR's namespace, against their definitions (extensions.py)."""
+        found = [(i, item) for i, item in enumerate(items) if type(item) is dict and _is_core(item.get("url"))]
+        if not found:
+            return
+        place = self._holder(struct, prop)
+        table = core_extensions()
+        for i, item in found:
+            for element, reason in table.problems(item, slot, place):
+                issues.append(_error("extension", f"{where}[{i}]: {reason}", f"{where}[{i}].{element}"))
+
+    def _holder(self, struct: Structure, prop: Prop | None) -> Holder:
+        """What the contexts of an extension on a value of ``prop`` (of shape ``struct``) may name."""
+        if prop is None:
+            return holder((struct.name, "Resource", "DomainResource"), struct.name, False)
+        if prop.type_code == "BackboneElement":
+            return holder(("BackboneElement",), struct.name, False)
+        element = prop.choice.removesuffix("[x]") if prop.choice else prop.key.removeprefix("_")
+        path = f"{prop.owner}.{element}" if prop.owner else prop.type_code
+        return holder((prop.type_code,), path, path.split(".", 1)[0] in self.schema.datatypes)
 
     def _coded(self, prop: Prop, value: dict[str, Any], where: str, issues: list[Issue]) -> None:
         """Required binding on a CodeableConcept (at least one coding from the value set) or a Coding."""

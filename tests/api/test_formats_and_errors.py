@@ -69,6 +69,28 @@ def test_unusable_body_is_400(client: TestClient, body: bytes) -> None:
     _outcome(response)
 
 
+BOM = b"\xef\xbb\xbf"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def test_utf8_bom_before_a_json_body_is_accepted(client: TestClient) -> None:
+    """RFC 8259 §8.1: a parser may ignore a leading byte order mark; HL7's tools do, so every body-taking
+    interaction does: create, update, patch, transaction, $validate."""
+    patient = b'{"resourceType": "Patient", "id": "bom", "gender": "male"}'
+    created = client.post("/Patient", content=BOM + patient, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert client.put("/Patient/bom", content=BOM + patient, headers=FHIR_JSON).status_code == 201
+    patch = BOM + b'[{"op": "replace", "path": "/gender", "value": "female"}]'
+    patched = client.patch("/Patient/bom", content=patch, headers={"Content-Type": "application/json-patch+json"})
+    assert patched.status_code == 200 and patched.json()["gender"] == "female"
+    transaction = b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": %s, ' % patient
+    transaction += b'"request": {"method": "PUT", "url": "Patient/bom"}}]}'
+    assert client.post("/", content=BOM + transaction, headers=FHIR_JSON).status_code == 200
+    validated = client.post("/Patient/$validate", content=BOM + patient, headers=FHIR_JSON)
+    assert validated.status_code == 200 and validated.json()["issue"][0]["severity"] == "information"
+    assert client.get("/Patient/bom").json()["meta"]["versionId"] == "3"
+
+
 def test_deeply_nested_json_is_400(client: TestClient) -> None:
     nested = b'{"resourceType": "Basic", "extension": ' + b"[" * 200 + b"]" * 200 + b"}"
     response = client.post("/Basic", content=nested, headers={"Content-Type": "application/fhir+json"})

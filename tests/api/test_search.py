@@ -313,6 +313,14 @@ def test_summary_elements_and_total(imaging: TestClient) -> None:
     assert imaging.get("/ImagingStudy?_count=0&_total=accurate").json()["total"] == 3
 
 
+def test_count_zero_answers_like_summary_count(imaging: TestClient) -> None:
+    """search.html#count: ``_count=0`` is ``_summary=count``: the total, no entries (fhirpy's ``count()``)."""
+    bundle = imaging.get("/ImagingStudy?_count=0").json()
+    assert bundle["type"] == "searchset" and bundle["total"] == 3 and "entry" not in bundle
+    assert imaging.get("/ImagingStudy?modality=CT&_count=0").json()["total"] == 2
+    assert imaging.get("/ImagingStudy?_count=0&_include=ImagingStudy:patient").json()["total"] == 3
+
+
 def test_post_search_merges_body_and_query(imaging: TestClient) -> None:
     response = imaging.post("/ImagingStudy/_search?status=available,cancelled", data={"modality": "CT"})
     assert response.status_code == 200

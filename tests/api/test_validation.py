@@ -124,3 +124,43 @@ def test_validate_operation_takes_parameters_wrapper(client: TestClient, study: 
 
 def test_validate_operation_with_wrong_type_is_400(client: TestClient, patient: dict[str, Any]) -> None:
     assert client.post("/ImagingStudy/$validate", json=patient).status_code == 400
+
+
+def test_contained_resource_with_an_invalid_id_is_refused_and_not_stored(
+    client: TestClient, patient: dict[str, Any]
+) -> None:
+    """resource.html#id: every Resource.id, contained ones included, is an id ([A-Za-z0-9-.]{1,64})."""
+    patient["contained"] = [{"resourceType": "Organization", "id": "org_1", "name": "X"}]
+    response = client.post("/Patient", json=patient)
+    assert response.status_code == 400
+    assert _expressions(response) == {"Patient.contained[0].id"}
+    _nothing_stored(client)
+    validated = client.post("/Patient/$validate", json=patient)
+    assert validated.status_code == 200 and _expressions(validated) == {"Patient.contained[0].id"}
+
+
+def test_dates_that_do_not_exist_and_unsafe_narratives_are_refused(client: TestClient, patient: dict[str, Any]) -> None:
+    patient["birthDate"] = "2023-02-29"
+    patient["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script/></div>'}
+    response = client.post("/Patient", json=patient)
+    assert response.status_code == 400
+    assert _expressions(response) == {"Patient.birthDate", "Patient.text.div"}
+    _nothing_stored(client)
+
+
+def test_bundle_with_a_relative_full_url_is_refused_as_a_resource_and_as_a_transaction(client: TestClient) -> None:
+    """bundle.html#bundle-unique: fullUrl is an absolute URL (or urn:uuid: / urn:oid:)."""
+    entry = {"fullUrl": "Patient/p1", "resource": {"resourceType": "Patient", "id": "p1"}}
+    collection = {"resourceType": "Bundle", "type": "collection", "entry": [entry]}
+    response = client.post("/Bundle", json=collection)
+    assert response.status_code == 422 and _expressions(response) == {"Bundle.entry[0].fullUrl"}
+    validated = client.post("/Bundle/$validate", json=collection)
+    assert validated.status_code == 200 and _expressions(validated) == {"Bundle.entry[0].fullUrl"}
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{**entry, "request": {"method": "PUT", "url": "Patient/p1"}}],
+    }
+    response = client.post("/", json=transaction)
+    assert response.status_code == 400 and _expressions(response) == {"Bundle.entry[0].fullUrl"}
+    _nothing_stored(client)

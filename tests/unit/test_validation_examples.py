@@ -22,9 +22,11 @@ EXAMPLES = SHARED / "fhir-r4" / "examples"
 KNOWN_DEFECTS = {
     # The FHIR core package's ImplementationGuide has neither `name` nor `status`, both 1..1 in R4.
     "ig-r4.json": [("required", ("ImplementationGuide.name",)), ("required", ("ImplementationGuide.status",))],
-    # Its nested `display` items have no `linkId` (Questionnaire.item.linkId is 1..1, also through contentReference).
+    # Its nested `display` items have no `linkId` (Questionnaire.item.linkId is 1..1, also through contentReference);
+    # and it uses questionnaire-allowedResource, an extension in FHIR's namespace that R4 does not define.
     "Questionnaire-qs1.json": "required Questionnaire.item[*].linkId",
 }
+UNDEFINED_EXTENSION = "questionnaire-allowedResource"
 
 
 def example_names() -> list[str]:
@@ -45,14 +47,18 @@ def test_there_are_710_examples() -> None:
 @pytest.mark.parametrize("name", example_names())
 def test_official_example_is_valid(validator: Validator, name: str) -> None:
     issues = validator.validate(orjson.loads((EXAMPLES / name).read_bytes()))
+    undefined = [i for i in issues if i.code == "extension" and UNDEFINED_EXTENSION in i.diagnostics]
+    issues = [i for i in issues if i not in undefined]
     found = [(i.code, i.expression) for i in issues if i.severity in ("error", "fatal")]
     expected = KNOWN_DEFECTS.get(name, [])
     if isinstance(expected, str):
+        assert len(undefined) == 5
         assert found and all(
             code == "required" and expr[0].startswith("Questionnaire.item[") and expr[0].endswith("].linkId")
             for code, expr in found
         ), found
     else:
+        assert not undefined
         assert sorted(found) == expected, [i.diagnostics for i in issues]
 
 

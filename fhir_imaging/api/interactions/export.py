@@ -28,7 +28,7 @@ from fhir_imaging.export.owner import owner_of, same_owner
 from fhir_imaging.export.request import ExportRequest, parameters_items, parse_export, query_items
 from fhir_imaging.export.runner import ExportRunner
 from fhir_imaging.fhir.outcome import BadRequest, Forbidden, Issue, NotFound, operation_outcome
-from fhir_imaging.fhir.resource import is_valid_id, new_id
+from fhir_imaging.fhir.resource import is_valid_id, new_id, without_bom
 from fhir_imaging.service import Caller
 from fhir_imaging.storage.sqlstore import SqlReader, SqlStore
 
@@ -72,7 +72,7 @@ async def _kick_off(request: Request, level: str, group: str | None) -> Response
         check_content_type(request.headers.get("content-type"))  # FHIR JSON: no cross-site kick-off from a form
         body = await read_body(request)
         try:
-            parsed = orjson.loads(body)
+            parsed = orjson.loads(without_bom(body))
         except orjson.JSONDecodeError:
             raise BadRequest("The kick-off body is not JSON (a Parameters resource)", "Parameters") from None
         items = parameters_items(parsed)
