@@ -293,7 +293,23 @@ def que_7(obj: dict[str, Any], scope: Scope) -> bool | None:
     return operator != "exists" or "answerBoolean" in obj
 
 
+def cnt_3(obj: dict[str, Any], scope: Scope) -> bool | None:
+    """``(code.exists() or value.empty()) and (system.empty() or system = %ucum) and (code.empty() or code = '1')
+    and (value.empty() or value.hasValue().not() or value.toString().contains('.').not())``: a count is a whole
+    number of unit '1' (a decimal read from JSON is whole when it has no fractional part)."""
+    value = obj.get("value")
+    if _exists(obj, "value") and not _exists(obj, "code"):
+        return False
+    if "system" in obj and obj["system"] != "http://unitsofmeasure.org":
+        return False
+    if "code" in obj and obj["code"] != "1":
+        return False
+    return type(value) is not float or value.is_integer()
+
+
 COMPILED: dict[str, Compiled] = {
+    "(code.exists() or value.empty()) and (system.empty() or system = %ucum) and (code.empty() or code = '1') and "
+    "(value.empty() or value.hasValue().not() or value.toString().contains('.').not())": cnt_3,
     "operator = 'exists' implies (answer is Boolean)": que_7,
     "entry.all(request.exists() = (%resource.type = 'batch' or %resource.type = 'transaction' or %resource.type = "
     "'history'))": _bundle_entries_have("request", frozenset({"batch", "transaction", "history"})),

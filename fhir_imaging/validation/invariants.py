@@ -111,7 +111,50 @@ class Invariants:
                 self._report(constraint, resource, scope, struct, struct.name, struct.name, issues)
             if not self._children_pass(struct)(resource, None, scope):
                 self._walk(resource, struct, struct.name, scope, issues, own=False)
-            return issues
+        costly = [i for i, issue in enumerate(issues) if issue.code == "too-costly"]
+        if len(costly) > 1:  # past the bounds, every later fhirpathpy evaluation fails too: the first one says it
+            issues = [issue for i, issue in enumerate(issues) if issue.code != "too-costly" or i == costly[0]]
+        return issues
+
+    # -- how each constraint is evaluated (for the tests and docs) --------------------------------------------------
+
+    def methods(self) -> dict[str, str]:
+        """Constraint id → "python" (compiled wherever it applies), "fhirpath" (fhirpathpy somewhere) or
+        "not evaluated: <reason>". Compiles every check (a few seconds): for tests and documentation."""
+        out: dict[str, str] = {}
+        for constraint in self.constraints.values():
+            if constraint.reason:
+                out[constraint.id] = f"not evaluated: {constraint.reason}"
+        for path, constraints in self._structures.items():
+            struct = self._structure_at(path)
+            if struct is None:
+                continue  # an abstract type (DomainResource): its constraints are copied onto every resource
+            for constraint in constraints:
+                how = self.checker(constraint, struct, path)[1]
+                out[constraint.id] = "fhirpath" if out.get(constraint.id) == "fhirpath" else how
+        for path, constraints in self._elements.items():
+            parent_path, _, name = path.rpartition(".")
+            parent = self._structure_at(parent_path)
+            props = [p for p in (parent.props.values() if parent else ()) if (p.choice or p.key) == name]
+            for prop in props:
+                struct = self.schema.resolve(prop) if prop.kind not in (PRIMITIVE, RESOURCE) else None
+                for constraint in constraints:
+                    how = self.checker(constraint, struct, prop.type_code)[1]
+                    out[constraint.id] = "fhirpath" if out.get(constraint.id) == "fhirpath" else how
+        for constraint in self.every_element:
+            out[constraint.id] = "python"  # ele-1: in the walks themselves
+        return out
+
+    def _structure_at(self, path: str) -> Structure | None:
+        """The structure of a resource, datatype or backbone path of the data (``Patient.contact``)."""
+        head, *steps = path.split(".")
+        struct = self.schema.resource(head) or (self.schema.datatype(head) if head in self.schema.datatypes else None)
+        for step in steps:
+            prop = struct.props.get(step) if struct is not None else None
+            if prop is None or prop.kind in (PRIMITIVE, RESOURCE):
+                return None
+            struct = self.schema.resolve(prop)
+        return struct
 
     # -- evaluation -------------------------------------------------------------------------------------------------
 

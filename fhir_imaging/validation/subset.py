@@ -9,8 +9,12 @@ The grammar compiled (anything else raises ``Unsupported`` and the caller uses f
 
     expr    := term (('and' | 'or' | 'xor' | 'implies') term)*      (FHIRPath precedence: and > xor/or > implies)
     term    := '(' expr ')' ['.not()'] | path '.' ('exists()' | 'empty()' | 'hasValue()') ['.not()']
-             | path ('=' | '!=') 'literal' | path 'in' '(' 'literal' ('|' 'literal')* ')'
-    path    := name ('.' name)*                                      (element names of the focus's structure)
+             | path ('=' | '!=') literal ['.not()'] | path 'in' '(' literal ('|' literal)* ')'
+             | path ('<' | '>' | '<=' | '>=') integer | path '.all(' expr ')' ['.not()']
+             | path '.' ('matches' | 'contains' | 'startsWith') '(' 'string' ')' ['.not()']
+             | path '.count()' ('+' path '.count()')* ('=' | '!=' | '<' | '>' | '<=' | '>=') integer
+    path    := ['%resource' '.'] name ('.' name)*                    (element names of the focus's structure)
+    literal := 'string' | 'true' | 'false' | '%ucum'
 
 Element names are resolved against the focus's ``Structure`` when compiling (``value`` → ``valueString``,
 ``valueQuantity``…; a primitive also exists through its ``_x`` extension object), so a compiled check walks JSON
@@ -52,6 +56,7 @@ def _tokens(expression: str) -> list[str]:
 Path = tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]  # per step: (value keys, extension-only keys)
 STRING_FUNCTIONS = ("matches", "contains", "startsWith")
 LITERALS = {"true": True, "false": False}
+VARIABLES = {"%ucum": "http://unitsofmeasure.org"}  # fhirpath.html#variables
 
 
 class _Compiler:
@@ -107,6 +112,11 @@ class _Compiler:
         if token in ("=", "!="):
             literal = self.literal()
             return self.negation(_equals(path, literal, token == "!="))
+        if token in ("<", ">", "<=", ">="):
+            number = self.take()
+            if not number.isdigit():
+                raise Unsupported(number)
+            return _number_compare(path, token, int(number))
         if token == "in":
             self.take("(")
             literals = {self.literal()}
@@ -169,6 +179,8 @@ class _Compiler:
         token = self.take()
         if token in LITERALS:
             return LITERALS[token]
+        if token in VARIABLES:
+            return VARIABLES[token]
         if not token.startswith("'") or "\\" in token:
             raise Unsupported(token)
         return token[1:-1]
@@ -290,6 +302,17 @@ def _count_compare(paths: tuple[Path, ...], operator: str, number: int) -> Value
         if operator in ("=", "!="):
             return (total == number) == (operator == "=")
         order = (total > number) - (total < number)
+        return order == COMPARE[operator] if len(operator) == 1 else order in (0, COMPARE[operator[0]])
+
+    return value
+
+
+def _number_compare(path: Path, operator: str, number: int) -> Value:
+    def value(focus: Any, scope: Any) -> bool | None:
+        found = _values(path, focus, scope, False)
+        if len(found) != 1 or type(found[0]) not in (int, float):
+            return None
+        order = (found[0] > number) - (found[0] < number)
         return order == COMPARE[operator] if len(operator) == 1 else order in (0, COMPARE[operator[0]])
 
     return value
