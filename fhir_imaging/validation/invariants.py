@@ -94,6 +94,7 @@ class Invariants:
         self._checks: dict[str, tuple[Check, str]] = {}
         self._clean: dict[int, Clean] = {}  # id(Structure) → its clean pass (nested: own constraints included)
         self._children: dict[int, Clean] = {}  # id(Structure) → the clean pass without the structure's own
+        self._roots: dict[int, tuple[tuple[Constraint, Check], ...]] = {}  # id(Structure) → its own checks
         self._lock = threading.RLock()
 
     # -- the entry point --------------------------------------------------------------------------------------------
@@ -107,8 +108,9 @@ class Invariants:
         scope = Scope(resource, resource)
         with budget(LIMITS):
             issues: list[Issue] = []
-            for constraint in self._structures.get(struct.name, ()):
-                self._report(constraint, resource, scope, struct, struct.name, struct.name, issues)
+            for constraint, check in self._root_checks(struct):
+                if not _passes(check, resource, scope):
+                    self._report(constraint, resource, scope, struct, struct.name, struct.name, issues)
             if not self._children_pass(struct)(resource, None, scope):
                 self._walk(resource, struct, struct.name, scope, issues, own=False)
         costly = [i for i, issue in enumerate(issues) if issue.code == "too-costly"]
@@ -175,13 +177,17 @@ class Invariants:
                 self._checks[cache_key] = found
         return found
 
-    def _passes(
-        self, constraint: Constraint, focus: Any, scope: Scope, struct: Structure | None, type_path: str
-    ) -> bool:
-        try:
-            return self.evaluate(constraint, focus, scope, struct, type_path) is not False
-        except Exception:
-            return False
+    def _root_checks(self, struct: Structure) -> tuple[tuple[Constraint, Check], ...]:
+        found = self._roots.get(id(struct))
+        if found is None:
+            with self._lock:
+                found = self._roots[id(struct)] = self._bound(struct.name, struct, struct.name)
+        return found
+
+    def _bound(self, key: str, struct: Structure | None, type_path: str) -> tuple[tuple[Constraint, Check], ...]:
+        """The constraints of a structure (``key`` its path) or element (``key`` its element path) with their checks."""
+        constraints = self._structures.get(key, ()) if key == type_path else self._elements.get(key, ())
+        return tuple((c, self.checker(c, struct, type_path)[0]) for c in constraints)
 
     def _report(
         self,
@@ -199,7 +205,7 @@ class Invariants:
             message = f"{where}: constraint {constraint.key} could not be evaluated within bounds ({exc})"
             issues.append(Issue("error", "too-costly", message, (where,)))
             return
-        except Exception as exc:
+        except Exception as exc:  # fhirpathpy raises plain exceptions on data it cannot compare
             message = f"{where}: constraint {constraint.key} could not be evaluated ({str(exc)[:200]})"
             issues.append(Issue("warning", "processing", message, (where,)))
             return
@@ -233,8 +239,9 @@ class Invariants:
 
     def _build(self, struct: Structure, own: bool) -> Clean:
         """The clean pass of one structure. Its complex elements are split in two: the rare ones (``extension``,
-        ``modifierExtension``, ``_x``), looked for with one ``isdisjoint``, and the others, fetched by key."""
-        checks = self._structures.get(struct.name, ()) if own else ()
+        ``modifierExtension``, ``_x``), looked for with one ``isdisjoint``, and the others, fetched by key (or, for
+        an object with fewer keys than those, the object's keys are looked up instead)."""
+        checks = tuple(check for _, check in self._bound(struct.name, struct, struct.name)) if own else ()
         handlers: dict[str, Clean] = {}
         for key, prop in struct.props.items():
             handler = self._handler(struct, prop)
@@ -242,18 +249,17 @@ class Invariants:
                 handlers[key] = handler
         rare = frozenset(key for key in handlers if key.startswith("_") or key in ("extension", "modifierExtension"))
         common = tuple((key, handler) for key, handler in handlers.items() if key not in rare)
-        name = struct.name
-        passes = self._passes
+        fewer = len(common)  # an object with fewer keys than that is walked by its own keys
 
         def clean(obj: Any, parent: Any, scope: Scope) -> bool:
             if type(obj) is not dict:
                 return True
             if len(obj) == 1 and "id" in obj:
                 return False  # ele-1
-            for constraint in checks:
-                if not passes(constraint, obj, scope, struct, name):
+            for check in checks:
+                if not _passes(check, obj, scope):
                     return False
-            if not rare.isdisjoint(obj):
+            if len(obj) < fewer or not rare.isdisjoint(obj):
                 for key, value in obj.items():
                     handler = handlers.get(key)
                     if handler is not None and not handler(value, obj, scope):
@@ -265,7 +271,16 @@ class Invariants:
                     return False
             return True
 
-        return clean
+        if checks or common:
+            return clean
+
+        def leaf(obj: Any, parent: Any, scope: Scope) -> bool:
+            """A structure with nothing to check but ele-1 and its rare elements (Coding, Identifier…)."""
+            if type(obj) is dict and rare.isdisjoint(obj):
+                return len(obj) != 1 or "id" not in obj
+            return clean(obj, parent, scope)
+
+        return leaf
 
     def _handler(self, struct: Structure, prop: Prop) -> Clean | None:
         """The clean pass of one property's values, or None when nothing can be reported there (a primitive
@@ -298,12 +313,12 @@ class Invariants:
         return each
 
     def _with_element(self, item: Clean, element: tuple[Constraint, ...], prop: Prop) -> Clean:
-        passes, type_path = self._passes, prop.type_code
         struct = self.schema.resolve(prop) if prop.kind not in (PRIMITIVE, RESOURCE) else None
+        checks = tuple(self.checker(constraint, struct, prop.type_code)[0] for constraint in element)
 
         def checked(value: Any, parent: Any, scope: Scope) -> bool:
-            for constraint in element:
-                if not passes(constraint, value, scope, struct, type_path):
+            for check in checks:
+                if not _passes(check, value, scope):
                     return False
             return item(value, parent, scope)
 
@@ -418,6 +433,14 @@ class Invariants:
             issues.append(Issue(constraint.severity, "invariant", message, (where,)))
 
 
+def _passes(check: Check, focus: Any, scope: Scope) -> bool:
+    """The check does not say "violated"; an exception (fhirpathpy, the bounds) is left to the locating walk."""
+    try:
+        return check(focus, scope) is not False
+    except Exception:  # reported by the second walk (_report): never a crash
+        return False
+
+
 def _always(value: Any, parent: Any, scope: Scope) -> bool:
     return True
 
@@ -450,11 +473,13 @@ def _fhirpath(expression: str, type_path: str) -> Check:
     from fhirpathpy.models import models
 
     options = {"userInvocationTable": _functions(), "traceFn": _no_trace}
-    compiled = fhirpathpy.compile(expression, models["r4"], options)
+    cell: list[Any] = []  # compiled on first use: the parser takes milliseconds, most checks are never needed
 
     def check(focus: Any, scope: Scope) -> bool | None:
+        if not cell:
+            cell.append(fhirpathpy.compile(expression, models["r4"], options))
         node = ResourceNode.create_node(focus, type_path) if type(focus) is dict else focus
-        result = compiled(node, {"resource": scope.resource, "rootResource": scope.root, "context": focus})
+        result = cell[0](node, {"resource": scope.resource, "rootResource": scope.root, "context": focus})
         return _boolean(result)
 
     return check
