@@ -62,8 +62,7 @@ class Constraint:
     human: str
     expression: str
     source: str  # the type that defines it
-    how: str  # "python" | "fhirpath" | "" (not evaluated: see ``reason``)
-    reason: str = ""
+    reason: str = ""  # why it is not evaluated ("" when it is: ``Invariants.methods()`` says how)
 
 
 def _not_evaluable(expression: str) -> str:
@@ -80,14 +79,13 @@ class Invariants:
         for ident, entry in table["constraints"].items():
             expression = entry["expression"]
             reason = unused.get(ident) or _not_evaluable(expression)
-            how = "" if reason else "python" if expression in COMPILED else "fhirpath"
             self.constraints[ident] = Constraint(
-                ident, entry["key"], entry["severity"], entry["human"], expression, entry["source"], how, reason
+                ident, entry["key"], entry["severity"], entry["human"], expression, entry["source"], reason
             )
         self.every_element = tuple(self.constraints[i] for i in table["everyElement"])
 
         def evaluated(idents: list[str]) -> tuple[Constraint, ...]:
-            return tuple(self.constraints[i] for i in idents if self.constraints[i].how)
+            return tuple(self.constraints[i] for i in idents if not self.constraints[i].reason)
 
         self._structures = {path: evaluated(idents) for path, idents in table["structures"].items()}
         self._elements = {path: evaluated(idents) for path, idents in table["elements"].items()}
