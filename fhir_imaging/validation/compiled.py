@@ -17,20 +17,29 @@ ele-1 (every element has a value or children) is not here: the invariant walk ch
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from fhir_imaging import linear_regex
 
 
-@dataclass(frozen=True, slots=True)
 class Scope:
     """The FHIRPath environment of a constraint: ``%resource`` and ``%rootResource`` (the container of a contained
     resource; a resource in a Bundle or Parameters is its own root: fhirpath.html#variables)."""
 
-    resource: dict[str, Any]
-    root: dict[str, Any]
+    __slots__ = ("cache", "resource", "root")
+
+    def __init__(self, resource: dict[str, Any], root: dict[str, Any], cache: dict[str, Any] | None = None) -> None:
+        self.resource = resource
+        self.root = root
+        self.cache = {} if cache is None else cache  # shared by every scope of one root
+
+    def contained_ids(self) -> frozenset[Any]:
+        """The ids of the root's contained resources (computed once per root: ref-1 stays linear)."""
+        ids = self.cache.get("ids")
+        if ids is None:
+            ids = self.cache["ids"] = frozenset(item.get("id") for item in _contained(self.root))
+        return ids
 
 
 Compiled = Callable[[Any, Scope], "bool | None"]
@@ -148,7 +157,7 @@ def ref_1(obj: dict[str, Any], scope: Scope) -> bool:
     reference = obj.get("reference")
     if type(reference) is not str or not reference.startswith("#"):
         return True
-    return any(item.get("id") == reference[1:] for item in _contained(scope.root))
+    return reference[1:] in scope.contained_ids()
 
 
 def dom_2(obj: dict[str, Any], scope: Scope) -> bool:

@@ -356,7 +356,7 @@ class Invariants:
             struct = self.schema.resource(value["resourceType"])
             if struct is None:
                 return True
-            inner = Scope(value, scope.root) if contained else Scope(value, value)
+            inner = Scope(value, scope.root, scope.cache) if contained else Scope(value, value)
             return self._clean_pass(struct)(value, parent, inner)
 
         return clean
@@ -400,7 +400,7 @@ class Invariants:
             return
         struct = self.schema.resource(value["resourceType"])
         if struct is not None:
-            inner = Scope(value, scope.root) if prop.key == "contained" else Scope(value, value)
+            inner = Scope(value, scope.root, scope.cache) if prop.key == "contained" else Scope(value, value)
             self._walk(value, struct, path, inner, issues)
 
     def _walk_primitive_extension(
