@@ -36,6 +36,7 @@ from fhir_imaging.fhir.fhirpath_budget import BudgetExceeded, FhirPathLimits, bu
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.validation.compiled import COMPILED, Scope
 from fhir_imaging.validation.schema import EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
+from fhir_imaging.validation.status import BASIC_CODES
 from fhir_imaging.validation.subset import Unsupported, compile_subset
 
 # Bounds on the fhirpathpy evaluations of one resource, all together (the compiled ones need none: linear walks).
@@ -95,7 +96,14 @@ class Invariants:
         self._roots: dict[int, tuple[tuple[Constraint, Check], ...]] = {}  # id(Structure) → its own checks
         self._lock = threading.RLock()
 
-    # -- the entry point --------------------------------------------------------------------------------------------
+    # -- the entry points -------------------------------------------------------------------------------------------
+
+    def after(self, resource: Any, structural: list[Issue]) -> list[Issue]:
+        """The invariant issues of a resource whose structural issues are ``structural``: none when one of them is
+        an error of its FHIR JSON shape (``structure``, ``value``: the walks assume a sound shape)."""
+        if any(i.code in BASIC_CODES and i.severity in ("error", "fatal") for i in structural):
+            return []
+        return self.issues(resource)
 
     def issues(self, resource: dict[str, Any]) -> list[Issue]:
         """Every invariant issue of a resource that passed the structural checks (a well-formed FHIR JSON shape)."""

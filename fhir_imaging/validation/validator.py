@@ -25,11 +25,6 @@ from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_
 from fhir_imaging.validation.fast import FastPass
 from fhir_imaging.validation.invariants import Invariants
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
-from fhir_imaging.validation.status import BASIC_CODES
-
-
-def _package_json(name: str) -> Any:
-    return orjson.loads((resources.files("fhir_imaging.validation") / "data" / name).read_bytes())
 
 
 def _error(code: str, message: str, path: str, *more: str) -> Issue:
@@ -56,9 +51,7 @@ class Validator:
         (``invariants.py``) are evaluated on a resource whose FHIR JSON shape is sound (no ``structure`` or ``value``
         error)."""
         issues = self.structural_issues(resource)
-        if not any(i.code in BASIC_CODES and i.severity in ("error", "fatal") for i in issues):
-            issues += self.invariants.issues(resource)
-        return issues
+        return issues + self.invariants.after(resource, issues)
 
     def structural_issues(self, resource: Any) -> list[Issue]:
         """The issues of the definitions' tables, without the invariants (``locate``, behind the fast pass)."""
@@ -262,3 +255,8 @@ class Validator:
                     (f"{where}.reference",),
                 )
             )
+
+
+def _package_json(name: str) -> Any:
+    """A file of the shipped package data (``fhir_imaging/validation/data``), parsed."""
+    return orjson.loads((resources.files("fhir_imaging.validation") / "data" / name).read_bytes())
