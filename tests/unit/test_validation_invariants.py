@@ -521,13 +521,17 @@ def test_clean_pass_agrees_with_the_locating_walk(validator: Validator, inputs: 
 def test_an_invariant_past_its_bounds_is_an_error_not_a_crash(
     validator: Validator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """que-2 (``descendants().linkId.isDistinct()``) on thousands of items: fhirpathpy compares every pair."""
+    """A Questionnaire of thousands of items: its fhirpathpy constraints (que-1, que-2…) go past a 0.2 s budget; the
+    resource is refused with one ``too-costly`` error naming the constraint and element where the bound was met."""
     monkeypatch.setattr(invariants, "LIMITS", FhirPathLimits(max_length=10_000, max_items=1_000_000, timeout=0.2))
     items = [{"linkId": str(n), "type": "display", "text": "x"} for n in range(3000)]
     questionnaire = {"resourceType": "Questionnaire", "status": "draft", "item": items}
+    started = time.perf_counter()
     issues = [i for i in validator.validate(questionnaire) if i.severity == "error"]
-    assert [(i.code, i.expression) for i in issues] == [("too-costly", ("Questionnaire",))]
-    assert "que-2" in issues[0].diagnostics and status_for(issues) == 422
+    assert time.perf_counter() - started < 30
+    assert [i.code for i in issues] == ["too-costly"]
+    assert issues[0].expression[0].startswith("Questionnaire") and "constraint que-" in issues[0].diagnostics
+    assert status_for(issues) == 422
 
 
 def test_many_local_references_to_many_contained_resources_stay_linear(validator: Validator) -> None:
