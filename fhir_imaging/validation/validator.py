@@ -25,6 +25,7 @@ from fhir_imaging.fhir.references import RELATIVE_REFERENCE, RELATIVE_REFERENCE_
 from fhir_imaging.validation.bundles import bundle_issues
 from fhir_imaging.validation.extensions import CORE, Holder, core_extensions, holder
 from fhir_imaging.validation.fast import FastPass
+from fhir_imaging.validation.invariants import Invariants
 from fhir_imaging.validation.schema import COMPLEX, EXTENSION_OF, PRIMITIVE, RESOURCE, Prop, Schema, Structure
 from fhir_imaging.validation.values import attachment_problems
 
@@ -40,20 +41,27 @@ def _error(code: str, message: str, path: str, *more: str) -> Issue:
 class Validator:
     """Validates resources against the R4 definitions; build it once with ``Validator.load()``; thread-safe."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, invariants: Any = None) -> None:
         self.schema = schema
         self._fast = FastPass(schema, linear_regex.fullmatcher(RELATIVE_REFERENCE_PATTERN))
+        table = invariants if invariants is not None else _package_json("invariants/invariants.json")
+        self.invariants = Invariants(schema, table)  # the constraints of the definitions (invariants.py)
 
     @classmethod
     def load(cls) -> Validator:
         """The validator over the shipped package data (``fhir_imaging/validation/data``)."""
-        data = resources.files("fhir_imaging.validation") / "data"
-        types = orjson.loads((data / "types.json").read_bytes())
-        valuesets = orjson.loads((data / "valuesets.json").read_bytes())
+        types, valuesets = _package_json("types.json"), _package_json("valuesets.json")
         return cls(Schema(types, valuesets))
 
     def validate(self, resource: Any) -> list[Issue]:
-        """Every issue of ``resource`` (errors and warnings); an empty list when it is valid."""
+        """Every issue of ``resource`` (errors and warnings); an empty list when it is valid. The invariants
+        (``invariants.py``) are evaluated on a resource whose FHIR JSON shape is sound (no ``structure`` or ``value``
+        error)."""
+        issues = self.structural_issues(resource)
+        return issues + self.invariants.after(resource, issues)
+
+    def structural_issues(self, resource: Any) -> list[Issue]:
+        """The issues of the definitions' tables, without the invariants (``locate``, behind the fast pass)."""
         if self._fast.clean(resource):  # the common case: no issue, no locations to build (fast.py)
             return []
         return self.locate(resource)
@@ -287,3 +295,8 @@ class Validator:
                     (f"{where}.reference",),
                 )
             )
+
+
+def _package_json(name: str) -> Any:
+    """A file of the shipped package data (``fhir_imaging/validation/data``), parsed."""
+    return orjson.loads((resources.files("fhir_imaging.validation") / "data" / name).read_bytes())

@@ -19,7 +19,9 @@ def _issues(response: Any) -> list[dict[str, Any]]:
 
 
 def _expressions(response: Any) -> set[str]:
-    return {expression for issue in _issues(response) for expression in issue.get("expression", [])}
+    """Where the errors are (warnings, e.g. dom-6 on a resource without narrative, left aside)."""
+    errors = [issue for issue in _issues(response) if issue["severity"] in ("error", "fatal")]
+    return {expression for issue in errors for expression in issue.get("expression", [])}
 
 
 def _nothing_stored(client: TestClient) -> None:
@@ -104,6 +106,7 @@ def test_validate_operation_reports_issues_with_200_and_stores_nothing(
 
 
 def test_validate_operation_on_valid_resource_is_informational(client: TestClient, study: dict[str, Any]) -> None:
+    study["text"] = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">CT chest</div>'}  # dom-6
     response = client.post("/ImagingStudy/$validate", json=study)
     assert response.status_code == 200
     assert [issue["severity"] for issue in _issues(response)] == ["information"]
