@@ -44,7 +44,10 @@ LIMITS = FhirPathLimits(max_length=10_000, max_items=2_000_000, timeout=2.0)
 
 # Functions that are not FHIRPath (or need terminology or profiles this server does not have) → why not evaluated.
 NOT_EVALUABLE = {
-    "htmlChecks(": "htmlChecks() is not a FHIRPath function: it stands for the XHTML rules of narrative.html",
+    "htmlChecks(": (
+        "htmlChecks() is not a FHIRPath function: it stands for the XHTML rules of narrative.html, which "
+        "validation/narrative.py (html_checks) applies to every Narrative.div instead"
+    ),
     "conformsTo(": "conformsTo() needs the profiles, which the server does not load",
     "memberOf(": "memberOf() needs a terminology server",
 }
