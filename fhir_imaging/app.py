@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.cors_origin:
         middleware.append(Middleware(FhirCorsMiddleware, origins=parse_origins(settings.cors_origin)))
     app = Starlette(
-        routes=[*browser_routes(settings), *starlette_routes(BASE_PATH)],
+        routes=[*browser_routes(settings, token_audience(settings)), *starlette_routes(BASE_PATH)],
         middleware=middleware,
         exception_handlers={FhirError: fhir_error_handler, HTTPException: http_error_handler},
         lifespan=lifespan,
