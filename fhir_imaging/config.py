@@ -332,6 +332,20 @@ SETTINGS: tuple[Setting, ...] = (
         "'https://viewer.example/viewer?StudyInstanceUIDs={study_uid}': the study browser at /app/ links each study "
         "to it (default: none, no viewer links)",
     ),
+    Setting(
+        "app_client_id",
+        None,
+        str,
+        "client id of the study browser at /app/ at the OpenID provider of --auth-issuer (a public client: "
+        "authorization code with PKCE, redirect URI BASE-ORIGIN/app/): the page signs its user in with it (SMART "
+        "standalone launch) and sends the access token with every request (default: none, no sign-in)",
+    ),
+    Setting(
+        "app_scope",
+        "openid fhirUser user/*.rs",
+        str,
+        "scopes the study browser asks for when it signs in (space-separated): it only reads and searches",
+    ),
     Setting("log_level", "info", str, "log level of the server", ("debug", "info", "warning", "error")),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -391,6 +405,8 @@ class Settings:
     fhirpath_max_items: int = 100_000
     fhirpath_timeout: float = 0.5
     viewer_url: str | None = None
+    app_client_id: str | None = None
+    app_scope: str = "openid fhirUser user/*.rs"
     log_level: str = "info"
 
 

@@ -41,6 +41,7 @@ class ProviderMetadata:
     authorization_endpoint: str | None
     grant_types: tuple[str, ...] = ()
     token_auth_methods: tuple[str, ...] = ()
+    code_challenge_methods: tuple[str, ...] = ()
 
 
 class TokenVerifier:
@@ -209,4 +210,5 @@ def _discover(issuer: str) -> ProviderMetadata:
         text("authorization_endpoint"),
         texts("grant_types_supported"),
         texts("token_endpoint_auth_methods_supported"),
+        texts("code_challenge_methods_supported"),
     )

@@ -23,9 +23,14 @@ the ``WALK_ROWS`` values next in sort order after the page's keyset position (th
 many). A resource's sort key is the greatest (descending) or least of its values, so a resource with no value
 inside the window sorts after every resource with one: when the window holds ``count + 1`` matches (broad filters
 checked with ``EXISTS``, the others listed with ``IN``), they are the page. Otherwise — matches sparse among the
-next values, the values exhausted (resources without one sort last), one value filling the window (``_sort=status``:
-its ties could be every row), a backward page — the page lists every match as before. A narrow search pays for one
+next values, the values exhausted (resources without one sort last), a backward page — the page lists every match
+as before. A narrow search pays for one
 window it did not need: a look-up of the window's edge and a page over its few matches.
+
+Two refinements of the window (docs/search.md, "Sorted pages"): filters on the sort parameter itself, when it gives
+a resource one value, a point in time, bound the window (``sort_bounds``: it holds the next values that meet them);
+and when one value fills the window of a single sort key, its ties are walked in rid order (``tie_page``), over at
+most ``WALK_ROWS * WINDOW_GROWTH`` resources, before the page falls back to listing every match.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any, Protocol
 from fhir_imaging.config import Settings
 from fhir_imaging.search.estimate import estimate_total
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
-from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner
+from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner, combine_ranges, sort_bounds
 from fhir_imaging.search.query import Filter, SearchRequest, id_clause
 from fhir_imaging.search.sql import Column, Select, render
 from fhir_imaging.storage.dialect import Dialect
@@ -113,14 +118,29 @@ def _sorted_page(
         key = request.sort[0]
         value = after[0][0] if after else None
         broad = broad_filters(store, planner, request, threshold)
-        for size in (walk_rows, walk_rows * WINDOW_GROWTH):
-            edge = planner.sort_window_edge(key, request.types, value, size)
+        bounds = sort_bounds(request.filters, key)
+        # A narrow bound has few matches to rank, and its window would read the whole index looking for more.
+        narrow = any(number not in broad and item in bounds for number, item in enumerate(request.filters))
+        for size in () if narrow else (walk_rows, walk_rows * WINDOW_GROWTH):
+            edge = planner.sort_window_edge(key, request.types, value, size, bounds)
             if edge is None:
                 break
             found, first, last = _run(store, edge)[0]
+            if found == size and first == last and len(request.sort) == 1:
+                # One value fills the window: its ties, ranked by rid, may be any number. Walk them in rid order,
+                # at most as many resources as the wider window holds values (other filters may keep few of them).
+                tie_after = after[1] if after is not None and value == first else None
+                most = walk_rows * WINDOW_GROWTH
+                walked, bound = _run(store, planner.walk(request.types, tie_after, False, most))[0]
+                tie = planner.tie_page(request, first, tie_after, broad, bound if walked >= most else None)
+                rows = _run(store, tie)
+                if len(rows) > request.count:
+                    return rows
+                break
             if found < size or first == last:  # every value is inside (those without one lie beyond), or one value
-                break  # fills the window: its ties, all inside too, may be any number
-            window = planner.sort_window(key, request.types, value, last)
+                break  # fills the window of several sort keys: the ties' order needs the next keys of them all
+            # From the first value on: none before it meets the bounds (with none, it is the keyset value's).
+            window = planner.sort_window(key, request.types, first, last, bounds)
             rows = _run(store, planner.page(request, after, False, broad, window=window))
             if len(rows) > request.count:
                 return rows
@@ -161,6 +181,7 @@ def run_search(
     ``broad_rows``: the probe threshold (default: the dialect's ``broad_rows``); ``walk_rows``: see ``WALK_ROWS``
     (both parameters for tests)."""
     planner = Planner(bases, store.dialect)
+    request = replace(request, filters=combine_ranges(request.filters))
     cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
     count_only = request.summary == "count" or request.count == 0  # search.html#count: _count=0 is _summary=count

@@ -32,6 +32,7 @@ from fhir_imaging.search.query import (
 )
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import CompileContext
+from fhir_imaging.search.types.date import LOWER_PREFIXES, UPPER_PREFIXES, DateRange, DateValue, range_parts
 from fhir_imaging.search.types.token import TokenValue
 from fhir_imaging.storage.dialect import Dialect
 
@@ -135,6 +136,8 @@ class Planner:
         return sql.Not(condition) if clause.modifier == "not" else condition
 
     def clause(self, clause: Clause, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
+        if len(clause.values) == 1 and isinstance(clause.values[0], DateRange):
+            return self.date_range(clause, clause.values[0], types, outer)
         index = self.alias("i")
         match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
         if clause.missing is None:
@@ -142,6 +145,21 @@ class Planner:
             context = CompileContext(index, self.bases)
             match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
         return sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*match))
+
+    def date_range(
+        self, clause: Clause, value: DateRange, types: tuple[str, ...], outer: str | None = None
+    ) -> sql.Select:
+        """The index rows of a combined range (``combine_ranges``): those inside it, then those that begin before
+        it and reach into it, two selects of disjoint rows (``UNION ALL``), each read from its own index range."""
+        parts = []
+        for number in range(2):
+            index = self.alias("i")
+            owner = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
+            condition = range_parts(value, index)[number]
+            parts.append(
+                sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*owner, condition))
+            )
+        return replace(parts[0], union_all=(parts[1],))
 
     def chain(self, chain: Chain, types: tuple[str, ...]) -> sql.Select:
         ref, target = self.alias("c"), self.alias("t")
@@ -221,10 +239,21 @@ class Planner:
             missing = "" if key.descending else self.dialect.greatest_text
         return sql.Func("coalesce", (sql.Scalar(select), sql.Param(missing)))
 
-    def sort_window_edge(self, key: SortKey, types: tuple[str, ...], after: Any, size: int) -> sql.Select | None:
+    def _bounded(self, index: str, bounds: tuple[Clause, ...]) -> list[sql.Expr]:
+        """The conditions of ``bounds`` (filters on the sort parameter, see ``sort_bounds``) on the index row
+        ``index``."""
+        context = CompileContext(index, self.bases)
+        return [
+            sql.or_(*(TYPES[item.kind].compile(value, item.modifier, context) for value in item.values))
+            for item in bounds
+        ]
+
+    def sort_window_edge(
+        self, key: SortKey, types: tuple[str, ...], after: Any, size: int, bounds: tuple[Clause, ...] = ()
+    ) -> sql.Select | None:
         """(how many, the first value, the last value) of the first ``size`` index values of ``key`` in its sort
-        direction, from the keyset value ``after`` on (None: from the start); None when ``key`` cannot be windowed
-        (see ``sort_window``)."""
+        direction, from the keyset value ``after`` on (None: from the start), among the rows that meet ``bounds``;
+        None when ``key`` cannot be windowed (see ``sort_window``)."""
         column = window_column(key)
         if column is None:
             return None
@@ -233,6 +262,7 @@ class Planner:
         conditions = [
             self._type_condition(sql.Column(index, "type"), types),
             sql.eq(sql.Column(index, "param"), key.code),
+            *self._bounded(index, bounds),
         ]
         if after is not None:
             conditions.append(sql.Compare(value, "<=" if key.descending else ">=", sql.Param(after)))
@@ -243,11 +273,15 @@ class Planner:
         edge = sql.Func("min" if key.descending else "max", (sql.Column(window, "v"),))
         return sql.Select(((sql.Func("count", (sql.Star(),)), None), (first, None), (edge, None)), ((rows, window),))
 
-    def sort_window(self, key: SortKey, types: tuple[str, ...], after: Any, edge: Any) -> sql.Expr:
+    def sort_window(
+        self, key: SortKey, types: tuple[str, ...], after: Any, edge: Any, bounds: tuple[Clause, ...] = ()
+    ) -> sql.Expr:
         """The resources with an index value of ``key`` between the keyset value ``after`` (None: the start) and
-        ``edge``, both included. When the sort key of a resource is the greatest (descending) or least of its values,
-        every resource outside holds a key beyond ``edge``, so it sorts after every resource inside: a page found
-        inside the window is the page (execute.py)."""
+        ``edge``, both included (and meeting ``bounds``). When the sort key of a resource is the greatest
+        (descending) or least of its values, every resource outside holds a key beyond ``edge``, so it sorts after
+        every resource inside: a page found inside the window is the page (execute.py). With ``bounds`` — filters on
+        the sort parameter, whose resources have one value each (``sort_bounds``) — every match's one value meets
+        them, so a match outside the window still holds a key beyond ``edge``."""
         column = window_column(key)
         assert column is not None
         index = self.alias("t")
@@ -256,6 +290,7 @@ class Planner:
             self._type_condition(sql.Column(index, "type"), types),
             sql.eq(sql.Column(index, "param"), key.code),
             sql.Compare(value, ">=" if key.descending else "<=", sql.Param(edge)),
+            *self._bounded(index, bounds),
         ]
         if after is not None:
             conditions.append(sql.Compare(value, "<=" if key.descending else ">=", sql.Param(after)))
@@ -332,6 +367,32 @@ class Planner:
         joined = sql.eq(sql.Column("d", "rid"), sql.Column("p", "rid"))
         return sql.Select(star, ((ranked, "p"), ("resource", "d")), joined, ordered("p"))
 
+    def tie_page(
+        self,
+        request: SearchRequest,
+        value: Any,
+        after: int | None,
+        broad: frozenset[int] = frozenset(),
+        bound: int | None = None,
+    ) -> sql.Select:
+        """The first ``count + 1`` matches whose (one) sort key is ``value``, in rid order after rid ``after`` (and
+        up to rid ``bound``): a page inside one value's ties, which the order of a single sort key ranks by rid. The
+        resources are walked in rid order and each one's key is looked up, so a value shared by many resources
+        (``_sort=status``: five values) costs a walk to ``count + 1`` of them, not the key of every match. Columns
+        as ``page``."""
+        (key,) = request.sort
+        rid = sql.Column("r", "rid")
+        conditions = [
+            self.where(request.filters, request.types, "r", broad),
+            sql.eq(self.sort_expression(key, "r"), value),
+        ]
+        if after is not None:
+            conditions.append(sql.Compare(rid, ">", sql.Param(after)))
+        if bound is not None:
+            conditions.append(sql.Compare(rid, "<=", sql.Param(bound)))
+        columns = (*((sql.Column("r", name), name) for name in RESOURCE_COLUMNS), (sql.Param(value), "k0"))
+        return sql.Select(columns, (("resource", "r"),), sql.and_(*conditions), ((rid, False),), request.count + 1)
+
     def walk(self, types: tuple[str, ...], after: int | None, backward: bool, size: int) -> sql.Select:
         """(how many, the last rid) of the next ``size`` resources of ``types`` in rid order after (``backward``:
         before) rid ``after``, deleted ones included: how far a page walking rows one by one may go."""
@@ -403,6 +464,56 @@ def _through(include: Include, ref: str) -> list[sql.Expr]:
     if include.code is not None:
         conditions.append(sql.eq(sql.Column(ref, "param"), include.code))
     return conditions
+
+
+def combine_ranges(filters: tuple[Filter, ...]) -> tuple[Filter, ...]:
+    """``filters`` with each pair of a lower and an upper bound on the same date parameter (``started=ge2024&
+    started=lt2025``, one value each, no modifier) made one filter of one range, in the place of the first, when the
+    parameter gives a resource at most one value, a point in time (``Clause.single``): then both bounds are met by
+    the same index row, and one look-up of the rows between the bounds replaces two, each of every row beyond one
+    bound. Other parameters keep their two filters (a resource may meet each bound with another value)."""
+
+    def bound(item: Filter | None, prefixes: frozenset[str]) -> Clause | None:
+        if not isinstance(item, Clause) or not item.single or item.modifier is not None or item.missing is not None:
+            return None
+        if len(item.values) != 1 or not isinstance(item.values[0], DateValue):
+            return None
+        return item if item.values[0].prefix in prefixes else None
+
+    kept: list[Filter | None] = list(filters)
+    for number, item in enumerate(kept):
+        first = bound(item, LOWER_PREFIXES) or bound(item, UPPER_PREFIXES)
+        if first is None:
+            continue
+        wanted = UPPER_PREFIXES if first.values[0].prefix in LOWER_PREFIXES else LOWER_PREFIXES
+        for other in range(number + 1, len(kept)):
+            second = bound(kept[other], wanted)
+            if second is not None and (second.key, second.table) == (first.key, first.table):
+                lower, upper = (first, second) if wanted is UPPER_PREFIXES else (second, first)
+                kept[number] = replace(first, values=(DateRange(lower.values[0], upper.values[0]),))
+                kept[other] = None
+                break
+    return tuple(item for item in kept if item is not None)
+
+
+def sort_bounds(filters: tuple[Filter, ...], key: SortKey) -> tuple[Clause, ...]:
+    """The filters on the parameter of the sort key ``key`` whose resources have one value each, a point in time
+    (``Clause.single``): that value is then both the sort key and what the filter checks, so the sort window may
+    keep to the index rows that meet them (``sort_window``)."""
+    if key.kind not in TYPES:
+        return ()
+    table = TYPES[key.kind].table
+    return tuple(
+        item
+        for item in filters
+        if isinstance(item, Clause)
+        and item.single
+        and item.code == key.code
+        and item.key == key.code
+        and item.table == table
+        and item.modifier is None
+        and item.missing is None
+    )
 
 
 def may_be_broad(item: Filter) -> bool:

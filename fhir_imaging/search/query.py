@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_imaging.config import Settings
+from fhir_imaging.fhir.cardinality import single_point
 from fhir_imaging.fhir.outcome import BadRequest, error
-from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.fhir.registry import Registry, SearchParam, expression_for_base
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
@@ -37,6 +38,7 @@ class Clause:
     table: str  # the index table the values are compared in
     key: str  # the param column value there ("identifier", "identifier:of-type", "patient:identifier")
     missing: bool | None = None  # :missing=true|false
+    single: bool = False  # a date parameter with at most one value per resource, a point in time (fhir/cardinality.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +224,16 @@ class _Parser:
                 raise bad(name, str(exc)) from None
         if not values:
             return None
-        return Clause(param.code, param.type, modifier, tuple(values), table, key)
+        single = param.type == "date" and table == kind.table and self.single_point(types, param.code)
+        return Clause(param.code, param.type, modifier, tuple(values), table, key, single=single)
+
+    def single_point(self, types: tuple[str, ...], code: str) -> bool:
+        """Whether ``code`` gives each resource of every one of ``types`` at most one value, a point in time."""
+        for name in types:
+            param = self.registry.params_for(name).get(code)
+            if param is None or not single_point(name, expression_for_base(param.expression, name)):
+                return False
+        return True
 
     def type_modifier(self, param: SearchParam, modifier: str) -> bool:
         return param.type == "reference" and self.registry.is_resource_type(modifier)

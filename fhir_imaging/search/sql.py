@@ -117,6 +117,7 @@ class Select(Expr):
     order_by: tuple[tuple[Expr, bool], ...] = ()  # (expression, descending)
     limit: int | None = None
     distinct: bool = False
+    union_all: tuple[Select, ...] = ()  # further selects of the same columns, their rows added (before any limit)
 
 
 TRUE = Compare(Param(1), "=", Param(1))
@@ -207,6 +208,8 @@ class _Renderer:
         text = f"SELECT {'DISTINCT ' if node.distinct else ''}{columns} FROM {sources}"
         if node.where is not None and node.where != TRUE:
             text += f" WHERE {self.expr(node.where)}"
+        for other in node.union_all:
+            text += " UNION ALL " + self.select(other)
         if node.order_by:
             text += " ORDER BY " + ", ".join(
                 self.expr(expression) + (" DESC" if descending else "") for expression, descending in node.order_by

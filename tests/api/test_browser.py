@@ -89,10 +89,32 @@ def test_no_script_builds_markup_from_strings() -> None:
 
 
 def test_config_names_the_api_and_the_viewer_template(sqlite_client: TestClient, tmp_path: Path) -> None:
-    assert sqlite_client.get("/app/config.json").json() == {"fhirBase": "/baseR4", "viewerUrl": VIEWER}
+    assert sqlite_client.get("/app/config.json").json() == {"fhirBase": "/baseR4", "viewerUrl": VIEWER, "signIn": None}
     settings = Settings(database=f"sqlite:///{tmp_path / 'plain.db'}")
     with TestClient(create_app(replace(settings, viewer_url=None))) as plain:
-        assert plain.get("/app/config.json").json() == {"fhirBase": "/baseR4", "viewerUrl": None}
+        assert plain.get("/app/config.json").json() == {"fhirBase": "/baseR4", "viewerUrl": None, "signIn": None}
+    # A client id alone signs nobody in: there is no provider to sign in at.
+    with TestClient(create_app(replace(settings, app_client_id="study-browser"))) as no_issuer:
+        assert no_issuer.get("/app/config.json").json()["signIn"] is None
+
+
+def test_with_a_client_id_the_page_signs_in_at_the_issuer(tmp_path: Path) -> None:
+    issuer = "http://127.0.0.1:9/realms/imaging"  # nothing listens: the page's policy still names the issuer
+    settings = Settings(
+        database=f"sqlite:///{tmp_path / 'signin.db'}",
+        auth_issuer=issuer,
+        auth_audience="https://fhir.example.org/baseR4",
+        app_client_id="study-browser",
+    )
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/app/config.json").json()["signIn"] == {
+            "clientId": "study-browser",
+            "scope": "openid fhirUser user/*.rs",
+            "audience": "https://fhir.example.org/baseR4",
+        }
+        policy = client.get("/app/").headers["content-security-policy"]
+        assert "connect-src 'self' http://127.0.0.1:9;" in policy
+        assert client.get("/app/js/auth.js").headers["content-security-policy"] == CONTENT_SECURITY_POLICY
 
 
 @pytest.mark.parametrize(

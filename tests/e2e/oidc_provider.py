@@ -21,6 +21,12 @@ loopback port, for end-to-end tests of SMART-on-FHIR authorization.
   ``exp``, ``iat``, ``iss``, ``aud``, ``scope``, ``token_type`` (``Bearer``) and ``patient``/``fhirUser``. JWTs are
   not introspected (400 ``unsupported_token_type``). ``revoke()`` revokes an opaque token (RFC 7009) as the client
   it was issued to; introspection then answers ``{"active": false}``.
+- Sign-in (authorization code with PKCE): a public client (``token_endpoint_auth_method: "none"``,
+  ``grant_types: ["authorization_code"]``, ``response_types: ["code"]``, ``redirect_uris``, ``scope`` e.g.
+  ``"openid fhirUser user/*.rs"``) and ``users`` (``login``, ``password``, ``sub``, ``name``, ``fhirUser``): the
+  provider's login form (fields ``login``, ``password``, button "Sign in") and consent page (button "Allow") are plain
+  pages of its own; the access token is a JWT for the ``resource`` the requests name, ``sub`` the user's, ``scope``
+  the SMART scopes asked for; the ID token carries ``name`` and ``fhirUser``.
 - Keys: an RS256 and an ES256 signing key made at start, each with a random kid. ``rotate_keys()`` replaces both with
   new keys and new kids; the JWKS then lists only the new keys (``keep_old=True``: the old ones stay listed, unused).
 
@@ -102,7 +108,14 @@ class Provider:
     revocation_endpoint: str
     kids: dict[str, str]  # the signing key ids in use, by algorithm ("RS256", "ES256")
 
-    def __init__(self, clients: list[dict[str, Any]], *, token_ttl: int = 300, timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        clients: list[dict[str, Any]],
+        *,
+        users: list[dict[str, str]] | None = None,
+        token_ttl: int = 300,
+        timeout: float = 20.0,
+    ) -> None:
         ensure_node_modules()
         node = shutil.which("node")
         if node is None:
@@ -110,8 +123,11 @@ class Provider:
         self._workdir = Path(tempfile.mkdtemp(prefix="fhir-imaging-oidc-"))
         clients_path = self._workdir / "clients.json"
         clients_path.write_text(json.dumps(clients))
+        users_path = self._workdir / "users.json"
+        users_path.write_text(json.dumps(users or []))
         self.log_path = self._workdir / "provider.log"
         command = [node, str(OIDC_DIR / "provider.mjs"), "--port", "0", "--clients", str(clients_path)]
+        command += ["--users", str(users_path)]
         command += ["--token-ttl", str(token_ttl)]
         with open(self.log_path, "wb") as log:
             # Its own process group, so that stop() ends node and anything it started.
@@ -232,9 +248,16 @@ class Provider:
         self.stop()
 
 
-def start_provider(clients: list[dict[str, Any]], *, token_ttl: int = 300, timeout: float = 20.0) -> Provider:
+def start_provider(
+    clients: list[dict[str, Any]],
+    *,
+    users: list[dict[str, str]] | None = None,
+    token_ttl: int = 300,
+    timeout: float = 20.0,
+) -> Provider:
     """Install (if needed) and start the provider; returns once it answers. Use as ``with start_provider(...) as op:``.
 
-    ``timeout`` bounds the wait for readiness (not the first ``npm ci``).
+    ``users``: who may sign in at its login form (authorization code flow). ``timeout`` bounds the wait for
+    readiness (not the first ``npm ci``).
     """
-    return Provider(clients, token_ttl=token_ttl, timeout=timeout)
+    return Provider(clients, users=users, token_ttl=token_ttl, timeout=timeout)

@@ -205,3 +205,45 @@ def test_sorted_pages_found_in_a_sort_window_are_the_sorted_pages(
     assert listed[0], query
     assert _pages(store, query, 1, walk_rows) == listed
     assert _pages(store, query, THRESHOLD, walk_rows) == listed
+
+
+class _Recording:
+    """A store that records the statements a search runs."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.dialect = store.dialect
+        self.statements: list[str] = []
+
+    def query(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        self.statements.append(sql)
+        return self.store.query(sql, params)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # One value (available) fills a window of 4: its ties are walked in rid order.
+        ([("_sort", "status")], sorted(s["id"] for s in STUDIES if s["status"] == "available")
+         + sorted(s["id"] for s in STUDIES if s["status"] == "cancelled")),
+        # A range on the sort parameter bounds the window: the newest values inside it, not the newest of all.
+        ([("started", "ge2023-03-01"), ("started", "lt2024-01-01"), ("_sort", "-started")],
+         [s["id"] for s in sorted(STUDIES, key=lambda s: str(s["started"]), reverse=True)
+          if "2023-03" <= str(s["started"]) < "2024-01"]),
+    ],
+)  # fmt: skip
+def test_sorted_pages_walk_ties_and_bounded_windows_like_the_full_sort(
+    store: Store, query: list[tuple[str, str]], expected: list[str]
+) -> None:
+    for broad_rows, walk_rows in ((1, 4), (THRESHOLD, 4), (None, WALK_ROWS), (1, WALK_ROWS)):
+        forward, _ = _pages(store, query, broad_rows, walk_rows)
+        assert forward == expected, (broad_rows, walk_rows)
+    if store.dialect is not SQLITE:
+        return
+    recording = _Recording(store)
+    page = run_search(recording, _request([*query, ("_count", "4")]), BASES, 1, 6)  # type: ignore[arg-type]
+    assert [hit.id for hit in page.matches] == expected[:4]
+    # The page came from the tie walk (rid order) or the bounded window (the sort index's rows, alias t), not from
+    # ranking the keys of every match.
+    last = recording.statements[-1]
+    assert "ORDER BY r.rid LIMIT 5" in last or "FROM spidx_date t" in last, last

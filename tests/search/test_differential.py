@@ -296,6 +296,33 @@ def test_date(
     check(store, resources, target[0], query)
 
 
+@given(corpus(),
+       st.sampled_from([("ImagingStudy", "started"), ("Patient", "birthdate"), ("Observation", "date"),
+                        ("ImagingStudy", "_lastUpdated")]),
+       st.sampled_from(["ge", "gt", "sa"]), st.sampled_from(["le", "lt", "eb"]), date_text(), date_text(),
+       st.booleans(), st.booleans())  # fmt: skip
+@EXAMPLES
+def test_date_range(
+    store: Store,
+    resources: list[dict[str, Any]],
+    target: tuple[str, str],
+    lower: str,
+    upper: str,
+    low: str,
+    high: str,
+    upper_first: bool,
+    sort: bool,
+) -> None:
+    """A lower and an upper bound on one date parameter: planned as one range where the parameter has one value
+    per resource (planner.py ``combine_ranges``), as two filters elsewhere; the same matches either way."""
+    code = target[1]
+    if code == "_lastUpdated":  # the stored resources were all written just now
+        low, high = (low, "2100") if upper_first else ("2000", high)
+    bounds = [(code, lower + low), (code, upper + high)]
+    query = (bounds[::-1] if upper_first else bounds) + ([("_sort", f"-{code}")] if sort else [])
+    check(store, resources, target[0], query)
+
+
 @given(corpus(), st.sampled_from(["description", "description:contains", "description:exact"]),
        st.sampled_from(["ct", "CT Chest", "chest", "knee", "arzt", "(CT)", "with"]),
        st.sampled_from(["", "description", "-description", "accession", "-accession,_id"]))  # fmt: skip

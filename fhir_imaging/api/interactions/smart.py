@@ -1,7 +1,9 @@
 """SMART on FHIR discovery and the built-in token endpoint.
 
 ``GET [base]/.well-known/smart-configuration`` (https://hl7.org/fhir/smart-app-launch/conformance.html) is public like
-``/metadata``: with ``--auth-issuer`` it names the OpenID provider's endpoints (from its discovery document); with
+``/metadata``: with ``--auth-issuer`` it names the OpenID provider's endpoints (from its discovery document; when the
+provider has an authorization endpoint and PKCE with S256, also ``code_challenge_methods_supported`` and the
+capabilities ``launch-standalone`` and ``client-public``: the study browser's sign-in); with
 ``--auth-clients`` alone, this server's own token endpoint; and the token introspection endpoint with
 ``--auth-introspection-url`` (``introspection_endpoint``). Without a token endpoint to name there is nothing to
 discover (404): introspection alone names none, which the document requires.
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # the JWT library loads only with authorization (it adds a th
     from fhir_imaging.auth.tokens import ProviderMetadata
 
 CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-symmetric", "client-confidential-asymmetric")
+LAUNCH_CAPABILITIES = ("launch-standalone", "client-public")
 BACKEND_CAPABILITIES = ("permission-v2", "permission-v1", "client-confidential-asymmetric")
 SCOPES = ["system/*.cruds", "user/*.cruds", "system/*.read", "user/*.read"]
 MAX_TOKEN_REQUEST = 64 * 1024  # bytes of a token request's form (an assertion is at most 16 KiB)
@@ -52,6 +55,11 @@ def smart_document(metadata: ProviderMetadata, introspection_endpoint: str | Non
         document["token_endpoint_auth_methods_supported"] = list(metadata.token_auth_methods)
     document["scopes_supported"] = SCOPES
     document["capabilities"] = list(CAPABILITIES)
+    if metadata.authorization_endpoint and "S256" in metadata.code_challenge_methods:
+        # A browser app (the study browser at /app/) can sign its user in: authorization code with PKCE, S256 only
+        # (SMART forbids plain).
+        document["code_challenge_methods_supported"] = ["S256"]
+        document["capabilities"] += list(LAUNCH_CAPABILITIES)
     return document
 
 

@@ -100,6 +100,52 @@ def approximate(lo: int, hi: int, now: int) -> tuple[int, int]:
     return lo - slack, hi + slack
 
 
+LOWER_PREFIXES = frozenset({"ge", "gt", "sa"})  # a bound below: every later point meets it
+UPPER_PREFIXES = frozenset({"le", "lt", "eb"})  # a bound above: every earlier point meets it
+
+
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """A lower and an upper bound (a ``ge``/``gt``/``sa`` and a ``le``/``lt``/``eb`` value) that one index row must
+    meet together: a pair of filters on a parameter whose resources have at most one row each, a point in time
+    (planner.py ``combine_ranges``)."""
+
+    lower: DateValue
+    upper: DateValue
+
+
+def range_parts(value: DateRange, alias: str) -> tuple[sql.Expr, sql.Expr]:
+    """Two disjoint conditions on a row [lo, hi] of ``alias`` whose OR is "meets both bounds", for rows with
+    ``lo <= hi`` (points in time): the rows that begin at or after ``start`` — from there on every row meets the
+    lower bound, so this is a two-sided range of ``lo``, which an index reads as such — and the rows that begin
+    before it and still meet it (they end after it: ``ge``/``gt`` only). Written as one condition, the lower
+    bound's OR left the database only one-sided ranges: every row since the start, or until the end."""
+    lower, upper = value.lower, value.upper
+    lo = column(alias, "lo")
+    start = lower.lo if lower.prefix == "ge" else lower.hi + 1  # ge: lo >= slo; gt, sa: lo > shi
+    end = upper.hi if upper.prefix == "le" else upper.lo - 1  # le: lo <= shi; lt, eb: lo < slo (implied bounds)
+    within = compile_range(upper.prefix, upper.lo, upper.hi, alias)
+    inside = sql.and_(sql.Compare(lo, ">=", sql.Param(start)), sql.Compare(lo, "<=", sql.Param(end)), within)
+    # Before the start, gt and ge hold as hi > shi (nothing that begins before slo is contained), sa never: read
+    # from the hi index (every earlier row on the lo index would be the whole past).
+    reaching = sql.Compare(column(alias, "hi"), ">", sql.Param(lower.hi)) if lower.prefix != "sa" else sql.FALSE
+    before = _off_lo_index(sql.and_(sql.Compare(lo, "<", sql.Param(start)), reaching, within), lo)
+    return inside, before
+
+
+def _off_lo_index(node: sql.Expr, lo: sql.Column) -> sql.Expr:
+    """``node`` with every comparison of ``lo`` kept off its index (sql.NoIndex)."""
+    if isinstance(node, sql.Compare) and node.left == lo:
+        return sql.Compare(sql.NoIndex(lo), node.op, node.right)
+    if isinstance(node, sql.And):
+        return sql.And(tuple(_off_lo_index(item, lo) for item in node.items))
+    if isinstance(node, sql.Or):
+        return sql.Or(tuple(_off_lo_index(item, lo) for item in node.items))
+    if isinstance(node, sql.Not):
+        return sql.Not(_off_lo_index(node.item, lo))
+    return node
+
+
 def parse_date_value(text: str, now: datetime | None = None) -> DateValue:
     prefix, rest = split_prefix(text, "date")
     lo, hi = parse_interval(rest)
@@ -122,6 +168,8 @@ class DateType:
         return date_extractor(kind)
 
     def compile(self, value: Any, modifier: str | None, context: CompileContext) -> sql.Expr:
+        if isinstance(value, DateRange):
+            return sql.or_(*range_parts(value, context.alias))
         return compile_range(value.prefix, value.lo, value.hi, context.alias)
 
     def sort_key(self, alias: str, descending: bool) -> sql.Expr:

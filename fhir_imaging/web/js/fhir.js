@@ -1,7 +1,29 @@
 // The page's only way to the server: GET requests to the FHIR API (relative to the configured base), answers
-// parsed as JSON, and failures turned into errors that carry the OperationOutcome's own message.
+// parsed as JSON, and failures turned into errors that carry the OperationOutcome's own message. When signed in
+// (auth.js), every request carries the access token; a 401 goes to the handler main.js sets (a new sign-in).
+
+import { accessToken } from "./auth.js";
 
 let base = "../baseR4";
+let onUnauthorized = null;
+
+/** The function called with the FhirError of every 401 answer. */
+export function setUnauthorizedHandler(handler) {
+  onUnauthorized = handler;
+}
+
+/** The headers of a FHIR request: ``extra`` and, when signed in, the bearer token. */
+export function requestHeaders(extra = {}) {
+  const token = accessToken();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
+}
+
+/** The error of a failed answer (after the 401 handler has seen it). */
+export function answerError(status, message, outcome) {
+  const error = new FhirError(status, message, outcome);
+  if (status === 401 && onUnauthorized) onUnauthorized(error);
+  return error;
+}
 
 export function setBase(path) {
   base = new URL(path, window.location.href).href.replace(/\/$/, "");
@@ -46,7 +68,8 @@ export async function fhirGet(url, { signal } = {}) {
   }
   let response;
   try {
-    response = await fetch(url, { headers: { Accept: "application/fhir+json" }, signal, credentials: "same-origin" });
+    const headers = requestHeaders({ Accept: "application/fhir+json" });
+    response = await fetch(url, { headers, signal, credentials: "same-origin" });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new FhirError(0, `The server could not be reached (${error.message})`, null);
@@ -59,7 +82,7 @@ export async function fhirGet(url, { signal } = {}) {
   }
   if (!response.ok) {
     const message = outcomeMessage(body) || `${response.status} ${response.statusText}`;
-    throw new FhirError(response.status, message, body);
+    throw answerError(response.status, message, body);
   }
   return body;
 }

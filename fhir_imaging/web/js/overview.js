@@ -4,7 +4,7 @@
 
 import { stackedBars } from "./chart.js";
 import { h, replace } from "./dom.js";
-import { entries, fhirBase, fhirGet, fhirUrl, FhirError, outcomeMessage } from "./fhir.js";
+import { answerError, entries, fhirBase, fhirGet, fhirUrl, FhirError, outcomeMessage, requestHeaders } from "./fhir.js";
 import { localMidnight } from "./format.js";
 import { go } from "./router.js";
 import { failure, loading } from "./status.js";
@@ -43,11 +43,11 @@ export async function countAll(searches, signal) {
   };
   const response = await fetch(`${fhirBase()}/`, {
     method: "POST", signal, credentials: "same-origin",
-    headers: { "Content-Type": "application/fhir+json", Accept: "application/fhir+json" },
+    headers: requestHeaders({ "Content-Type": "application/fhir+json", Accept: "application/fhir+json" }),
     body: JSON.stringify(bundle),
   });
   const answer = await response.json().catch(() => null);
-  if (!response.ok) throw new FhirError(response.status, outcomeMessage(answer) || response.statusText, answer);
+  if (!response.ok) throw answerError(response.status, outcomeMessage(answer) || response.statusText, answer);
   return (answer.entry || []).map((entry) => {
     if (!entry.resource || entry.resource.resourceType !== "Bundle") {
       throw new FhirError(Number.parseInt(entry.response && entry.response.status, 10) || 0,

@@ -1,6 +1,6 @@
 // A real OpenID provider (oidc-provider 9) for the end-to-end tests of SMART-on-FHIR authorization.
 //
-//   node provider.mjs --clients clients.json [--port 0] [--token-ttl 300]
+//   node provider.mjs --clients clients.json [--users users.json] [--port 0] [--token-ttl 300]
 //
 // Listens on 127.0.0.1 only. The issuer is http://127.0.0.1:PORT (discovery at /.well-known/openid-configuration,
 // keys at /jwks). With --port 0 (the default) the system picks the port. Once listening it prints one JSON line on
@@ -8,7 +8,8 @@
 // "introspection_endpoint": ..., "revocation_endpoint": ..., "kids": {...}}.
 // oidc-provider may print notices of its own on stdout and stderr: a reader looks for the line with "ready".
 //
-// Grant: client_credentials only. Every token request must name the resource server with `resource` (RFC 8707):
+// Grants: client_credentials (the default of a client), and authorization_code with PKCE for a public client that
+// asks for it (see "Sign-in" below). Every token request must name the resource server with `resource` (RFC 8707):
 // the access token is then a JWT (typ at+jwt) whose `aud` is exactly that resource string, e.g. the FHIR base URL
 // http://127.0.0.1:8080/baseR4. A request without `resource` is refused (invalid_target). A client with
 // "access_token_format": "opaque" gets opaque tokens instead (random strings, stored in the provider's memory), with
@@ -33,6 +34,21 @@
 // - patient, fhirUser (optional): copied into every access token of that client as the claims of the same names;
 // - access_token_alg (optional): "RS256" (the default) or "ES256", the algorithm that signs the client's tokens;
 // - access_token_format (optional): "jwt" (the default) or "opaque".
+//
+// Sign-in (authorization code with PKCE, e.g. a browser app's SMART standalone launch): a client such as
+//   {"client_id": "browser", "token_endpoint_auth_method": "none", "grant_types": ["authorization_code"],
+//    "response_types": ["code"], "redirect_uris": ["http://127.0.0.1:8080/app/"],
+//    "scope": "openid fhirUser user/*.rs"}
+// is public (no secret; PKCE with S256 required; the token endpoint answers CORS requests from its redirect URIs'
+// origins). The authorization request names the FHIR server with `resource` (and so must the token request): the
+// access token is then a JWT for that audience whose scope is the requested SMART scopes (openid, fhirUser and
+// profile are the ID token's business) and whose sub is the user's. The users (--users: a JSON file, or the JSON
+// text itself when it starts with "["), e.g.
+//   {"login": "alice", "password": "wonderland", "sub": "alice", "name": "Alice Liddell",
+//    "fhirUser": "Practitioner/alice"}
+// sign in at a plain login form (/interaction/UID: fields "login" and "password", button "Sign in"), then allow the
+// client on a consent page (button "Allow"). The ID token carries sub, name (scope profile or fhirUser) and fhirUser
+// (scope fhirUser). Nothing on these pages loads from anywhere but the provider.
 //
 // Keys: one RS256 (RSA 2048) and one ES256 (P-256) signing key, generated at start, each with a fresh random kid.
 // Admin endpoints on the same port (loopback only, no authentication; this is a test fixture):
@@ -60,6 +76,7 @@ const { values: options } = parseArgs({
   options: {
     port: { type: 'string', default: '0' },
     clients: { type: 'string', default: '[]' },
+    users: { type: 'string', default: '[]' },
     'token-ttl': { type: 'string', default: '300' },
   },
 });
@@ -69,9 +86,15 @@ const tokenTtl = Number(options['token-ttl']);
 if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port: not a port: ${options.port}`);
 if (!Number.isSafeInteger(tokenTtl) || tokenTtl <= 0) throw new Error(`--token-ttl: not a positive integer`);
 
+function jsonList(option) {
+  return JSON.parse(option.trimStart().startsWith('[') ? option : readFileSync(option, 'utf8'));
+}
+
+const users = jsonList(options.users);
+if (!Array.isArray(users)) throw new Error('--users: expected a JSON list of user objects');
+
 const clients = (() => {
-  const text = options.clients.trimStart().startsWith('[') ? options.clients : readFileSync(options.clients, 'utf8');
-  const list = JSON.parse(text);
+  const list = jsonList(options.clients);
   if (!Array.isArray(list)) throw new Error('--clients: expected a JSON list of client objects');
   for (const client of list) {
     if (client.access_token_alg !== undefined && !ALGORITHMS.includes(client.access_token_alg)) {
@@ -90,7 +113,8 @@ const clients = (() => {
 })();
 
 // Every scope some client may ask for: oidc-provider only accepts a client's `scope` made of provider scopes.
-const scopes = new Set(['openid']);
+const OIDC_SCOPES = new Set(['openid', 'profile', 'fhirUser', 'offline_access']);
+const scopes = new Set(['openid', 'profile', 'fhirUser']);
 for (const client of clients) {
   for (const scope of (client.scope || '').split(' ').filter(Boolean)) scopes.add(scope);
 }
@@ -125,6 +149,19 @@ function keyReport() {
 function buildProvider(issuer) {
   const provider = new Provider(issuer, {
     clients,
+    claims: { openid: ['sub'], profile: ['name'], fhirUser: ['fhirUser', 'name'] },
+    conformIdTokenClaims: false, // the ID token carries the claims of its scopes (the app shows who signed in)
+    async findAccount(_ctx, sub) {
+      const user = users.find((candidate) => candidate.sub === sub);
+      if (!user) return undefined;
+      return {
+        accountId: sub,
+        async claims() {
+          return { sub, name: user.name, fhirUser: user.fhirUser };
+        },
+      };
+    },
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     jwks: { keys: publishedKeys() },
     scopes: [...scopes],
     cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
@@ -168,7 +205,7 @@ function buildProvider(issuer) {
           const alg = client.access_token_alg || 'RS256';
           return {
             audience: resource,
-            scope: [...allowed].join(' '),
+            scope: [...allowed].filter((scope) => !OIDC_SCOPES.has(scope)).join(' '),
             accessTokenFormat: client.access_token_format || 'jwt',
             accessTokenTTL: tokenTtl,
             jwt: { sign: { alg, kid: keys.current[alg].kid } },
@@ -183,12 +220,89 @@ function buildProvider(issuer) {
       if (client?.fhirUser) claims.fhirUser = client.fhirUser;
       return Object.keys(claims).length ? claims : undefined;
     },
-    ttl: { ClientCredentials: tokenTtl },
+    ttl: { ClientCredentials: tokenTtl, AccessToken: tokenTtl },
   });
-  return provider.callback();
+  return provider;
 }
 
-let handler; // the current provider's request handler
+let current; // the current provider
+let handler; // its request handler
+
+function use(provider) {
+  current = provider;
+  handler = provider.callback();
+}
+
+// -- sign-in pages (the provider's interactions): a login form and a consent page, plain HTML, nothing external ----
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(res, title, body) {
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head>`
+    + `<body><h1>${escapeHtml(title)}</h1>${body}</body></html>`);
+}
+
+function loginPage(res, uid, clientId, problem) {
+  page(res, 'Sign in', `<p>to ${escapeHtml(clientId)}</p>${problem ? `<p role="alert">${escapeHtml(problem)}</p>` : ''}`
+    + `<form method="post" action="/interaction/${escapeHtml(uid)}">`
+    + '<label>Login <input name="login" autocomplete="username" required></label> '
+    + '<label>Password <input name="password" type="password" autocomplete="current-password" required></label> '
+    + '<button type="submit">Sign in</button></form>');
+}
+
+function consentPage(res, uid, clientId, scope) {
+  page(res, 'Allow access', `<p>${escapeHtml(clientId)} asks for: <code>${escapeHtml(scope || '')}</code></p>`
+    + `<form method="post" action="/interaction/${escapeHtml(uid)}"><button type="submit">Allow</button></form>`);
+}
+
+function readForm(req) {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk) => {
+      text += chunk;
+      if (text.length > 16384) reject(new Error('form too large'));
+    });
+    req.on('end', () => resolve(new URLSearchParams(text)));
+    req.on('error', reject);
+  });
+}
+
+async function interaction(req, res) {
+  const provider = current;
+  const details = await provider.interactionDetails(req, res);
+  const { uid, prompt, params } = details;
+  if (req.method === 'GET') {
+    if (prompt.name === 'login') return loginPage(res, uid, params.client_id);
+    return consentPage(res, uid, params.client_id, params.scope);
+  }
+  if (req.method !== 'POST') return answer(res, 405, { error: 'use GET or POST' });
+  const form = await readForm(req);
+  if (prompt.name === 'login') {
+    const user = users.find((candidate) => candidate.login === form.get('login')
+      && candidate.password === form.get('password'));
+    if (!user) return loginPage(res, uid, params.client_id, 'Unknown login or wrong password.');
+    return provider.interactionFinished(req, res, { login: { accountId: user.sub } }, {
+      mergeWithLastSubmission: false,
+    });
+  }
+  const missing = prompt.details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId: details.session.accountId, clientId: params.client_id });
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scope] of Object.entries(missing.missingResourceScopes || {})) {
+    grant.addResourceScope(indicator, scope.join(' '));
+  }
+  const grantId = await grant.save();
+  return provider.interactionFinished(req, res, { consent: details.grantId ? {} : { grantId } }, {
+    mergeWithLastSubmission: true,
+  });
+}
 
 function answer(res, status, body) {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
@@ -203,7 +317,7 @@ function admin(req, res, issuer) {
     const previous = Object.values(keys.current);
     keys.current = Object.fromEntries(ALGORITHMS.map((alg) => [alg, newKey(alg)]));
     keys.retired = keepOld ? [...previous, ...keys.retired] : [];
-    handler = buildProvider(issuer);
+    use(buildProvider(issuer));
     return answer(res, 200, keyReport());
   }
   if (url.pathname === '/admin/keys') {
@@ -227,13 +341,17 @@ const server = http.createServer((req, res) => {
     });
     return;
   }
+  if (req.url.startsWith('/interaction/')) {
+    interaction(req, res).catch((error) => answer(res, 400, { error: String(error.message || error) }));
+    return;
+  }
   handler(req, res);
 });
 
 server.listen(port, HOST, () => {
   const actual = server.address().port;
   const issuer = `http://${HOST}:${actual}`;
-  handler = buildProvider(issuer);
+  use(buildProvider(issuer));
   process.stdout.write(`${JSON.stringify({
     ready: true,
     issuer,
