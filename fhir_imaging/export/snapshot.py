@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_imaging.storage.bodies import unpack
 from fhir_imaging.storage.sqlstore import SqlReader
 
 PAGE_SIZE = 1000
@@ -40,4 +41,4 @@ def snapshot_types(reader: SqlReader, seq: int) -> list[str]:
 def snapshot_page(reader: SqlReader, resource_type: str, seq: int, after: str, limit: int = PAGE_SIZE) -> list[Row]:
     """Up to ``limit`` resources of ``resource_type`` as of ``seq``, in id order, after the id ``after``."""
     rows = reader.query(reader.dialect.sql(_PAGE), (resource_type, after, seq, seq, limit))
-    return [Row(row[0], row[1], bytes(row[2])) for row in rows if row[2] is not None]
+    return [Row(row[0], row[1], unpack(row[2])) for row in rows if row[2] is not None]

@@ -7,6 +7,8 @@ stored once, in ``resource``: its history row holds NULL until a newer version s
 
 from __future__ import annotations
 
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
 
@@ -27,6 +29,29 @@ def index_table(kind: SearchType) -> tuple[str, ...]:
     return (
         f"CREATE TABLE {kind.table} ({columns})",
         *(f"CREATE INDEX {kind.table}_{suffix} ON {kind.table} ({', '.join(names)})" for suffix, names in indexes),
+    )
+
+
+def id_token_migration() -> tuple[str, ...]:
+    """Migration 6: the token rows of ``id``/``oid`` values (search/index.py ``ID_TABLE``) move to their own compact
+    table: keyed by (rid, param, code) without a rowid, so a write appends them, with one index for searches,
+    instead of a rowid table and four indexes. Which parameters: those of the shipped registry the rule selects
+    (``param_table``); a server run on other definitions rebuilds its rows with ``reindex``."""
+    registry = load_registry()
+    pairs = sorted(
+        (resource_type, param.code)
+        for resource_type in registry.resource_types
+        for param in registry.searchable_params(resource_type)
+        if param_table(param) == ID_TABLE
+    )
+    moved = " OR ".join(f"(type = '{resource_type}' AND param = '{code}')" for resource_type, code in pairs)
+    return (
+        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, code TEXT NOT NULL, "
+        "PRIMARY KEY (rid, param, code)) WITHOUT ROWID",
+        f"INSERT INTO {ID_TABLE} (rid, type, param, code) SELECT rid, type, param, code FROM spidx_token "
+        f"WHERE ({moved}) AND code IS NOT NULL ORDER BY rid, param, code ON CONFLICT DO NOTHING",
+        f"DELETE FROM spidx_token WHERE {moved}",
+        f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)",
     )
 
 
@@ -95,6 +120,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX export_job_by_state ON export_job (state, created)",
     ),
+    # 6: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
+    id_token_migration(),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

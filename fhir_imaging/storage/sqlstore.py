@@ -23,6 +23,7 @@ from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
+from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.schema import MIGRATIONS
 
@@ -40,7 +41,7 @@ COUNT_VERSIONS = "SELECT count(*) FROM resource_history WHERE type = ? AND id = 
 
 def _version(row: tuple[Any, ...]) -> Version:
     body = row[5]
-    return Version(row[0], row[1], row[2], row[3], row[4], bytes(body) if body is not None else None, row[6])
+    return Version(row[0], row[1], row[2], row[3], row[4], unpack(body) if body is not None else None, row[6])
 
 
 # -- the reads, each over an explicit connection ---------------------------------------------------------------------
@@ -219,7 +220,7 @@ class SqlTransaction(SqlReader):
         select = self.dialect.sql("SELECT rid, body FROM resource WHERE deleted = 0 AND rid > ? ORDER BY rid LIMIT ?")
         while batch := self.conn.execute(select, (last, REINDEX_BATCH)).fetchall():
             for rid, body in batch:
-                self._index(rid, orjson.loads(body), fresh=True)
+                self._index(rid, orjson.loads(unpack(body)), fresh=True)
             count += len(batch)
             last = batch[-1][0]
             if progress:
@@ -300,7 +301,7 @@ class SqlTransaction(SqlReader):
             inserted = self._execute(
                 "INSERT INTO resource (type, id, version, last_updated, deleted, body) VALUES (?, ?, 1, ?, 0, ?) "
                 "ON CONFLICT (type, id) DO NOTHING RETURNING rid",
-                (resource_type, resource_id, last_updated, body),
+                (resource_type, resource_id, last_updated, pack(body)),
             ).fetchone()
             if inserted is not None:
                 return self._written(inserted[0], document, 1, last_updated, method, body, True, fresh=True)
@@ -314,7 +315,7 @@ class SqlTransaction(SqlReader):
         self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
-            (version, last_updated, body, rid),
+            (version, last_updated, pack(body), rid),
         )
         return self._written(rid, document, version, last_updated, method, body, created, fresh=False)
 
