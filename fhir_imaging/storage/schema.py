@@ -7,6 +7,8 @@ stored once, in ``resource``: its history row holds NULL until a newer version s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.types import TYPES
@@ -36,7 +38,8 @@ def id_token_migration() -> tuple[str, ...]:
     """Migration 6: the token rows of ``id``/``oid`` values (search/index.py ``ID_TABLE``) move to their own compact
     table: keyed by (rid, param, code) without a rowid, so a write appends them, with one index for searches,
     instead of a rowid table and four indexes. Which parameters: those of the shipped registry the rule selects
-    (``param_table``); a server run on other definitions rebuilds its rows with ``reindex``."""
+    (``param_table``); a server run on other definitions rebuilds its rows with ``reindex``. Built when it is applied
+    (``statements``): the rule compiles every token parameter's expression, which start-up need not wait for."""
     registry = load_registry()
     pairs = sorted(
         (resource_type, param.code)
@@ -55,7 +58,15 @@ def id_token_migration() -> tuple[str, ...]:
     )
 
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+Migration = tuple[str, ...] | Callable[[], tuple[str, ...]]
+
+
+def statements(migration: Migration) -> tuple[str, ...]:
+    """A migration's statements (built now if it is built when applied)."""
+    return migration() if callable(migration) else migration
+
+
+MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE resource (
             rid INTEGER PRIMARY KEY,
@@ -121,7 +132,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX export_job_by_state ON export_job (state, created)",
     ),
     # 6: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
-    id_token_migration(),
+    id_token_migration,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -25,7 +25,7 @@ from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
-from fhir_imaging.storage.schema import MIGRATIONS
+from fhir_imaging.storage.schema import MIGRATIONS, statements
 
 T = TypeVar("T")
 REINDEX_BATCH = 500
@@ -153,8 +153,8 @@ class SqlStore:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current = row[0] or 0
-        for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
-            for statement in statements:
+        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            for statement in statements(migration):
                 conn.execute(self.dialect.ddl(statement))
             conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
 
