@@ -8,6 +8,7 @@ stored once, in ``resource``: its history row holds NULL until a newer version s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.index import ID_TABLE, param_table
@@ -34,12 +35,20 @@ def index_table(kind: SearchType) -> tuple[str, ...]:
     )
 
 
-def id_token_migration() -> tuple[str, ...]:
+def id_token_migration(conn: Any) -> tuple[str, ...]:
     """Migration 6: the token rows of ``id``/``oid`` values (search/index.py ``ID_TABLE``) move to their own compact
     table: keyed by (rid, param, code) without a rowid, so a write appends them, with one index for searches,
     instead of a rowid table and four indexes. Which parameters: those of the shipped registry the rule selects
     (``param_table``); a server run on other definitions rebuilds its rows with ``reindex``. Built when it is applied
-    (``statements``): the rule compiles every token parameter's expression, which start-up need not wait for."""
+    to ``conn`` (``statements``): the rule compiles every token parameter's expression, so a database with no token
+    rows to move (a new one) skips it."""
+    table = (
+        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, code TEXT NOT NULL, "
+        "PRIMARY KEY (rid, param, code)) WITHOUT ROWID"
+    )
+    index = f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)"
+    if conn.execute("SELECT 1 FROM spidx_token LIMIT 1").fetchone() is None:
+        return table, index
     registry = load_registry()
     pairs = sorted(
         (resource_type, param.code)
@@ -49,21 +58,21 @@ def id_token_migration() -> tuple[str, ...]:
     )
     moved = " OR ".join(f"(type = '{resource_type}' AND param = '{code}')" for resource_type, code in pairs)
     return (
-        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, code TEXT NOT NULL, "
-        "PRIMARY KEY (rid, param, code)) WITHOUT ROWID",
+        table,
         f"INSERT INTO {ID_TABLE} (rid, type, param, code) SELECT rid, type, param, code FROM spidx_token "
         f"WHERE ({moved}) AND code IS NOT NULL ORDER BY rid, param, code ON CONFLICT DO NOTHING",
         f"DELETE FROM spidx_token WHERE {moved}",
-        f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)",
+        index,
     )
 
 
-Migration = tuple[str, ...] | Callable[[], tuple[str, ...]]
+Migration = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
 
 
-def statements(migration: Migration) -> tuple[str, ...]:
-    """A migration's statements (built now if it is built when applied)."""
-    return migration() if callable(migration) else migration
+def statements(migration: Migration, conn: Any = None) -> tuple[str, ...]:
+    """A migration's statements; one built when it is applied is built for ``conn``, the database it is applied to
+    (inside the transaction that applies it)."""
+    return migration(conn) if callable(migration) else migration
 
 
 MIGRATIONS: tuple[Migration, ...] = (

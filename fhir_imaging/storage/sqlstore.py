@@ -154,7 +154,7 @@ class SqlStore:
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current = row[0] or 0
         for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-            for statement in statements(migration):
+            for statement in statements(migration, conn):
                 conn.execute(self.dialect.ddl(statement))
             conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
 
