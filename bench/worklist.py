@@ -29,6 +29,7 @@ import orjson
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.index import extract_values, insert_sql
 from fhir_imaging.search.types import TYPES
+from fhir_imaging.storage.bodies import unpack
 from tests.e2e.server import ServerProcess
 
 ADDED = ("description", "accession")  # ImagingStudy parameters newer than the benchmark databases
@@ -108,7 +109,7 @@ def add_index_rows(path: Path, codes: tuple[str, ...] = ADDED) -> int:
             return 0
         studies = 0
         for rid, body in db.execute("SELECT rid, body FROM resource WHERE type = 'ImagingStudy' AND deleted = 0"):
-            resource = orjson.loads(body)
+            resource = orjson.loads(unpack(body))
             studies += 1
             for param in missing:
                 for kind, sub, columns in extract_values(resource, param):

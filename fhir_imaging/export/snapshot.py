@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_imaging.storage.bodies import unpack
 from fhir_imaging.storage.sqlstore import SqlReader
 
 PAGE_SIZE = 1000
@@ -60,4 +61,4 @@ def snapshot_page(
     """Up to ``limit`` resources of ``resource_type`` as of ``snapshot``, in id order, after the id ``after``."""
     bounds = (snapshot.seq, snapshot.tx)
     rows = reader.query(reader.dialect.sql(_PAGE), (resource_type, after, *bounds, *bounds, limit))
-    return [Row(row[0], row[1], bytes(row[2])) for row in rows if row[2] is not None]
+    return [Row(row[0], row[1], unpack(row[2])) for row in rows if row[2] is not None]

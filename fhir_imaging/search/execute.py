@@ -45,6 +45,7 @@ from fhir_imaging.search.paging import decode_cursor, encode_cursor
 from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner, combine_ranges, sort_bounds
 from fhir_imaging.search.query import Filter, SearchRequest, id_clause
 from fhir_imaging.search.sql import Column, Select, render
+from fhir_imaging.storage.bodies import unpack
 from fhir_imaging.storage.dialect import Dialect
 
 MAX_INCLUDE_ROUNDS = 4
@@ -73,7 +74,7 @@ class Hit:
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> Hit:
         """From a row whose first columns are the planner's ``RESOURCE_COLUMNS``."""
-        return cls(row[0], row[1], row[2], row[3], row[4], bytes(row[5]))
+        return cls(row[0], row[1], row[2], row[3], row[4], unpack(row[5]))
 
 
 @dataclass

@@ -18,6 +18,12 @@ from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
 
 INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
+ID_TABLE = "spidx_token_id"
+"""Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
+no text, one code each. Their own table holds them compactly (storage/schema.py, migration 7): rows (rid, type,
+param, code) keyed by the resource (rid, param, code), appended as rids grow, and one index (type, param, code, rid)
+for searches, which compile with ``compile_id_token`` (search/types/token.py)."""
+ID_KINDS = frozenset({"id", "oid"})
 
 
 Extract = Callable[[dict[str, Any]], list[Row]]
@@ -49,6 +55,23 @@ def compile_extractor(expression: str, resource_type: str, param_type: str) -> E
     return extract_nodes
 
 
+@cache
+def holds_ids(expression: str, resource_type: str, param_type: str) -> bool:
+    """Whether a parameter's rows go to ``ID_TABLE``: a token parameter whose expression yields values of FHIR type
+    ``id`` or ``oid`` only (every row then is ('', value, None))."""
+    if param_type != "token":
+        return False
+    plan, _ = compile_plan(expression, resource_type)
+    return plan.kind in ID_KINDS
+
+
+def param_table(param: SearchParam) -> str:
+    """The index table that holds ``param``'s rows."""
+    if param.expression is not None and holds_ids(param.expression, param.base, param.type):
+        return ID_TABLE
+    return TYPES[param.type].table
+
+
 def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
     """Every index row ``param`` gives for ``resource`` (deduplicated, in order)."""
     assert param.expression is not None
@@ -57,6 +80,8 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 
 @cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
+    if table == ID_TABLE:
+        return f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES ({', '.join(placeholder for _ in range(4))})"
     kind = next(kind for kind in TYPES.values() if kind.table == table)
     names = (*INDEX_PREFIX, *column_names(kind.value_columns))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
@@ -68,14 +93,18 @@ class Indexer:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._extractors: dict[str, tuple[tuple[str, Extract], ...]] = {}
+        self._extractors: dict[str, tuple[tuple[str, Extract, bool], ...]] = {}
 
-    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract], ...]:
-        """(code, extractor) for every searchable parameter of a type."""
+    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool], ...]:
+        """(code, extractor, whether its rows go to ``ID_TABLE``) for every searchable parameter of a type."""
         found = self._extractors.get(resource_type)
         if found is None:
             found = self._extractors[resource_type] = tuple(
-                (param.code, compile_extractor(param.expression or "", resource_type, param.type))
+                (
+                    param.code,
+                    compile_extractor(param.expression or "", resource_type, param.type),
+                    param_table(param) == ID_TABLE,
+                )
                 for param in self.registry.searchable_params(resource_type)
             )
         return found
@@ -87,11 +116,17 @@ class Indexer:
         resource_type = resource["resourceType"]
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         tables = TABLES
-        for code, extract in self.extractors(resource_type):
+        for code, extract, ids in self.extractors(resource_type):
             rows = extract(resource)
             if not rows:
                 continue
             head = (rid, resource_type, code)
+            if ids:  # every row is ('', value, None): the value alone
+                out = by_table.get(ID_TABLE)
+                if out is None:
+                    out = by_table[ID_TABLE] = []
+                out += [(*head, columns[1]) for _, _, columns in rows]
+                continue
             for kind, sub, columns in rows:
                 table = tables[kind]
                 out = by_table.get(table)
@@ -103,7 +138,7 @@ class Indexer:
 
 def delete_statements(placeholder: str = "?") -> list[str]:
     """One DELETE per index table, removing a resource's rows (bind its rid)."""
-    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in TABLES.values()]
+    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES]
 
 
-INDEX_TABLES: tuple[str, ...] = tuple(TABLES.values())
+INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)

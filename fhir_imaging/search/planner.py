@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_imaging.search import sql
+from fhir_imaging.search.index import ID_TABLE
 from fhir_imaging.search.query import (
     Alternative,
     AnyOf,
@@ -33,7 +34,7 @@ from fhir_imaging.search.query import (
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import CompileContext
 from fhir_imaging.search.types.date import LOWER_PREFIXES, UPPER_PREFIXES, DateRange, DateValue, range_parts
-from fhir_imaging.search.types.token import TokenValue
+from fhir_imaging.search.types.token import TokenValue, compile_id_token
 from fhir_imaging.storage.dialect import Dialect
 
 RESOURCE_COLUMNS = ("rid", "type", "id", "version", "last_updated", "body")
@@ -140,7 +141,9 @@ class Planner:
             return self.date_range(clause, clause.values[0], types, outer)
         index = self.alias("i")
         match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
-        if clause.missing is None:
+        if clause.missing is None and clause.table == ID_TABLE:
+            match.append(sql.or_(*(compile_id_token(value, index) for value in clause.values)))
+        elif clause.missing is None:
             kind = TYPES[clause.kind] if clause.table == TYPES[clause.kind].table else TYPES["token"]
             context = CompileContext(index, self.bases)
             match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
@@ -228,7 +231,7 @@ class Planner:
         index = self.alias("k")
         select = sql.Select(
             ((kind.sort_key(index, key.descending), None),),
-            ((kind.table, index),),
+            ((key_table(key), index),),
             sql.and_(
                 sql.eq(sql.Column(index, "rid"), sql.Column(alias, "rid")), sql.eq(sql.Column(index, "param"), key.code)
             ),
@@ -266,7 +269,7 @@ class Planner:
         ]
         if after is not None:
             conditions.append(sql.Compare(value, "<=" if key.descending else ">=", sql.Param(after)))
-        table = TYPES[key.kind].table
+        table = key_table(key)
         rows = sql.Select(((value, "v"),), ((table, index),), sql.and_(*conditions), ((value, key.descending),), size)
         window = self.alias("u")
         first = sql.Func("max" if key.descending else "min", (sql.Column(window, "v"),))
@@ -294,7 +297,7 @@ class Planner:
         ]
         if after is not None:
             conditions.append(sql.Compare(value, "<=" if key.descending else ">=", sql.Param(after)))
-        rows = sql.Select(((sql.Column(index, "rid"), None),), ((TYPES[key.kind].table, index),), sql.and_(*conditions))
+        rows = sql.Select(((sql.Column(index, "rid"), None),), ((key_table(key), index),), sql.and_(*conditions))
         return sql.InSelect(sql.Column("r", "rid"), rows)
 
     def page(
@@ -529,6 +532,11 @@ def may_be_broad(item: Filter) -> bool:
 def _negated(item: Filter) -> bool:
     """``:not`` and ``:missing=true`` match the resources *without* such index rows (``NOT IN``)."""
     return isinstance(item, Clause) and (item.modifier == "not" or item.missing is True)
+
+
+def key_table(key: SortKey) -> str:
+    """The index table of a sort key's parameter."""
+    return key.table or TYPES[key.kind].table
 
 
 def _by_id(clause: Clause) -> bool:

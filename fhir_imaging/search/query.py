@@ -16,6 +16,7 @@ from fhir_imaging.fhir.cardinality import single_point
 from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam, expression_for_base
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
+from fhir_imaging.search.index import param_table
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
@@ -92,6 +93,7 @@ class SortKey:
     code: str
     kind: str  # parameter type, or "_id" / "_lastUpdated" for resource columns
     descending: bool
+    table: str = ""  # the index table of its rows ('' for resource columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,7 @@ def common_param(registry: Registry, types: Iterable[str], code: str) -> SearchP
     found = [registry.params_for(name).get(code) for name in types]
     if not found or any(param is None for param in found):
         return None
-    if len({param.type for param in found if param}) != 1:
+    if len({(param.type, param_table(param)) for param in found if param}) != 1:
         return None
     return found[0]
 
@@ -202,10 +204,10 @@ class _Parser:
         if modifier == "missing":
             if value not in ("true", "false"):
                 raise bad(name, f":missing takes true or false, not '{value}'")
-            return Clause(param.code, param.type, modifier, (), kind.table, param.code, value == "true")
+            return Clause(param.code, param.type, modifier, (), param_table(param), param.code, value == "true")
         if modifier is not None and modifier not in kind.modifiers and not self.type_modifier(param, modifier):
             raise bad(name, f"unknown modifier ':{modifier}' for a {param.type} parameter")
-        table, key = kind.table, param.code
+        table, key = param_table(param), param.code
         parse: Callable[[str, str | None, SearchParam], Any] = kind.parse_value
         if modifier == "of-type":
             key = f"{param.code}:of-type"
@@ -306,7 +308,7 @@ def parse_sort(registry: Registry, types: tuple[str, ...], value: str) -> tuple[
         if not _searchable(param) or code == "_has":
             raise bad("_sort", f"cannot sort by '{code}': not a search parameter of {', '.join(types)}")
         assert param is not None
-        keys.append(SortKey(code, param.type, descending))
+        keys.append(SortKey(code, param.type, descending, param_table(param)))
     return tuple(keys)
 
 

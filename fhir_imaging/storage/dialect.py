@@ -80,5 +80,6 @@ POSTGRES = Dialect(
         (r"\bREAL\b", "DOUBLE PRECISION"),
         (r"\bBLOB\b", "BYTEA"),
         (r"\bTEXT\b", 'TEXT COLLATE "C"'),  # byte order, as SQLite compares: the same results on both
+        (r"\) WITHOUT ROWID$", ")"),  # a table clustered on its key is SQLite's; PostgreSQL keeps a heap
     ),
 )

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_imaging.storage.base import HistoryQuery, Version
+from fhir_imaging.storage.bodies import unpack
 from fhir_imaging.storage.dialect import Dialect
 
 # The current version's body is stored once, in ``resource``; its history row holds NULL until a newer version
@@ -45,7 +46,7 @@ def append_statement(dialect: Dialect) -> str:
 
 def to_version(row: tuple[Any, ...]) -> Version:
     body = row[5]
-    return Version(row[0], row[1], row[2], row[3], row[4], bytes(body) if body is not None else None, row[6], row[7])
+    return Version(row[0], row[1], row[2], row[3], row[4], unpack(body) if body is not None else None, row[6], row[7])
 
 
 def read_history(conn: Any, dialect: Dialect, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]:

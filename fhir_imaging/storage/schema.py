@@ -8,6 +8,11 @@ supersedes it (storage/sqlstore.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
 
@@ -31,7 +36,47 @@ def index_table(kind: SearchType) -> tuple[str, ...]:
     )
 
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+def id_token_migration(conn: Any) -> tuple[str, ...]:
+    """Migration 6: the token rows of ``id``/``oid`` values (search/index.py ``ID_TABLE``) move to their own compact
+    table: keyed by (rid, param, code) without a rowid, so a write appends them, with one index for searches,
+    instead of a rowid table and four indexes. Which parameters: those of the shipped registry the rule selects
+    (``param_table``); a server run on other definitions rebuilds its rows with ``reindex``. Built when it is applied
+    to ``conn`` (``statements``): the rule compiles every token parameter's expression, so a database with no token
+    rows to move (a new one) skips it."""
+    table = (
+        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, code TEXT NOT NULL, "
+        "PRIMARY KEY (rid, param, code)) WITHOUT ROWID"
+    )
+    index = f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)"
+    if conn.execute("SELECT 1 FROM spidx_token LIMIT 1").fetchone() is None:
+        return table, index
+    registry = load_registry()
+    pairs = sorted(
+        (resource_type, param.code)
+        for resource_type in registry.resource_types
+        for param in registry.searchable_params(resource_type)
+        if param_table(param) == ID_TABLE
+    )
+    moved = " OR ".join(f"(type = '{resource_type}' AND param = '{code}')" for resource_type, code in pairs)
+    return (
+        table,
+        f"INSERT INTO {ID_TABLE} (rid, type, param, code) SELECT rid, type, param, code FROM spidx_token "
+        f"WHERE ({moved}) AND code IS NOT NULL ORDER BY rid, param, code ON CONFLICT DO NOTHING",
+        f"DELETE FROM spidx_token WHERE {moved}",
+        index,
+    )
+
+
+Migration = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
+
+
+def statements(migration: Migration, conn: Any = None) -> tuple[str, ...]:
+    """A migration's statements; one built when it is applied is built for ``conn``, the database it is applied to
+    (inside the transaction that applies it)."""
+    return migration(conn) if callable(migration) else migration
+
+
+MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE resource (
             rid INTEGER PRIMARY KEY,
@@ -108,6 +153,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX resource_history_by_type",
         "ALTER TABLE export_job ADD COLUMN snapshot_tx INTEGER NOT NULL DEFAULT 9223372036854775807",
     ),
+    # 7: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
+    id_token_migration,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -23,9 +23,10 @@ from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
+from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.history import VERSION_COLUMNS, VERSIONS, append_statement, read_history, to_version
-from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
 
 T = TypeVar("T")
 REINDEX_BATCH = 500
@@ -154,8 +155,8 @@ class SqlStore:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
         current: int = row[0] or 0
-        for number, statements in enumerate(MIGRATIONS[current:], start=current + 1):
-            for statement in statements:
+        for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+            for statement in statements(migration, conn):
                 conn.execute(self.dialect.ddl(statement))
             conn.execute(self.dialect.sql("INSERT INTO schema_version (version) VALUES (?)"), (number,))
         return current
@@ -236,7 +237,7 @@ class SqlTransaction(SqlReader):
         select = self.dialect.sql("SELECT rid, body FROM resource WHERE deleted = 0 AND rid > ? ORDER BY rid LIMIT ?")
         while batch := self.conn.execute(select, (last, REINDEX_BATCH)).fetchall():
             for rid, body in batch:
-                self._index(rid, orjson.loads(body), fresh=True)
+                self._index(rid, orjson.loads(unpack(body)), fresh=True)
             count += len(batch)
             last = batch[-1][0]
             if progress:
@@ -317,7 +318,7 @@ class SqlTransaction(SqlReader):
             inserted = self._execute(
                 "INSERT INTO resource (type, id, version, last_updated, deleted, body) VALUES (?, ?, 1, ?, 0, ?) "
                 "ON CONFLICT (type, id) DO NOTHING RETURNING rid",
-                (resource_type, resource_id, last_updated, body),
+                (resource_type, resource_id, last_updated, pack(body)),
             ).fetchone()
             if inserted is not None:
                 return self._written(inserted[0], document, 1, last_updated, method, body, True, previous_tx=None)
@@ -331,7 +332,7 @@ class SqlTransaction(SqlReader):
         previous_tx = self._supersede(rid, resource_type, resource_id, current[1])
         self._execute(
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
-            (version, last_updated, body, rid),
+            (version, last_updated, pack(body), rid),
         )
         return self._written(rid, document, version, last_updated, method, body, created, previous_tx)
 

@@ -8,13 +8,13 @@ from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.dialect import POSTGRES
-from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
 from fhir_imaging.storage.sqlite import path_from_url
 
 
 def _make_old_database(database: str, versions: int) -> None:
     """The schema as the first ``versions`` migrations left it, with one resource in it."""
-    statements = [statement for migration in MIGRATIONS[:versions] for statement in migration]
+    made = [statement for migration in MIGRATIONS[:versions] for statement in statements(migration)]
     rows = [
         "CREATE TABLE schema_version (version INTEGER NOT NULL)",
         *(f"INSERT INTO schema_version (version) VALUES ({number})" for number in range(1, versions + 1)),
@@ -26,14 +26,14 @@ def _make_old_database(database: str, versions: int) -> None:
     body = b'{"resourceType":"Patient","id":"old","meta":{"versionId":"1","lastUpdated":"2020-01-01T00:00:00.000Z"}}'
     if database.startswith("sqlite"):
         with sqlite3.connect(path_from_url(database)) as conn:
-            for statement in [*statements, *rows]:
+            for statement in [*made, *rows]:
                 conn.execute(statement)
             conn.execute(insert, (body,))
     else:
         import psycopg
 
         with psycopg.connect(database) as conn:
-            for statement in statements:
+            for statement in made:
                 conn.execute(POSTGRES.ddl(statement))
             for statement in rows:
                 conn.execute(statement)

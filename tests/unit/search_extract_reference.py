@@ -16,6 +16,7 @@ from typing import Any
 from fhirpathpy.models import models
 
 from fhir_imaging.fhir.registry import SearchParam, load_registry
+from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, normalize
 from fhir_imaging.search.types.date import parse_interval
@@ -514,11 +515,19 @@ def index_statements(rid: int, resource: dict[str, Any], placeholder: str = "?")
     for param in registry.searchable_params(resource_type):
         if param.type not in TYPES:
             continue
+        ids = param_table(param) == ID_TABLE  # id/oid values: the code alone, in their own table
         for kind, sub, columns in extract_values(resource, param):
             key = param.code if not sub else f"{param.code}:{sub}"
+            if ids:
+                by_table.setdefault(ID_TABLE, []).append((rid, resource_type, key, columns[1]))
+                continue
             by_table.setdefault(TYPES[kind].table, []).append((rid, resource_type, key, *columns))
     out = []
     for table, rows in by_table.items():
+        if table == ID_TABLE:
+            values = ", ".join(placeholder for _ in range(4))
+            out.append((f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES ({values})", rows))
+            continue
         kind = next(kind for kind in TYPES.values() if kind.table == table)
         names = ("rid", "type", "param", *(column.name for column in kind.value_columns))
         sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"

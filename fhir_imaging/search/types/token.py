@@ -116,6 +116,15 @@ def compile_token(value: Any, alias: str) -> sql.Expr:
     return sql.and_(*conditions)
 
 
+def compile_id_token(value: Any, alias: str) -> sql.Expr:
+    """``compile_token`` for a row of ``spidx_token_id`` (search/index.py ``ID_TABLE``): an ``id``/``oid`` value has
+    no system (it is '') and no text, so only a code with no system or with ``|`` matches; any other form matches
+    nothing, decided here rather than by reading the parameter's rows."""
+    if isinstance(value, TokenValue) and value.code is not None and value.system in (None, ""):
+        return sql.eq(column(alias, "code"), value.code)
+    return sql.FALSE
+
+
 def _text(value: Any) -> str | None:
     return normalize_cached(value) if isinstance(value, str) and value else None
 
