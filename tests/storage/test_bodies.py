@@ -85,7 +85,7 @@ def _stored(store: object, table: str, resource_id: str) -> bytes:
 def test_large_bodies_are_stored_compressed_and_read_back_as_written(database: str) -> None:
     """A body past ``SMALLEST`` bytes is stored packed (storage/bodies.py); read, vread, history, search and the
     export snapshot give back the JSON, byte for byte."""
-    from fhir_imaging.export.snapshot import snapshot_page
+    from fhir_imaging.export.snapshot import Snapshot, snapshot_page
     from fhir_imaging.search.execute import run_search
     from fhir_imaging.search.query import parse_search
     from fhir_imaging.storage.bodies import MARK, SMALLEST
@@ -110,7 +110,8 @@ def test_large_bodies_are_stored_compressed_and_read_back_as_written(database: s
         hits = store.reading(lambda reader: run_search(reader, search, ("",)).matches)  # type: ignore[attr-defined]
         assert [orjson.loads(hit.body)["gender"] for hit in hits] == ["female"]
         seq = store.query("SELECT max(seq) FROM resource_history", [])[0][0]  # type: ignore[attr-defined]
-        rows = store.reading(lambda reader: snapshot_page(reader, "Patient", seq, ""))  # type: ignore[attr-defined]
+        snapshot = Snapshot(seq, 2**63 - 1)  # every version so far, whichever transaction wrote it
+        rows = store.reading(lambda reader: snapshot_page(reader, "Patient", snapshot, ""))  # type: ignore[attr-defined]
         assert [orjson.loads(row.body)["gender"] for row in rows] == ["female"]
         small = store.create("Patient", "small", _patient("Small")).version.body
         assert small is not None and _stored(store, "resource", "small") == small  # too small to gain: as written
