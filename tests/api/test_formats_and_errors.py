@@ -87,7 +87,8 @@ def test_utf8_bom_before_a_json_body_is_accepted(client: TestClient) -> None:
     transaction += b'"request": {"method": "PUT", "url": "Patient/bom"}}]}'
     assert client.post("/", content=BOM + transaction, headers=FHIR_JSON).status_code == 200
     validated = client.post("/Patient/$validate", content=BOM + patient, headers=FHIR_JSON)
-    assert validated.status_code == 200 and validated.json()["issue"][0]["severity"] == "information"
+    assert validated.status_code == 200
+    assert all(issue["severity"] in ("information", "warning") for issue in validated.json()["issue"])
     assert client.get("/Patient/bom").json()["meta"]["versionId"] == "3"
 
 
@@ -133,7 +134,7 @@ def test_server_error_is_500_outcome_with_request_id_and_no_trace(
         def explode(*args: Any) -> None:
             raise RuntimeError("secret internals")
 
-        app.state.service.store.read = explode
+        app.state.service.store.reading = explode  # every read goes through it
         response = failing.get("/Patient/x")
     assert response.status_code == 500
     outcome = _outcome(response)
