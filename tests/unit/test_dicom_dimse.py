@@ -107,6 +107,8 @@ def test_unlinking_a_study_from_a_pacs_it_left() -> None:
 def test_the_dimse_endpoint_is_valid_r4() -> None:
     """Our validator, and fhir.resources as a second opinion (R4B's Endpoint is R4's)."""
     endpoint = {**endpoint_for("ORTHANC", "127.0.0.1", 4242).resource, "id": "pacs"}
-    assert Validator.load().validate(endpoint) == []
+    issues = Validator.load().validate(endpoint)
+    assert [issue for issue in issues if issue.severity in ("error", "fatal")] == []
+    assert {issue.code for issue in issues} <= {"invariant"}  # at most dom-6's warning: no narrative
     r4b = pytest.importorskip("fhir.resources.R4B.endpoint", reason="fhir.resources (test-only) is not installed")
     r4b.Endpoint.model_validate(endpoint)
