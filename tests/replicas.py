@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 
+from fhir_imaging.config import Settings
 from fhir_imaging.storage.base import Store
 from fhir_imaging.storage.postgres import PostgresStore
 from fhir_imaging.storage.replicas import ReplicaSet
@@ -43,6 +45,18 @@ def replicated_database() -> Iterator[Replicated]:
         )
     with fresh_postgres_database() as url:
         yield Replicated(url, REPLICA_URL.rsplit("/", 1)[0] + "/" + url.rsplit("/", 1)[1])
+
+
+def replica_settings(urls: Replicated, **extra: Any) -> Settings:
+    """A primary with its one replica, checked every 0.1 s and allowed to trail 30 s (the tests wait for checks)."""
+    return Settings(
+        database=urls.primary,
+        pool_size=4,
+        database_replica=(urls.replica,),
+        replica_max_lag=30.0,
+        replica_check_interval=0.1,
+        **extra,
+    )
 
 
 def replicas_of(store: Store) -> ReplicaSet:

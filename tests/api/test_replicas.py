@@ -11,7 +11,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from fhir_imaging.app import create_app
-from fhir_imaging.config import Settings
 from fhir_imaging.storage.base import Store
 from tests.api.test_export import exported, finished, ids, kick_off, seed
 from tests.conftest import BASE, SEED_PATIENT, SEED_STUDY
@@ -19,6 +18,7 @@ from tests.replicas import (
     needs_postgres,
     replay_paused,
     replica_served,
+    replica_settings,
     replica_stopped,
     replicas_of,
     replicated_database,
@@ -33,14 +33,7 @@ ACCESSION = {"system": "http://hospital.example/accession", "value": "ACC-1"}
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     with replicated_database() as urls:
-        settings = Settings(
-            database=urls.primary,
-            pool_size=4,
-            database_replica=(urls.replica,),
-            replica_max_lag=30.0,
-            replica_check_interval=0.1,
-            export_dir=str(tmp_path / "exports"),
-        )
+        settings = replica_settings(urls, export_dir=str(tmp_path / "exports"))
         with TestClient(create_app(settings), base_url=BASE) as test_client:
             wait_usable(store_of(test_client))
             yield test_client

@@ -18,6 +18,7 @@ from tests.replicas import (
     needs_postgres,
     replay_paused,
     replica_served,
+    replica_settings,
     replica_stopped,
     replicas_of,
     replicated_database,
@@ -30,13 +31,7 @@ pytestmark = needs_postgres
 @pytest.fixture
 def store() -> Iterator[Store]:
     with replicated_database() as urls:
-        settings = Settings(
-            database=urls.primary,
-            pool_size=4,
-            database_replica=(urls.replica,),
-            replica_max_lag=30.0,
-            replica_check_interval=0.1,
-        )
+        settings = replica_settings(urls)
         opened = open_store(settings, load_registry())
         try:
             wait_usable(opened)
