@@ -148,30 +148,21 @@ def render(
                 f"{_rate(ms['peer'])} | {_ratio(ms['ours'], ms['floor'])} | {_ratio(ms['ours'], ms['peer'])} | "
                 f"{_ratio(ms['ours-granian'], ms['ours'])} |"
             )
-        if "ours-postgres" in opts.targets:
-            lines += [
-                "",
-                "| workload | ours (SQLite) | ours-postgres | postgres / SQLite |",
-                "|---|---:|---:|---:|",
-            ]
-            for name in opts.workloads:
-                ms = {t: by_key.get((scale, t, name)) for t in TARGET_ORDER}
-                lines.append(
-                    f"| {name} | {_rate(ms['ours'])} | {_rate(ms['ours-postgres'])} | "
-                    f"{_ratio(ms['ours-postgres'], ms['ours'])} |"
-                )
-        if "ours-postgres" in opts.targets and "ours-postgres-replica" in opts.targets:
-            lines += [
-                "",
-                "| workload | primary alone | primary + 1 replica | with replica / alone |",
-                "|---|---:|---:|---:|",
-            ]
-            for name in opts.workloads:
-                ms = {t: by_key.get((scale, t, name)) for t in TARGET_ORDER}
-                lines.append(
-                    f"| {name} | {_rate(ms['ours-postgres'])} | {_rate(ms['ours-postgres-replica'])} | "
-                    f"{_ratio(ms['ours-postgres-replica'], ms['ours-postgres'])} |"
-                )
+        pairs = (  # (baseline, compared, header, the targets that make the table)
+            ("ours", "ours-postgres", "ours (SQLite) | ours-postgres | postgres / SQLite", {"ours-postgres"}),
+            (
+                "ours-postgres",
+                "ours-postgres-replica",
+                "primary alone | primary + 1 replica | with replica / alone",
+                {"ours-postgres", "ours-postgres-replica"},
+            ),
+        )
+        for base, other, header, needed in pairs:
+            if needed <= set(opts.targets):
+                lines += ["", f"| workload | {header} |", "|---|---:|---:|---:|"]
+                for name in opts.workloads:
+                    a, b = by_key.get((scale, base, name)), by_key.get((scale, other, name))
+                    lines.append(f"| {name} | {_rate(a)} | {_rate(b)} | {_ratio(b, a)} |")
         lines += ["", "Transactions are counted in resources/s (100 per request).", ""]
         for name in opts.workloads:
             workload = BY_NAME[name]
