@@ -79,7 +79,7 @@ class Options:
     targets: tuple[str, ...] = TARGET_NAMES
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     workers: int = 1
-    postgres: str | None = None  # a PostgreSQL server for ours-postgres (a fresh database is made per scale)
+    postgres: str | None = None  # a PostgreSQL server for ours-postgres (a preloaded database per scale, kept)
     postgres_replica: str | None = None  # a streaming replica of ``postgres`` for ours-postgres-replica
     cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
     work_dir: Path | None = None
@@ -162,24 +162,36 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
 
 
 def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
-    """A fresh database on ``opts.postgres`` preloaded with the corpus through ``PostgresStore`` (500 a transaction)."""
+    """A database on ``opts.postgres`` preloaded with the corpus through ``PostgresStore`` (500 a transaction).
+
+    Like our SQLite template, it is kept on the server and reused, by a name that covers the scale, the seed and the
+    server's source: the PostgreSQL targets of a run (and of the next runs, e.g. another ``--workers``) share it, so
+    each scale is preloaded once. The writes of one target's workloads stay in it for the next (a few thousand
+    studies at most, next to the scale). A preload is built under a temporary name and renamed when complete."""
     import psycopg
 
     from fhir_imaging.fhir.registry import load_registry
     from fhir_imaging.storage.postgres import PostgresStore
 
     assert opts.postgres
-    name = f"bench_{scale}_{int(time.time())}"
+    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), REPO / "bench" / "generate.py"])
+    name = f"bench_{scale}_{opts.seed}_{key}"
+    server = opts.postgres.rsplit("/", 1)[0]
     with psycopg.connect(opts.postgres, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = opts.postgres.rsplit("/", 1)[0] + f"/{name}"
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            opts.log(f"  PostgreSQL database {name} is preloaded already")
+            return f"{server}/{name}"
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}_loading" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}_loading"')
     opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through PostgresStore")
-    store = PostgresStore(url, load_registry())
+    store = PostgresStore(f"{server}/{name}_loading", load_registry())
     for batch in batched(read_corpus(corpus), 500):
         store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
     store.transact(lambda tx: tx.conn.execute("ANALYZE"))
     store.close()
-    return url
+    with psycopg.connect(opts.postgres, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}_loading" RENAME TO "{name}"')
+    return f"{server}/{name}"
 
 
 def wait_replayed(primary: str, replica: str, opts: Options, limit_s: float = 600) -> None:
