@@ -36,6 +36,7 @@ from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
+from fhir_imaging.search.index import INDEX_TABLES
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack
 from fhir_imaging.storage.dialect import POSTGRES
@@ -197,6 +198,14 @@ CREATE_FIRST = (
 version), or no row when the id exists."""
 
 
+UNINDEX = (
+    "WITH "
+    + ", ".join(f"d{n} AS (DELETE FROM {table} WHERE rid = %(rid)s)" for n, table in enumerate(INDEX_TABLES))
+    + " SELECT 1"
+)
+"""``search.index.delete_statements`` as one statement."""
+
+
 class PgTransaction(SqlTransaction):
     """A write transaction whose search index rows are written in bulk: gathered as the writes come and sent by
     ``COPY … FROM STDIN``, one per index table, before anything in the transaction could read them (a search, a
@@ -248,8 +257,9 @@ class PgTransaction(SqlTransaction):
                     copy.write_row(row)
 
     def _unindex(self, rid: int) -> None:
+        """Every index table's rows of ``rid`` in one statement (one round trip, not one a table)."""
         self.flush()
-        super()._unindex(rid)
+        self.conn.execute(UNINDEX, {"rid": rid})
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         self.flush()
