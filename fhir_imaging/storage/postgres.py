@@ -7,6 +7,12 @@ to create one id is settled by the unique key (``ON CONFLICT``), and migrations 
 processes starting together migrate once. While the database cannot be reached, requests answer 503; the pool
 reconnects by itself when it is back.
 
+Round trips are what a PostgreSQL store spends, so it spends few: a write transaction sends its search index rows by
+``COPY``, one per index table (``PgTransaction``), a create is one statement with its history row, a removal of a
+resource's index rows one statement; pooled connections run in autocommit and are checked only after a second idle
+(storage/pgpool.py), so a point read is one round trip, its statement prepared on the server from its fifth run
+(psycopg's ``prepare_threshold``).
+
 With read replicas (``--database-replica``), a unit of reads the service marks ``replica=True`` runs on a usable
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
 that fails there because the replica went away runs again on the primary. Every commit notes the primary's LSN in
