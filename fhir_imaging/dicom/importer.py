@@ -28,7 +28,7 @@ from pydicom.errors import InvalidDicomError
 
 from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom.header import Header, read_header
+from fhir_imaging.dicom.header import read_file_header
 from fhir_imaging.dicom.limits import MAX_DEFAULT_READ_WORKERS, PARALLEL_FROM, READ_CHUNK
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.progress import Reporter
@@ -165,21 +165,21 @@ def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path
     with warnings.catch_warnings(), open(path, "rb") as fp:
         warnings.simplefilter("ignore")  # pydicom warns about every odd value; what matters is checked below
         try:
-            ds = read_header(fp)
+            header = read_file_header(fp)
         except InvalidDicomError:
             raise Skip("not a DICOM file (no DICOM Part 10 preamble and 'DICM' prefix)") from None
         except (OSError, EOFError) as exc:
             raise Skip(f"cannot read: {exc}") from None
         except Exception as exc:  # pydicom raises many types on corrupt or truncated headers
             raise Skip(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-        meta = getattr(ds, "file_meta", None)
+        meta = header.file_meta
         if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
-            return dicomdir_files(ds, path)
+            return dicomdir_files(header, path)
         try:
-            record = from_dicom_dataset(Header(ds), options)
+            record = from_dicom_dataset(header, options)
         except MappingError as exc:
             raise Skip(str(exc)) from None
-        check_complete(ds, fp, os.fstat(fp.fileno()).st_size)
+        check_complete(header, header.stream or fp, os.fstat(fp.fileno()).st_size)
         return record
 
 

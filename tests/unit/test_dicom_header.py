@@ -8,17 +8,19 @@ written here.
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from fhir_imaging.dicom.header import READ_FIELDS, Header, read_header
-from fhir_imaging.dicom.importer import read_paths
+from fhir_imaging.dicom import header, importer
+from fhir_imaging.dicom.header import PREFIX_BYTES, READ_FIELDS, Header, read_file_header
+from fhir_imaging.dicom.importer import Skip, read_file, read_paths
 from fhir_imaging.dicom.keys import MAPPED_FIELDS
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
 
@@ -42,7 +44,8 @@ def full_read(path: Path | str) -> InstanceRecord | str:
 
 def fast_read(path: Path | str) -> InstanceRecord | str:
     try:
-        return from_dicom_dataset(Header(read_header(path)), OPTIONS)
+        with open(path, "rb") as fp:
+            return from_dicom_dataset(read_file_header(fp), OPTIONS)
     except MappingError as exc:
         return str(exc)
 
@@ -165,3 +168,80 @@ def test_reader_processes_read_the_same_as_this_process(tmp_path: Path) -> None:
     parallel = read_paths(paths, OPTIONS, advanced.append, workers=2)
     assert parallel == alone
     assert sum(advanced) == alone.files and len(alone.records) == len(TRICKY) + 81
+
+
+def pydicom_whole_header(fp: BinaryIO, prefix: int | None = None) -> Header:
+    """The header as import-dicom read it before ``read_file_header``: every element read by pydicom."""
+    return Header(pydicom.dcmread(fp, stop_before_pixels=True), fp)
+
+
+def outcome(path: Path) -> Any:
+    """``importer.read_file`` as a comparable value: a record, a DICOMDIR's files, or the reason of a skip."""
+    try:
+        return read_file(path, OPTIONS)
+    except Skip as skip:
+        return str(skip)
+
+
+def whole_outcome(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    with monkeypatch.context() as patch:
+        patch.setattr(importer, "read_file_header", pydicom_whole_header)
+        return outcome(path)
+
+
+@pytest.mark.parametrize("prefix", [PREFIX_BYTES, 4096, 700])
+def test_the_importer_reads_every_file_pydicom_ships_as_a_whole_read_does(
+    monkeypatch: pytest.MonkeyPatch, prefix: int
+) -> None:
+    """Records, DICOMDIR listings and skip reasons alike, with headers inside the prefix and across it."""
+    monkeypatch.setattr(header, "PREFIX_BYTES", prefix)
+    accepted = 0
+    for path in PYDICOM_FILES:
+        expected = whole_outcome(path, monkeypatch)
+        assert outcome(path) == expected, path.name
+        accepted += not isinstance(expected, str)
+    assert accepted > 100
+
+
+@pytest.mark.parametrize("cut", [0.25, 0.5, 0.9])
+def test_cut_copies_of_every_file_pydicom_ships_are_refused_or_read_as_a_whole_read_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: float
+) -> None:
+    for path in PYDICOM_FILES:
+        data = path.read_bytes()
+        copy = tmp_path / path.name
+        copy.write_bytes(data[: int(len(data) * cut)])
+        assert outcome(copy) == whole_outcome(copy, monkeypatch), path.name
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm"]
+)
+def test_usual_files_are_read_from_the_prefix_without_a_pydicom_dataset(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    def refuse(fp: Any) -> None:
+        raise AssertionError("read by pydicom as a whole")
+
+    monkeypatch.setattr(header, "read_header", refuse)
+    path = next(PYDICOM_DATA.rglob(name))
+    with open(path, "rb") as fp:
+        read = read_file_header(fp)
+    assert read._dataset is None and isinstance(read.stream, io.BytesIO)
+    assert outcome(path) == whole_outcome(path, monkeypatch)
+
+
+@pytest.mark.parametrize(("keyword", "tag"), [("StudyDescription", "08003010"), ("StationName", "08001010")])
+def test_huge_lengths_end_the_read_at_the_end_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyword: str, tag: str
+) -> None:
+    """An element stating 4 GB in a small file, one the mapping reads and one it skips: the read stops where the file
+    ends, as pydicom's does (the prefix holds the whole file: nothing of 4 GB is asked for)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = _write(tmp_path, keyword, "x", ImplicitVRLittleEndian, None)
+    data = bytearray(path.read_bytes())
+    at = data.index(bytes.fromhex(tag))  # implicit VR: the tag, then a 4-byte length
+    data[at + 4 : at + 8] = b"\xf0\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert outcome(path) == whole_outcome(path, monkeypatch)
