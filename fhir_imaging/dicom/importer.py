@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import struct
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -60,6 +61,7 @@ class ReadResult:
     files: int = 0
     dicomdirs: int = 0
     duplicates: int = 0  # instances met twice (same SOPInstanceUID in two files)
+    reader_cpu_seconds: float = field(default=0.0, compare=False)  # CPU time of the reader processes (not this one)
 
 
 @dataclass(slots=True)
@@ -96,12 +98,40 @@ def walk_resolved(paths: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
     """``walk``, each file with its resolved path (what tells two names of one file apart)."""
     seen: set[Path] = set()
     for path in map(Path, paths):
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            key = candidate.resolve()
+        candidates = _files_under(path) if path.is_dir() else [(path, path.resolve())]
+        for candidate, key in candidates:
             if key not in seen:
                 seen.add(key)
                 yield candidate, key
+
+
+def _files_under(folder: Path) -> list[tuple[Path, Path]]:
+    """The files under ``folder`` with their resolved paths, sorted: what ``sorted(p for p in folder.rglob("*")
+    if p.is_file())`` finds (symbolic links to files kept, symbolic links to folders not followed, unreadable
+    folders passed over), each directory resolved once instead of each file."""
+    found: list[tuple[Path, Path]] = []
+    folders = [(folder, folder.resolve())]
+    while folders:
+        parent, resolved = folders.pop()
+        try:
+            with os.scandir(parent) as scan:
+                entries = list(scan)
+        except OSError:
+            continue
+        for entry in entries:
+            path = parent / entry.name
+            try:
+                if entry.is_symlink():
+                    if path.is_file():
+                        found.append((path, path.resolve()))
+                elif entry.is_dir():
+                    folders.append((path, resolved / entry.name))
+                elif entry.is_file():
+                    found.append((path, resolved / entry.name))
+            except OSError:
+                continue
+    found.sort(key=lambda pair: pair[0])
+    return found
 
 
 def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path | Skipped]:
@@ -197,6 +227,11 @@ def read_files(paths: list[Path], options: MappingOptions) -> list[FileRead]:
     return reads
 
 
+def _read_task(paths: list[Path], options: MappingOptions) -> tuple[list[FileRead], int, float]:
+    """``read_files`` in a reader process, with the process's id and the CPU time it has used so far."""
+    return read_files(paths, options), os.getpid(), time.process_time()
+
+
 def default_read_workers() -> int:
     """``--read-workers``' default: the cores this process may use, at most ``MAX_DEFAULT_READ_WORKERS``."""
     try:
@@ -235,16 +270,23 @@ def read_paths(
     seen = {key for _, key in walked}
     instances: set[str] = set()
     listed: set[Path] = set()
+    reader_cpu: dict[int, float] = {}  # reader process → its CPU seconds
     with _readers(workers) as pool:
-        pending: deque[tuple[list[Path], Future[list[FileRead]] | list[FileRead]]] = deque()
+        pending: deque[tuple[list[Path], Future[tuple[list[FileRead], int, float]] | list[FileRead]]] = deque()
         while queue or pending:
             while queue and len(pending) < 2 * max(workers, 1):
                 chunk = [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
-                pending.append((chunk, pool.submit(read_files, chunk, options) if pool else read_files(chunk, options)))
-            chunk, reads = pending.popleft()
-            for path, read in zip(chunk, reads if isinstance(reads, list) else reads.result(), strict=True):
+                pending.append((chunk, pool.submit(_read_task, chunk, options) if pool else read_files(chunk, options)))
+            chunk, task = pending.popleft()
+            if isinstance(task, list):
+                reads = task
+            else:
+                reads, pid, cpu = task.result()
+                reader_cpu[pid] = max(cpu, reader_cpu.get(pid, 0.0))
+            for path, read in zip(chunk, reads, strict=True):
                 _take(result, path, read, (seen, instances, listed, queue))
                 advance(1)
+    result.reader_cpu_seconds = sum(reader_cpu.values())
     return result
 
 
