@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from functools import lru_cache
+from struct import Struct
 from typing import Any, BinaryIO
 
 import pydicom
@@ -44,6 +45,7 @@ from pydicom.uid import (
     PrivateTransferSyntaxes,
 )
 from pydicom.valuerep import VR
+from pydicom.values import convert_string
 
 from fhir_imaging.dicom.keys import MAPPED_FIELDS
 
@@ -72,6 +74,9 @@ def _tag(keyword: str) -> int:
 
 TAGS: dict[str, tuple[int, str]] = {keyword: (_tag(keyword), dictionary_VR(_tag(keyword))) for keyword in READ_FIELDS}
 READ_TAGS = sorted({tag for tag, _ in TAGS.values()})
+READ_SET = frozenset(READ_TAGS)
+UNDEFINED_LENGTH = 0xFFFFFFFF
+ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
 @lru_cache(maxsize=256)
@@ -109,8 +114,97 @@ def _not_group_2(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag >> 16 != 2
 
 
-def _at_pixel_data(tag: BaseTag, vr: str | None, length: int) -> bool:
-    return tag in PIXEL_TAGS
+class _Stop:
+    """``stop_when`` of pydicom's element reader: at the Pixel Data, and at an undefined-length sequence that is not
+    ``wanted`` (``at_sequence`` then tells the reader to skip it with ``_skip_sequence``)."""
+
+    __slots__ = ("at_sequence", "wanted")
+
+    def __init__(self, wanted: frozenset[int]) -> None:
+        self.wanted, self.at_sequence = wanted, False
+
+    def __call__(self, tag: BaseTag, vr: str | None, length: int) -> bool:
+        if length == UNDEFINED_LENGTH and tag not in self.wanted and _is_sequence(tag, vr):
+            self.at_sequence = True
+            return True
+        return tag in PIXEL_TAGS
+
+
+def _is_sequence(tag: int, vr: str | None) -> bool:
+    """An SQ element, as pydicom's reader decides for an undefined length (the dictionary's VR in implicit VR;
+    a private or UN element is left to pydicom)."""
+    if vr is not None:
+        return vr == "SQ"
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
+
+
+def _elements(fp: BinaryIO, implicit: bool, little: bool) -> dict[Any, Element] | None:
+    """The ``READ_TAGS`` elements of the dataset at ``fp``, up to the Pixel Data, as pydicom's ``read_dataset``
+    reads them with ``specific_tags``, except that an undefined-length sequence not read is skipped item by item
+    (``_skip_sequence``) instead of being parsed into datasets; ``None`` when such a sequence is not well formed
+    (pydicom reads the file then)."""
+    elements: dict[Any, Element] = {}
+    encoding: Any = default_encoding
+    stop = _Stop(READ_SET)
+    while True:
+        stop.at_sequence = False
+        for element in data_element_generator(fp, implicit, little, stop, None, encoding, READ_TAGS):
+            elements[element.tag] = element
+        if not stop.at_sequence:
+            return elements
+        if not _skip_sequence(fp, implicit, little):
+            return None
+        charset = elements.get(0x00080005)  # the reader decodes the sequences it reads with it
+        if isinstance(charset, RawDataElement):
+            encoding = convert_encodings(convert_string(charset.value or b"", little))
+
+
+def _skip_sequence(fp: BinaryIO, implicit: bool, little: bool) -> bool:
+    """Skip the undefined-length sequence whose element starts at ``fp`` (PS3.5 §7.5): items of a defined length
+    are passed over, the elements of an undefined-length item by pydicom's element reader (without keeping them),
+    nested sequences likewise. ``False`` (where it stopped) when what comes is not an item, an item delimitation
+    or the sequence delimitation, or the file ends."""
+    fp.read(8 if implicit else 12)  # the sequence's tag, VR and length, read already by pydicom's reader
+    item_head = Struct(("<" if little else ">") + "HHL").unpack
+    while True:
+        head = fp.read(8)
+        if len(head) < 8:
+            return False
+        group, number, length = item_head(head)
+        tag = group << 16 | number
+        if tag == SEQUENCE_DELIMITER:
+            return True
+        if tag != ITEM:
+            return False
+        if length != UNDEFINED_LENGTH:
+            fp.seek(length, 1)
+        elif not _skip_item(fp, implicit, little):
+            return False
+
+
+def _skip_item(fp: BinaryIO, implicit: bool, little: bool) -> bool:
+    """Skip the elements of an undefined-length item up to its Item Delimitation Item; ``False`` when the item is
+    not well formed or is written in implicit VR in an explicit VR dataset (pydicom guesses then)."""
+    delimiter = Struct(("<" if little else ">") + "HH").pack(ITEM_DELIMITER >> 16, ITEM_DELIMITER & 0xFFFF)
+    start = fp.tell()
+    first = fp.read(6)
+    fp.seek(start)
+    if not implicit and first[:4] != delimiter and not _looks_explicit(first):
+        return False
+    stop = _Stop(frozenset())
+    while True:
+        stop.at_sequence = False
+        for _ in data_element_generator(fp, implicit, little, stop, None, default_encoding, [ITEM_DELIMITER]):
+            pass
+        if stop.at_sequence:
+            if not _skip_sequence(fp, implicit, little):
+                return False
+            continue
+        fp.seek(-8, 1)  # the reader returns after the Item Delimitation Item (or at the end of the file)
+        return fp.read(4) == delimiter and len(fp.read(4)) == 4
 
 
 def _read_plain(fp: BinaryIO) -> Header | None:
@@ -132,10 +226,9 @@ def _read_plain(fp: BinaryIO) -> Header | None:
     fp.seek(start)
     if len(first) < 6 or first[:2] == b"\x00\x00" or _looks_explicit(first) == implicit:
         return None  # the end of the file, a Command group (0000,eeee), or an encoding the syntax does not state
-    elements = {
-        element.tag: element
-        for element in data_element_generator(fp, implicit, little, _at_pixel_data, None, default_encoding, READ_TAGS)
-    }
+    elements = _elements(fp, implicit, little)
+    if elements is None:
+        return None
     return Header.of_elements(elements, (implicit, little), Header.of_elements(meta, (False, True), None, None), fp)
 
 
