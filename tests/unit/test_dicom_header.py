@@ -245,3 +245,56 @@ def test_huge_lengths_end_the_read_at_the_end_of_the_file(
     data[at + 4 : at + 8] = b"\xf0\xff\xff\xff"
     path.write_bytes(bytes(data))
     assert outcome(path) == whole_outcome(path, monkeypatch)
+
+
+def _undefined_lengths(sequence: Any) -> None:
+    """Write ``sequence`` and its items with undefined lengths (delimitation items), nested sequences too."""
+    sequence.is_undefined_length = True
+    for item in sequence.value:
+        item.is_undefined_length_sequence_item = True
+        for element in item:
+            if element.VR == "SQ":
+                _undefined_lengths(element)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_undefined_length_sequences_not_read_are_skipped_and_the_next_ones_read_in_the_file_charset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syntax: str
+) -> None:
+    """A sequence the mapping does not read (nested, undefined lengths, a defined-length item among them) is
+    skipped; the wanted sequence after it still decodes with the file's Specific Character Set."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = _write(tmp_path, "StudyDescription", "Étude", syntax, "ISO_IR 192")
+        ds = pydicom.dcmread(path)
+        inner = Dataset()
+        inner.ReferencedSOPInstanceUID = generate_uid()
+        inner.ReferencedFrameNumber = "1"
+        nested = Dataset()
+        nested.ReferencedImageSequence = [inner, Dataset()]
+        nested.ReferencedSOPInstanceUID = generate_uid()
+        ds.ReferencedStudySequence = [nested, Dataset()]  # (0008,1110), before the procedure codes
+        _undefined_lengths(ds["ReferencedStudySequence"])
+        ds["ReferencedStudySequence"].value[1].is_undefined_length_sequence_item = False
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "X1", "99LOCAL", "Thorax über alles"
+        ds.ProcedureCodeSequence = [code]  # (0008,1032)
+        _undefined_lengths(ds["ProcedureCodeSequence"])
+        ds.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
+    skipped: list[int] = []
+    skip = header._skip_sequence
+
+    def counting(fp: BinaryIO, implicit: bool, little: bool) -> bool:
+        skipped.append(fp.tell())
+        return skip(fp, implicit, little)
+
+    def refuse(fp: Any) -> None:
+        raise AssertionError("read by pydicom as a whole")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(header, "_skip_sequence", counting)
+        patch.setattr(header, "read_header", refuse)
+        record = outcome(path)
+    assert len(skipped) == 2  # the outer sequence and the one nested in its first item
+    assert record == whole_outcome(path, monkeypatch)
+    assert record.study["procedureCode"][0]["text"] == "Thorax über alles"
