@@ -40,7 +40,7 @@ from pydicom.uid import generate_uid
 from bench import dicom as bench_dicom
 from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom import importer
+from fhir_imaging.dicom import reading
 from fhir_imaging.dicom.header import Header, read_header
 from fhir_imaging.dicom.importer import (
     ReadResult,
@@ -104,12 +104,12 @@ def read_before(folder: Path, options: MappingOptions) -> ReadResult:
     def dcmread_header(fp: Any, prefix: int | None = None) -> Header:
         return Header(read_header(fp), fp)
 
-    plain = importer.read_file_header
-    importer.read_file_header = dcmread_header
+    plain = reading.read_file_header
+    reading.read_file_header = dcmread_header
     try:
         return read_paths([folder], options, workers=1)
     finally:
-        importer.read_file_header = plain
+        reading.read_file_header = plain
 
 
 def timed(label: str, run: Any, files: int, report: dict[str, Any]) -> Any:

@@ -18,7 +18,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-from fhir_imaging.dicom import header, importer
+from fhir_imaging.dicom import header, reading
 from fhir_imaging.dicom.header import PREFIX_BYTES, READ_FIELDS, Header, read_file_header
 from fhir_imaging.dicom.importer import Skip, read_file, read_paths
 from fhir_imaging.dicom.keys import MAPPED_FIELDS
@@ -176,7 +176,7 @@ def pydicom_whole_header(fp: BinaryIO, prefix: int | None = None) -> Header:
 
 
 def outcome(path: Path) -> Any:
-    """``importer.read_file`` as a comparable value: a record, a DICOMDIR's files, or the reason of a skip."""
+    """``read_file`` as a comparable value: a record, a DICOMDIR's files, or the reason of a skip."""
     try:
         return read_file(path, OPTIONS)
     except Skip as skip:
@@ -185,7 +185,7 @@ def outcome(path: Path) -> Any:
 
 def whole_outcome(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     with monkeypatch.context() as patch:
-        patch.setattr(importer, "read_file_header", pydicom_whole_header)
+        patch.setattr(reading, "read_file_header", pydicom_whole_header)
         return outcome(path)
 
 
