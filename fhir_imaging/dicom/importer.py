@@ -156,8 +156,9 @@ def read_paths(
     walked: list[tuple[Path, Path]] | None = None,
 ) -> ReadResult:
     """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
-    ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and at most
-    ``2 × workers`` tasks ahead; the results are taken in the files' order, so the outcome is the same."""
+    ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and ``2 × workers``
+    tasks ahead, and by this process too while the oldest task is not done (so reading starts before the reader
+    processes have); the results are taken in the files' order, so the outcome is the same."""
     result = ReadResult()
     walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
     queue = deque(path for path, _ in walked)
@@ -165,16 +166,26 @@ def read_paths(
     instances: set[str] = set()
     listed: set[Path] = set()
     reader_cpu: dict[int, float] = {}  # reader process → its CPU seconds
+    ahead = 2 * max(workers, 1)
     with _readers(workers) as pool:
         pending: deque[tuple[list[Path], Future[tuple[list[FileRead], int, float]] | list[FileRead]]] = deque()
+        in_flight = 0
         while queue or pending:
-            while queue and len(pending) < 2 * max(workers, 1):
-                chunk = [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
-                pending.append((chunk, pool.submit(read_task, chunk, options) if pool else read_files(chunk, options)))
+            while pool is not None and queue and in_flight < ahead:
+                chunk = _next_chunk(queue)
+                pending.append((chunk, pool.submit(read_task, chunk, options)))
+                in_flight += 1
+            oldest = pending[0][1] if pending else None
+            waiting = isinstance(oldest, Future) and not oldest.done() and len(pending) < 4 * ahead
+            if queue and (oldest is None or waiting):
+                chunk = _next_chunk(queue)
+                pending.append((chunk, read_files(chunk, options)))  # read here rather than wait
+                continue
             chunk, task = pending.popleft()
             if isinstance(task, list):
                 reads = task
             else:
+                in_flight -= 1
                 reads, pid, cpu = task.result()
                 reader_cpu[pid] = max(cpu, reader_cpu.get(pid, 0.0))
             for path, read in zip(chunk, reads, strict=True):
@@ -182,6 +193,10 @@ def read_paths(
                 advance(1)
     result.reader_cpu_seconds = sum(reader_cpu.values())
     return result
+
+
+def _next_chunk(queue: deque[Path]) -> list[Path]:
+    return [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
 
 
 def _take(

@@ -298,3 +298,17 @@ def test_undefined_length_sequences_not_read_are_skipped_and_the_next_ones_read_
     assert len(skipped) == 2  # the outer sequence and the one nested in its first item
     assert record == whole_outcome(path, monkeypatch)
     assert record.study["procedureCode"][0]["text"] == "Thorax über alles"
+
+
+def test_many_files_read_by_reader_processes_and_this_one_come_in_the_files_order(tmp_path: Path) -> None:
+    """More chunks than the reader processes hold ahead: this process reads some while they start; the records,
+    skips and counts are those of one process, in the same order."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for index in range(400):
+            _write(tmp_path, "InstanceNumber", str(index), ExplicitVRLittleEndian, None)
+    (tmp_path / "not-dicom.txt").write_text("hello")
+    alone = read_paths([tmp_path], OPTIONS, workers=1)
+    parallel = read_paths([tmp_path], OPTIONS, workers=2)
+    assert parallel == alone and len(alone.records) == 400
+    assert parallel.reader_cpu_seconds > 0 and alone.reader_cpu_seconds == 0
