@@ -176,7 +176,7 @@ def read_paths(
                 pending.append((chunk, pool.submit(read_task, chunk, options)))
                 in_flight += 1
             oldest = pending[0][1] if pending else None
-            waiting = isinstance(oldest, Future) and not oldest.done() and len(pending) < 4 * ahead
+            waiting = isinstance(oldest, Future) and not oldest.done()
             if queue and (oldest is None or waiting):
                 chunk = _next_chunk(queue)
                 pending.append((chunk, read_files(chunk, options)))  # read here rather than wait
