@@ -1,6 +1,6 @@
 """Read the header of a DICOM file for the mapping, quickly: only the attributes the mapping uses, from the first
 bytes of the file, with pydicom's own element reader and no pydicom ``Dataset`` in the common case. Used by
-``importer`` (files) and ``listener`` (C-STORE).
+``reading`` (import-dicom's files: ``read_file_header``) and ``listener`` (C-STORE: ``read_header`` and ``Header``).
 
 Spec: DICOM PS3.10 §7.1 (preamble, ``DICM``, the File Meta Information in explicit VR little endian), PS3.5 §6.1
 (character repertoires: the default repertoire is ASCII, and every Specific Character Set keeps ASCII's bytes for
@@ -9,12 +9,14 @@ ASCII's characters when no escape sequence is used), §6.2 (value representation
 ``read_file_header(fp)`` reads the first ``PREFIX_BYTES`` of the file into memory and runs pydicom's
 ``data_element_generator`` over them twice: the File Meta group, then the dataset with ``specific_tags``
 (``READ_TAGS``: ``keys.MAPPED_FIELDS`` plus what the importer needs) up to the Pixel Data, the other elements'
-values skipped, not parsed. The raw elements it keeps go into a ``Header``, not into a ``Dataset``. Whatever is not
-the plain case goes to ``pydicom.dcmread`` exactly as before (``read_header``), on the whole file: a header longer
-than the prefix, no ``DICM`` prefix, a File Meta group that is not explicit VR, a Command group, a missing or
-deflated or private transfer syntax, a dataset whose first element contradicts the transfer syntax, and any error
-(so a broken file is refused with pydicom's own message). A test checks on every file pydicom ships that both reads
-map alike.
+values skipped, not parsed; an undefined-length sequence it does not keep is skipped item by item
+(``_skip_sequence``) rather than parsed into datasets. The raw elements it keeps go into a ``Header``, not into a
+``Dataset``. Whatever is not the plain case goes to ``pydicom.dcmread`` as before (``read_header``), on the file
+itself: a header longer than the prefix, no ``DICM`` prefix, a File Meta group that is not explicit VR, a Command
+group, a missing, deflated or private transfer syntax, a dataset whose first element contradicts the transfer
+syntax, a skipped sequence that is not well formed, and any error (so a broken file is refused with pydicom's own
+message). Tests check on every file pydicom ships, and on cut copies of each, that import-dicom makes of them what
+it made of a whole read.
 
 ``Header`` is what the mapping is given: its ``get(keyword)`` answers a text value whose bytes are ASCII, hold no
 backslash (the multi-value delimiter) and no ESC (a character set switch) with the bytes decoded as they are — the

@@ -4,10 +4,10 @@ study and series, and write each study with its Patient through the FHIR REST AP
 Spec: DICOM PS3.10 §7 (the Part 10 file: preamble, ``DICM``, file meta) and PS3.3 F.3 (the DICOMDIR's Directory
 Record Sequence and its Referenced File IDs); https://hl7.org/fhir/R4/imagingstudy-mappings.html#dicom.
 
-Only headers are read, and of them only the attributes the mapping uses (``header.py``); with many files, by
-``--read-workers`` processes, the results taken in the files' order. A file that is not DICOM Part 10, cannot be
-parsed, or lacks a UID or the modality is reported with the reason and skipped; the other files are imported, one
-transaction per study.
+Only headers are read, and of them only the attributes the mapping uses (``reading.py``, ``header.py``); with many
+files, by ``--read-workers`` processes and this one, the results taken in the files' order. A file that is not
+DICOM Part 10, cannot be parsed, or lacks a UID or the modality is reported with the reason and skipped; the other
+files are imported, one transaction per study.
 """
 
 from __future__ import annotations
