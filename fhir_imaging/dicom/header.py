@@ -19,8 +19,9 @@ message). Tests check on every file pydicom ships, and on cut copies of each, th
 it made of a whole read.
 
 ``Header`` is what the mapping is given: its ``get(keyword)`` answers a text value whose bytes are ASCII, hold no
-backslash (the multi-value delimiter) and no ESC (a character set switch) with the bytes decoded as they are — the
-same text ``mapping.text_of`` makes of pydicom's value, as a test checks on pydicom's test files — and leaves
+backslash (the multi-value delimiter; a CS value may: ``JOINED_VRS``) and no ESC (a character set switch) with the
+bytes decoded as they are — the same text ``mapping.text_of`` makes of pydicom's value, as a test checks on pydicom's
+test files — and leaves
 everything else (sequences, numbers, other character sets, several values) to a pydicom ``Dataset`` built from the
 kept elements only when such a value is asked for, as pydicom's ``read_dataset`` builds it.
 """
@@ -56,6 +57,10 @@ READ_FIELDS = (*MAPPED_FIELDS, "SpecificCharacterSet", "Rows", "DirectoryRecordS
 # VRs whose pydicom value is the decoded text, right-stripped of spaces and NULs (several values split at ``\``).
 # IS too: pydicom's IS keeps the text it was read from, and the mapping reads numbers from that text.
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"})
+# VRs whose several values the mapping only ever reads as one text (``mapping.text_of`` joins them with ``\``):
+# pydicom splits a CS value at ``\`` after stripping trailing spaces and NULs and changes nothing else, so the raw
+# text is what ``text_of`` makes of pydicom's values (ImageType, read on nearly every image, is the case that counts).
+JOINED_VRS = frozenset({"CS"})
 PREFIX_BYTES = 64 * 1024
 """Bytes read at once from the start of a file: the header of an image is usually a few kB. A header running past
 them is read again from the file (by pydicom, as a whole)."""
@@ -326,12 +331,12 @@ class Header:
 
 
 def plain_text(element: RawDataElement, dictionary_vr: str) -> str | None:
-    """The value of a text element whose bytes are plain ASCII with one value, decoded; ``None`` for any other
-    (pydicom converts those)."""
+    """The value of a text element whose bytes are plain ASCII with one value, decoded — or, for a CS element,
+    several values as their text (see ``JOINED_VRS``); ``None`` for any other (pydicom converts those)."""
     vr = element.VR or dictionary_vr
     value = element.value
     if vr not in TEXT_VRS or not isinstance(value, bytes):
         return None
-    if not value.isascii() or b"\\" in value or b"\x1b" in value:
+    if not value.isascii() or b"\x1b" in value or (b"\\" in value and vr not in JOINED_VRS):
         return None
     return value.decode("ascii")
