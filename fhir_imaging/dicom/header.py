@@ -1,6 +1,6 @@
 """Read the header of a DICOM file for the mapping, quickly: only the attributes the mapping uses, from the first
 bytes of the file, with pydicom's own element reader and no pydicom ``Dataset`` in the common case. Used by
-``reading`` (import-dicom's files: ``read_file_header``) and ``listener`` (C-STORE: ``read_header`` and ``Header``).
+``reading`` (import-dicom's files) and ``listener`` (the files C-STORE leaves), both with ``read_file_header``.
 
 Spec: DICOM PS3.10 §7.1 (preamble, ``DICM``, the File Meta Information in explicit VR little endian), PS3.5 §6.1
 (character repertoires: the default repertoire is ASCII, and every Specific Character Set keeps ASCII's bytes for
