@@ -144,8 +144,11 @@ def _readers(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([reading.__name__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         yield pool
+    finally:  # every result is taken (or the read failed): processes still starting are not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def read_paths(
@@ -154,11 +157,12 @@ def read_paths(
     advance: Callable[[int], None] = lambda n: None,
     workers: int = 1,
     walked: list[tuple[Path, Path]] | None = None,
+    read_here: bool = True,
 ) -> ReadResult:
     """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
-    ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and ``2 × workers``
-    tasks ahead, and by this process too while the oldest task is not done (so reading starts before the reader
-    processes have); the results are taken in the files' order, so the outcome is the same."""
+    ``workers`` > 1 the files are parsed by that many processes once the first of them is up, ``READ_CHUNK`` files
+    per task and ``2 × workers`` tasks ahead, and (``read_here``) by this process too until then and while the oldest
+    task is not done; the results are taken in the files' order, so the outcome is the same."""
     result = ReadResult()
     walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
     queue = deque(path for path, _ in walked)
@@ -170,14 +174,15 @@ def read_paths(
     with _readers(workers) as pool:
         pending: deque[tuple[list[Path], Future[tuple[list[FileRead], int, float]] | list[FileRead]]] = deque()
         in_flight = 0
+        started = pool.submit(os.getpid) if pool is not None and read_here else None  # done: a reader is up
         while queue or pending:
-            while pool is not None and queue and in_flight < ahead:
+            while pool is not None and (started is None or started.done()) and queue and in_flight < ahead:
                 chunk = _next_chunk(queue)
                 pending.append((chunk, pool.submit(read_task, chunk, options)))
                 in_flight += 1
             oldest = pending[0][1] if pending else None
             waiting = isinstance(oldest, Future) and not oldest.done()
-            if queue and (oldest is None or waiting):
+            if queue and (oldest is None or (waiting and read_here)):
                 chunk = _next_chunk(queue)
                 pending.append((chunk, read_files(chunk, options)))  # read here rather than wait
                 continue
