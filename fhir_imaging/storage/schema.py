@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.composite import table_ddl as composite_table_ddl
 from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
@@ -155,6 +156,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 7: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
     id_token_migration,
+    # 8: composite search parameters (search/composite.py): one table per component type, each row a component's
+    # value with the position of its element. Resources written before have no rows: `fhir-imaging reindex` fills
+    # them (docs/search.md).
+    tuple(statement for kind in TYPES for statement in composite_table_ddl(kind)),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
