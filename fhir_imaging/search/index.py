@@ -156,9 +156,12 @@ class Indexer:
         return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
 
 
-def delete_statements(placeholder: str = "?") -> list[str]:
-    """One DELETE per index table, removing a resource's rows (bind its rid)."""
-    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES]
+def delete_statements(placeholder: str = "?", composites: bool = True) -> list[str]:
+    """One DELETE per index table, removing a resource's rows (bind its rid); ``composites``: the composite tables
+    too (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
+    tables = INDEX_TABLES if composites else PLAIN_TABLES
+    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables]
 
 
 INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE, *COMPOSITE_TABLES.values())
+PLAIN_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)  # every index table but the composite ones

@@ -13,8 +13,8 @@ import pytest
 from fhir_imaging.fhir.outcome import BadRequest
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search import sql
-from fhir_imaging.search.composite import CompositeValue, element_extractor, parse_composite
-from fhir_imaging.search.index import Indexer, compile_extractor
+from fhir_imaging.search.composite import COMPOSITE_TABLES, CompositeValue, element_extractor, parse_composite
+from fhir_imaging.search.index import Indexer, compile_extractor, delete_statements
 from fhir_imaging.search.planner import Planner
 from fhir_imaging.search.query import Clause, parse_search
 from fhir_imaging.search.types.base import InvalidValue
@@ -232,3 +232,15 @@ def test_both_components_are_compared_on_rows_of_the_same_element() -> None:
     assert "i1.rid = i0.rid" in text and "i1.element = i0.element" in text
     assert "i0.component = ?" in text and "i1.component = ?" in text
     assert "8480-6" in params and 100.0 in params
+
+
+def test_only_types_with_composites_delete_composite_rows() -> None:
+    indexer = Indexer(REGISTRY)
+    assert indexer.composites("ImagingStudy") == () and indexer.composites("Patient") == ()
+    assert len(indexer.composites("Observation")) == 8
+    plain, every = delete_statements("?", False), delete_statements("?", True)
+    assert not any("spidx_composite_" in statement for statement in plain)
+    assert {statement for statement in every if "spidx_composite_" in statement} == {
+        f"DELETE FROM {table} WHERE rid = ?" for table in COMPOSITE_TABLES.values()
+    }
+    assert set(plain) < set(every)
