@@ -156,3 +156,31 @@ def test_reindex_fills_the_rows_of_resources_indexed_without_them(settings: Sett
         assert [hit.id for hit in run_search(store, request, ("",)).matches] == ["bp"]
     finally:
         store.close()
+
+
+def test_document_reference_relationship_pairs_the_target_with_the_relation(client: TestClient) -> None:
+    """R4 gives each component of ``relationship`` the other's expression; our additions put them right."""
+    _put(client, {"resourceType": "DocumentReference", "id": "old", "status": "superseded", "content": [_CONTENT]})
+    _put(
+        client,
+        {
+            "resourceType": "DocumentReference",
+            "id": "new",
+            "status": "current",
+            "content": [_CONTENT],
+            "relatesTo": [
+                {"code": "replaces", "target": {"reference": "DocumentReference/old"}},
+                {"code": "appends", "target": {"reference": "DocumentReference/other"}},
+            ],
+        },
+    )
+    assert ids(client, "/DocumentReference?relationship=DocumentReference/old%24replaces") == ["new"]
+    assert ids(client, "/DocumentReference?relationship=old%24replaces,other%24signs") == ["new"]
+    assert ids(client, "/DocumentReference?relationship=DocumentReference/old%24appends") == []  # another element's
+    statement = client.get("/metadata").json()
+    entry = next(item for item in statement["rest"][0]["resource"] if item["type"] == "DocumentReference")
+    relationship = next(item for item in entry["searchParam"] if item["name"] == "relationship")
+    assert relationship["definition"] == "urn:fhir-imaging:SearchParameter:DocumentReference-relationship"
+
+
+_CONTENT = {"attachment": {"contentType": "text/plain", "url": "http://example.org/doc"}}

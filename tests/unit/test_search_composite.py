@@ -54,7 +54,7 @@ def param(resource_type: str, code: str) -> Any:
         ),
         ("Observation", "code-value-string", "|x$Ab\\$c", (TokenValue("", "x"), StringValue("Ab$c", "ab$c"))),
         ("Observation", "code-value-concept", "a$urn:s|", (TokenValue(None, "a"), TokenValue("urn:s", None))),
-        ("DocumentReference", "relationship", "replaces$DocumentReference/1", None),
+        ("DocumentReference", "relationship", "DocumentReference/1$replaces", None),
         ("MolecularSequence", "chromosome-window-coordinate", "1$gt10$lt20", None),
     ],
 )
