@@ -244,3 +244,42 @@ def test_only_types_with_composites_delete_composite_rows() -> None:
         f"DELETE FROM {table} WHERE rid = ?" for table in COMPOSITE_TABLES.values()
     }
     assert set(plain) < set(every)
+
+
+def test_a_new_composite_in_the_definitions_works_without_code() -> None:
+    """A composite added as data (our additions' format), one component outside the compiled FHIRPath subset
+    (fhirpathpy evaluates it on the element, typed by its path): parsed, extracted per element, matched."""
+    from fhir_imaging.fhir.registry import _read, build_registry
+    from fhir_imaging.search.match import Corpus, search
+
+    addition = {
+        "url": "urn:example:Observation-component-code-high-value",
+        "code": "component-code-high-value",
+        "base": ["Observation"],
+        "type": "composite",
+        "expression": "Observation.component",
+        "component": [
+            {"definition": "http://hl7.org/fhir/SearchParameter/Observation-component-code", "expression": "code"},
+            {
+                "definition": "http://hl7.org/fhir/SearchParameter/Observation-component-value-quantity",
+                "expression": "value.ofType(Quantity).where(value > 100)",
+            },
+        ],
+    }
+    registry = build_registry(
+        _read("resource-types.json"),
+        _read("search-parameters.json"),
+        [*_read("search-parameters-extra.json"), addition],
+        _read("compartment-patient.json"),
+    )
+    composite = registry.params_for("Observation")["component-code-high-value"]
+    assert composite.searchable
+    elements = element_extractor(composite)(BLOOD_PRESSURE)
+    assert elements == [([(LOINC, "8480-6", None)], [(UCUM, "mm[Hg]", "mmHg", 120.0, 120.0)])]  # 80 is not > 100
+    request = parse_search(registry, ("Observation",), [("component-code-high-value", "8480-6$ge0")])
+    assert [resource["id"] for resource in search(Corpus(registry, [BLOOD_PRESSURE]), request)] == ["bp"]
+    request = parse_search(registry, ("Observation",), [("component-code-high-value", "8462-4$ge0")])
+    assert search(Corpus(registry, [BLOOD_PRESSURE]), request) == []
+    statements = dict(Indexer(registry).statements(3, BLOOD_PRESSURE))
+    rows = [row for rows in statements.values() for row in rows if row[2] == "component-code-high-value"]
+    assert len(rows) == 2  # one element, two components
