@@ -12,7 +12,7 @@ from fhir_imaging.search.execute import run_search
 from fhir_imaging.search.query import parse_search
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.dialect import POSTGRES
-from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, composite_migration, statements
 from fhir_imaging.storage.sqlite import path_from_url
 
 
@@ -61,9 +61,9 @@ def test_an_older_schema_is_migrated_and_keeps_its_data(database: str) -> None:
         again.close()
 
 
-def test_migration_8_fills_the_composite_rows_of_the_resources_already_stored(database: str) -> None:
-    """A database at schema version 7 holding Observations (one deleted): opening it makes the composite tables and
-    their rows, as a write would have (no ``reindex`` needed); resources of other types are not read."""
+def test_the_composite_migration_fills_the_rows_of_the_resources_already_stored(database: str) -> None:
+    """A database from before the composite migration, holding Observations (one deleted): opening it makes the
+    composite tables and their rows, as a write would have (no ``reindex`` needed)."""
     store = open_store(Settings(database=database), load_registry())
 
     def component(code: str, value: float) -> dict[str, object]:
@@ -88,7 +88,8 @@ def test_migration_8_fills_the_composite_rows_of_the_resources_already_stored(da
         def back_to_7(tx: Any) -> None:
             for table in COMPOSITE_TABLES.values():
                 tx.conn.execute(f"DROP TABLE {table}")
-            tx.conn.execute("DELETE FROM schema_version WHERE version >= 8")
+            number = MIGRATIONS.index(composite_migration) + 1  # the last one when this test was written
+            tx.conn.execute(f"DELETE FROM schema_version WHERE version >= {number}")
 
         store.transact(back_to_7)
     finally:
