@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.search.composite import COMPOSITE_TABLES, ELEMENT_COLUMNS, composite_table, index_rows
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
@@ -66,7 +67,9 @@ def holds_ids(expression: str, resource_type: str, param_type: str) -> bool:
 
 
 def param_table(param: SearchParam) -> str:
-    """The index table that holds ``param``'s rows."""
+    """The index table that holds ``param``'s rows (a composite: its first component's, see search/composite.py)."""
+    if param.type == "composite":
+        return composite_table(param.parts[0].type)
     if param.expression is not None and holds_ids(param.expression, param.base, param.type):
         return ID_TABLE
     return TYPES[param.type].table
@@ -82,8 +85,12 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 def insert_sql(table: str, placeholder: str = "?") -> str:
     if table == ID_TABLE:
         return f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES ({', '.join(placeholder for _ in range(4))})"
-    kind = next(kind for kind in TYPES.values() if kind.table == table)
-    names = (*INDEX_PREFIX, *column_names(kind.value_columns))
+    if table in COMPOSITE_TABLES.values():
+        kind = next(kind for name, kind in TYPES.items() if COMPOSITE_TABLES[name] == table)
+        names = (*INDEX_PREFIX, *column_names(ELEMENT_COLUMNS), *column_names(kind.value_columns))
+    else:
+        kind = next(kind for kind in TYPES.values() if kind.table == table)
+        names = (*INDEX_PREFIX, *column_names(kind.value_columns))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 
@@ -94,6 +101,7 @@ class Indexer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._extractors: dict[str, tuple[tuple[str, Extract, bool], ...]] = {}
+        self._composites: dict[str, tuple[SearchParam, ...]] = {}
 
     def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool], ...]:
         """(code, extractor, whether its rows go to ``ID_TABLE``) for every searchable parameter of a type."""
@@ -106,7 +114,16 @@ class Indexer:
                     param_table(param) == ID_TABLE,
                 )
                 for param in self.registry.searchable_params(resource_type)
+                if param.type != "composite"
             )
+        return found
+
+    def composites(self, resource_type: str) -> tuple[SearchParam, ...]:
+        """The searchable composite parameters of a type (their rows: search/composite.py)."""
+        found = self._composites.get(resource_type)
+        if found is None:
+            params = self.registry.searchable_params(resource_type)
+            found = self._composites[resource_type] = tuple(param for param in params if param.type == "composite")
         return found
 
     def statements(
@@ -133,12 +150,18 @@ class Indexer:
                 if out is None:
                     out = by_table[table] = []
                 out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
+        for param in self.composites(resource_type):
+            for table, composite_rows in index_rows(rid, resource_type, param, resource).items():
+                by_table.setdefault(table, []).extend(composite_rows)
         return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
 
 
-def delete_statements(placeholder: str = "?") -> list[str]:
-    """One DELETE per index table, removing a resource's rows (bind its rid)."""
-    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES]
+def delete_statements(placeholder: str = "?", composites: bool = True) -> list[str]:
+    """One DELETE per index table, removing a resource's rows (bind its rid); ``composites``: the composite tables
+    too (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
+    tables = INDEX_TABLES if composites else PLAIN_TABLES
+    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables]
 
 
-INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)
+INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE, *COMPOSITE_TABLES.values())
+PLAIN_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)  # every index table but the composite ones

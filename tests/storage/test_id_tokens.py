@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.composite import COMPOSITE_TABLES
 from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.schema import SCHEMA_VERSION
@@ -118,7 +119,8 @@ def test_a_database_with_the_rows_in_spidx_token_migrates(settings: Settings) ->
                     (),
                 ),
                 tx.execute(f"DROP TABLE {ID_TABLE}", ()),
-                tx.execute("DELETE FROM schema_version WHERE version = ?", (SCHEMA_VERSION,)),
+                *(tx.execute(f"DROP TABLE {table}", ()) for table in COMPOSITE_TABLES.values()),  # migration 8
+                tx.execute("DELETE FROM schema_version WHERE version >= ?", (7,)),
             ]
         )
     finally:
