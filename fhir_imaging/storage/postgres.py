@@ -42,7 +42,7 @@ from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
-from fhir_imaging.search.index import INDEX_TABLES
+from fhir_imaging.search.index import INDEX_TABLES, PLAIN_TABLES
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack
 from fhir_imaging.storage.dialect import POSTGRES
@@ -204,12 +204,14 @@ CREATE_FIRST = (
 version), or no row when the id exists."""
 
 
-UNINDEX = (
-    "WITH "
-    + ", ".join(f"d{n} AS (DELETE FROM {table} WHERE rid = %(rid)s)" for n, table in enumerate(INDEX_TABLES))
-    + " SELECT 1"
-)
-"""``search.index.delete_statements`` as one statement."""
+def _unindex_statement(tables: Sequence[str]) -> str:
+    """``search.index.delete_statements`` as one statement."""
+    deletes = (f"d{n} AS (DELETE FROM {table} WHERE rid = %(rid)s)" for n, table in enumerate(tables))
+    return f"WITH {', '.join(deletes)} SELECT 1"
+
+
+UNINDEX = _unindex_statement(INDEX_TABLES)
+UNINDEX_PLAIN = _unindex_statement(PLAIN_TABLES)  # a resource of a type without composite parameters
 
 
 class PgTransaction(SqlTransaction):
@@ -239,7 +241,7 @@ class PgTransaction(SqlTransaction):
 
     def _index(self, rid: int, resource: dict[str, Any], fresh: bool) -> None:
         if not fresh:
-            self._unindex(rid)
+            self._unindex(rid, resource["resourceType"])
         pending = self._pending
         for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder):
             waiting = pending.get(statement)
@@ -262,10 +264,10 @@ class PgTransaction(SqlTransaction):
                 for row in rows:
                     copy.write_row(row)
 
-    def _unindex(self, rid: int) -> None:
+    def _unindex(self, rid: int, resource_type: str) -> None:
         """Every index table's rows of ``rid`` in one statement (one round trip, not one a table)."""
         self.flush()
-        self.conn.execute(UNINDEX, {"rid": rid})
+        self.conn.execute(UNINDEX if self.indexer.composites(resource_type) else UNINDEX_PLAIN, {"rid": rid})
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         self.flush()
