@@ -187,6 +187,24 @@ class SQLiteStore(SqlStore):
             for job in batch:
                 job.done = True
 
+    @contextmanager
+    def relaxed_sync(self) -> Iterator[None]:
+        """For a bulk load: commits that do not wait for the disk (``synchronous=NORMAL``; in WAL mode a crash, even
+        of the machine, keeps every committed transaction whole but may lose the last ones), then a checkpoint that
+        syncs the log and the database file, so that everything committed is durable when this returns. A store
+        opened with ``synchronous`` off or normal keeps it."""
+        relax = self.synchronous == "FULL" or self.synchronous == "EXTRA"
+        if relax:
+            with self._write_lock:
+                self._writer.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            with self._write_lock:
+                if relax:
+                    self._writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def close(self) -> None:
         with self._connections_lock:
             for conn in self._connections:
