@@ -128,15 +128,18 @@ def test_a_bulk_load_makes_the_database_the_api_makes(
     assert sum(len(rows) for table, rows in found.items() if table.startswith("spidx")) > 500
 
 
-def test_a_resource_without_id_gets_one_and_a_refusal_names_the_element(
+def test_a_resource_without_id_gets_one_and_refusals_name_the_resource_and_element(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "studies.ndjson"
     no_id = {k: v for k, v in SEED_STUDY.items() if k != "id"}
-    path.write_bytes(orjson.dumps(no_id) + b"\n" + orjson.dumps(dict(SEED_STUDY, id="x", status="finished")) + b"\n")
+    lines = [no_id, dict(SEED_STUDY, id="x", status="finished"), {"resourceType": "Unknown", "id": "u"}]
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
     database = f"sqlite:///{tmp_path / 'bulk.db'}"
     assert main(["load", str(path), "--database", database, "--load-workers", "1"]) == 1
-    err = capsys.readouterr().err
-    assert "loaded: 1" in err and f"{path}:2" in err and "ImagingStudy.status" in err
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "loaded: 1" in err and "failed: 2" in err
+    assert f"{path}:2: 422 Unprocessable Entity: (PUT ImagingStudy/x)" in err and "ImagingStudy.status" in err
+    assert f"{path}:3: 400 Bad Request: (PUT Unknown/u): 'Unknown/u' does not start with a resource type" in err
     rows = _contents(database)["resource_history"]
     assert [(row[1], row[4]) for row in rows] == [("ImagingStudy", "POST")]
