@@ -69,7 +69,11 @@ MAX_WORKERS = 8
 
 def default_workers() -> int:
     """The cores this process may use, at most ``MAX_WORKERS``."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cores))
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,3 +143,20 @@ def test_a_resource_without_id_gets_one_and_refusals_name_the_resource_and_eleme
     assert f"{path}:3: 400 Bad Request: (PUT Unknown/u): 'Unknown/u' does not start with a resource type" in err
     rows = _contents(database)["resource_history"]
     assert [(row[1], row[4]) for row in rows] == [("ImagingStudy", "POST")]
+
+
+def test_sqlite_relaxes_sync_during_a_bulk_load_and_syncs_at_its_end(tmp_path: Path) -> None:
+    from fhir_imaging.storage.sqlite import BULK_CHECKPOINT_PAGES, SQLiteStore
+
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'sync.db'}", load_registry())
+    pragma = lambda name: store._writer.execute(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
+    try:
+        assert (pragma("synchronous"), pragma("wal_autocheckpoint")) == (2, 1000)  # FULL
+        with store.relaxed_sync():
+            assert (pragma("synchronous"), pragma("wal_autocheckpoint")) == (1, BULK_CHECKPOINT_PAGES)  # NORMAL
+            store.create("Patient", "p", {"resourceType": "Patient"})
+            assert (tmp_path / "sync.db-wal").stat().st_size > 0
+        assert (pragma("synchronous"), pragma("wal_autocheckpoint")) == (2, 1000)
+        assert (tmp_path / "sync.db-wal").stat().st_size == 0  # checkpointed into the database file
+    finally:
+        store.close()
