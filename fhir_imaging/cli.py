@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load transaction/batch/collection Bundles, single resources and NDJSON files (one resource "
         "per line), from files or folders, through the FHIR API. Resources with an id are written with PUT (loading "
         "again changes no set of resources), others with POST. Bad lines are reported and skipped. Exits 1 when "
-        "anything failed.",
+        "anything failed. With --database, resources outside transaction and batch Bundles are validated and "
+        "indexed in worker processes and written in bulk, making the same database as the API would.",
     )
     load.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="files or folders (*.json, *.ndjson)")
     _add_target(load)
