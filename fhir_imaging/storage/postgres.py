@@ -45,6 +45,7 @@ from fhir_imaging.logs import redact_url
 from fhir_imaging.search.index import INDEX_TABLES, PLAIN_TABLES
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack
+from fhir_imaging.storage.bulk import NewVersion
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.pgpool import IdleCheck
 from fhir_imaging.storage.replicas import Replica, ReplicaSet, primary_lsn
@@ -272,6 +273,10 @@ class PgTransaction(SqlTransaction):
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         self.flush()
         return super().query(sql, params)
+
+    def write_many(self, versions: Sequence[NewVersion]) -> None:
+        self.flush()  # it replaces index rows of its own (storage/bulk.py): those gathered before go first
+        super().write_many(versions)
 
     def execute(self, sql: str, params: Sequence[Any]) -> int:
         self.flush()

@@ -12,9 +12,12 @@ import pytest
 
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
+from fhir_imaging.storage.bodies import pack
+from fhir_imaging.storage.bulk import NewVersion
 from fhir_imaging.storage.postgres import copy_statement
 
 HOSTILE = "tab\there, new\nline, back\\slash, \\N, \\., café ∑ 𝄞"  # COPY's text format escapes all of these
@@ -144,3 +147,28 @@ def test_copy_statement_is_derived_from_the_insert() -> None:
     )
     with pytest.raises(ValueError, match="not an INSERT"):
         copy_statement("INSERT INTO t (a) SELECT 1")
+
+
+def test_rows_gathered_before_a_bulk_write_of_the_same_resource_are_replaced(store: Store) -> None:
+    registry = load_registry()
+    placeholder = store.dialect.placeholder  # type: ignore[attr-defined]
+    document = stamped(_patient("Bulk"), "p1", 1, format_instant(now()))
+    bulk = NewVersion(
+        "Patient",
+        "p1",
+        "PUT",
+        pack(orjson.dumps(document)),
+        document["meta"]["lastUpdated"],
+        Indexer(registry).statements(0, document, placeholder),
+    )
+
+    def work(tx: Any) -> None:
+        tx.create("Patient", "p1", _patient("Gathered"))  # PostgreSQL holds these rows until it sends them
+        tx.write_many([bulk])  # a new version of p1: its rows replace the first version's
+
+    store.transact(work)
+    with store._reader() as conn:  # type: ignore[attr-defined]
+        rid = _rid(conn, store, "Patient", "p1")
+        current = store.read("Patient", "p1")
+        assert current is not None and current.body is not None and current.version == 2
+        assert _rows(conn, rid) == _expected(rid, orjson.loads(current.body))
