@@ -38,7 +38,8 @@ from fhir_imaging.config import Settings
 from fhir_imaging.dicom.cfind import CFindReader
 from fhir_imaging.dicom.dicomweb import QidoReader
 from fhir_imaging.dicom.listen import ListenSummary, Stop, serve
-from fhir_imaging.dicom.listener import Listener, ListenOptions
+from fhir_imaging.dicom.listen_options import ListenOptions
+from fhir_imaging.dicom.listener import Listener
 from fhir_imaging.dicom.sync import StudySource, sync_once
 
 

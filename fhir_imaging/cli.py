@@ -213,7 +213,7 @@ def _add_dicom_commands(commands: Any) -> None:
 def _add_listen_command(commands: Any) -> None:
     """``listen``: the C-STORE SCP (fhir_imaging/dicom/listener.py; docs/dicom.md, *listen*)."""
     from fhir_imaging.dicom.limits import MEBIBYTE
-    from fhir_imaging.dicom.listener import ListenOptions
+    from fhir_imaging.dicom.listen_options import ListenOptions
 
     defaults = ListenOptions()
     listen = commands.add_parser(

@@ -21,7 +21,7 @@ from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.importer import import_dicom
 from fhir_imaging.dicom.limits import MEBIBYTE, DimseLimits, PacsLimits
-from fhir_imaging.dicom.listener import ListenOptions
+from fhir_imaging.dicom.listen_options import ListenOptions
 from fhir_imaging.dicom.mapping import MappingOptions, offset_timezone
 from fhir_imaging.dicom.pacs import PacsError
 from fhir_imaging.dicom.progress import Reporter, reporting

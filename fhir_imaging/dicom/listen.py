@@ -31,7 +31,8 @@ from typing import Any
 from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.collector import StudyCollector
-from fhir_imaging.dicom.listener import Listener, ListenOptions
+from fhir_imaging.dicom.listen_options import ListenOptions
+from fhir_imaging.dicom.listener import Listener
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingOptions
 from fhir_imaging.dicom.study import StudyGroup, group_studies
 from fhir_imaging.dicom.writer import ServerUnsupported, Tally, Unavailable, write_study

@@ -29,7 +29,8 @@ from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom import listen
 from fhir_imaging.dicom.listen import ListenSummary, Stop, serve
-from fhir_imaging.dicom.listener import Listener, ListenOptions
+from fhir_imaging.dicom.listen_options import ListenOptions
+from fhir_imaging.dicom.listener import Listener
 from tests.e2e.orthanc import OrthancProcess, orthanc_holding
 from tests.e2e.server import ServerProcess, free_port
 

@@ -20,7 +20,8 @@ from pynetdicom import AE
 
 from fhir_imaging.config import Settings
 from fhir_imaging.dicom.listen import Stop, serve
-from fhir_imaging.dicom.listener import Listener, ListenOptions
+from fhir_imaging.dicom.listen_options import ListenOptions
+from fhir_imaging.dicom.listener import Listener
 
 VERIFICATION = "1.2.840.10008.1.1"
 
