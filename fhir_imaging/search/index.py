@@ -9,7 +9,8 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
+from hashlib import blake2b
 from typing import Any
 
 from fhir_imaging.fhir.registry import Registry, SearchParam
@@ -20,10 +21,36 @@ from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
 INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 ID_TABLE = "spidx_token_id"
 """Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
-no text, one code each. Their own table holds them compactly (storage/schema.py, migration 7): rows (rid, type,
-param, code) keyed by the resource (rid, param, code), appended as rids grow, and one index (type, param, code, rid)
-for searches, which compile with ``compile_id_token`` (search/types/token.py)."""
+no text, one code each, and about 60 characters. They are kept as 64-bit hashes (``id_hash``; storage/schema.py,
+migration 8) in three small tables without a rowid:
+
+- ``spidx_token_id`` (rid, type, param, lo, hi): one row per resource and parameter, its least and greatest code
+  (``:missing``, ``_sort``);
+- ``ID_HASH_TABLE`` (h, rid): the search index, a value's resources;
+- ``ID_RID_TABLE`` (rid, h): a resource's hashes, which its deletes and updates remove from the index.
+
+A hash names candidates only: a search finds the resources whose rows carry the value's hash, then keeps those
+whose stored body holds the value under the parameter (search/execute.py ``resolve_ids``), so a collision never
+returns a wrong resource."""
+ID_HASH_TABLE = "spidx_token_id_hash"
+ID_RID_TABLE = "spidx_token_id_rid"
 ID_KINDS = frozenset({"id", "oid"})
+
+
+def id_hash(param: str, code: str) -> int:
+    """The 64-bit (signed) key of an id/oid value of a parameter in ``ID_HASH_TABLE``: 32 bits hashed from the value
+    without its last dot-separated component, then 32 bits hashed from the whole value. The values of one resource
+    mostly extend one another (a DICOM instance UID is typically its series' UID or root and a number), so they
+    share the high bits and land together in the index: a write changes a few of its pages, not one a value (a
+    hash of the whole value alone spread a study's hundred UIDs over a hundred pages: twice the WAL a create)."""
+    low = blake2b(f"{param}\x00{code}".encode(), digest_size=4).digest()
+    return int.from_bytes(_head_hash(param, code.rpartition(".")[0]) + low, "big", signed=True)
+
+
+@lru_cache(maxsize=4096)
+def _head_hash(param: str, head: str) -> bytes:
+    """The high half of ``id_hash`` (a series' instances share it: hashed once)."""
+    return blake2b(f"{param}\x00{head}".encode(), digest_size=4).digest()
 
 
 Extract = Callable[[dict[str, Any]], list[Row]]
@@ -81,7 +108,11 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 @cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     if table == ID_TABLE:
-        return f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES ({', '.join(placeholder for _ in range(4))})"
+        values = ", ".join(placeholder for _ in range(5))
+        return f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) VALUES ({values})"
+    if table in (ID_HASH_TABLE, ID_RID_TABLE):  # a 64-bit collision inside one resource: one row is enough
+        pair = "h, rid" if table == ID_HASH_TABLE else "rid, h"
+        return f"INSERT INTO {table} ({pair}) VALUES ({placeholder}, {placeholder}) ON CONFLICT DO NOTHING"
     kind = next(kind for kind in TYPES.values() if kind.table == table)
     names = (*INDEX_PREFIX, *column_names(kind.value_columns))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
@@ -122,10 +153,11 @@ class Indexer:
                 continue
             head = (rid, resource_type, code)
             if ids:  # every row is ('', value, None): the value alone
-                out = by_table.get(ID_TABLE)
-                if out is None:
-                    out = by_table[ID_TABLE] = []
-                out += [(*head, columns[1]) for _, _, columns in rows]
+                codes = [columns[1] for _, _, columns in rows]
+                by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes)))
+                hashes = [id_hash(code, value) for value in codes]
+                by_table.setdefault(ID_HASH_TABLE, []).extend([(h, rid) for h in hashes])
+                by_table.setdefault(ID_RID_TABLE, []).extend([(rid, h) for h in hashes])
                 continue
             for kind, sub, columns in rows:
                 table = tables[kind]
@@ -137,8 +169,12 @@ class Indexer:
 
 
 def delete_statements(placeholder: str = "?") -> list[str]:
-    """One DELETE per index table, removing a resource's rows (bind its rid)."""
-    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES]
+    """One DELETE per index table, removing a resource's rows (bind its rid); its hashes leave the search index
+    (keyed by hash) through its own list of them, before that list goes."""
+    by_hash = (
+        f"DELETE FROM {ID_HASH_TABLE} WHERE (h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = {placeholder})"
+    )
+    return [by_hash, *(f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES[1:])]
 
 
-INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)
+INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE)

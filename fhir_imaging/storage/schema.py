@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_imaging.fhir.registry import load_registry
-from fhir_imaging.search.index import ID_TABLE, param_table
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, id_hash, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
 
@@ -65,6 +65,43 @@ def id_token_migration(conn: Any) -> tuple[str, ...]:
         f"DELETE FROM spidx_token WHERE {moved}",
         index,
     )
+
+
+HASH_ROWS_A_STATEMENT = 500
+
+
+def id_hash_migration(conn: Any) -> tuple[str, ...]:
+    """Migration 8: id/oid values as 64-bit hashes (search/index.py ``ID_TABLE``): the table of migration 7, which
+    held each value's text twice (its rows and its index, two thirds of a study's bytes), becomes one row per
+    resource and parameter (its least and greatest value, for ``:missing`` and ``_sort``), and the values'
+    hashes go to ``ID_HASH_TABLE`` (the search index) and ``ID_RID_TABLE`` (a resource's hashes). The hashes are
+    computed here, from the rows being replaced, and written as literal integers (the statements run on either
+    backend)."""
+    old = f"{ID_TABLE}_v7"
+    statements = [
+        f"DROP INDEX {ID_TABLE}_code",
+        f"ALTER TABLE {ID_TABLE} RENAME TO {old}",
+        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, lo TEXT NOT NULL, "
+        "hi TEXT NOT NULL, PRIMARY KEY (rid, param)) WITHOUT ROWID",
+        f"CREATE TABLE {ID_HASH_TABLE} (h INTEGER NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (h, rid)) WITHOUT ROWID",
+        f"CREATE TABLE {ID_RID_TABLE} (rid INTEGER NOT NULL, h INTEGER NOT NULL, PRIMARY KEY (rid, h)) WITHOUT ROWID",
+        f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) SELECT rid, min(type), param, min(code), max(code) "
+        f"FROM {old} GROUP BY rid, param",
+    ]
+    pairs = sorted(
+        {(id_hash(param, code), rid) for rid, param, code in conn.execute(f"SELECT rid, param, code FROM {ID_TABLE}")}
+    )
+    for start in range(0, len(pairs), HASH_ROWS_A_STATEMENT):
+        chunk = pairs[start : start + HASH_ROWS_A_STATEMENT]
+        statements.append(
+            f"INSERT INTO {ID_HASH_TABLE} (h, rid) VALUES {', '.join(f'({h}, {rid})' for h, rid in chunk)}"
+        )
+        by_rid = sorted((rid, h) for h, rid in chunk)
+        statements.append(
+            f"INSERT INTO {ID_RID_TABLE} (rid, h) VALUES {', '.join(f'({rid}, {h})' for rid, h in by_rid)}"
+        )
+    statements.append(f"DROP TABLE {old}")
+    return tuple(statements)
 
 
 Migration = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
@@ -155,6 +192,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 7: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
     id_token_migration,
+    # 8: those UIDs as 64-bit hashes, checked against the stored body when searched.
+    id_hash_migration,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
