@@ -9,11 +9,15 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from hashlib import blake2b
 from typing import Any
 
+import orjson
+
 from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.fhir.resource import stamped
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
@@ -118,16 +122,32 @@ def insert_sql(table: str, placeholder: str = "?") -> str:
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 
+LATE_FIELDS = ("lastUpdated", "versionId")  # what a write stamps inside its transaction (fhir/resource.py stamped)
+PREPARED_STAMP = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A resource's index rows computed before its write transaction (``Indexer.prepare``), rid 0 in each: every
+    parameter's but those that read what the write stamps (``LATE_FIELDS``), which the write computes itself. A
+    write uses them only for the same id and the same content (``source``, the resource as prepared)."""
+
+    resource_id: str
+    source: bytes
+    by_table: dict[str, list[tuple[Any, ...]]]
+
+
 class Indexer:
     """A resource → its index rows, for the searchable parameters of one registry (extractors compiled once per
     resource type)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._extractors: dict[str, tuple[tuple[str, Extract, bool], ...]] = {}
+        self._extractors: dict[str, tuple[tuple[str, Extract, bool, bool], ...]] = {}
 
-    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool], ...]:
-        """(code, extractor, whether its rows go to ``ID_TABLE``) for every searchable parameter of a type."""
+    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool, bool], ...]:
+        """(code, extractor, whether its rows go to ``ID_TABLE``, whether it reads ``LATE_FIELDS``) for every
+        searchable parameter of a type."""
         found = self._extractors.get(resource_type)
         if found is None:
             found = self._extractors[resource_type] = tuple(
@@ -135,19 +155,48 @@ class Indexer:
                     param.code,
                     compile_extractor(param.expression or "", resource_type, param.type),
                     param_table(param) == ID_TABLE,
+                    any(name in (param.expression or "") for name in LATE_FIELDS),
                 )
                 for param in self.registry.searchable_params(resource_type)
             )
         return found
 
     def statements(
-        self, rid: int, resource: dict[str, Any], placeholder: str = "?"
+        self, rid: int, resource: dict[str, Any], placeholder: str = "?", prepared: Prepared | None = None
     ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``."""
+        """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``. With
+        ``prepared`` (made for this resource's content and id: the caller checks, ``usable``), only the parameters
+        that read ``LATE_FIELDS`` are extracted here."""
+        if prepared is None:
+            by_table = self.rows(rid, resource, None)
+        else:
+            by_table = {table: _with_rid(table, rows, rid) for table, rows in prepared.by_table.items()}
+            for table, rows in self.rows(rid, resource, True).items():
+                by_table.setdefault(table, []).extend(rows)
+        return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
+
+    def prepare(self, resource_id: str, resource: dict[str, Any]) -> Prepared:
+        """The rows of ``resource`` as it will be written with ``resource_id``, computed ahead of its write (outside
+        the database's write lock: extraction is most of a write's own work)."""
+        document = stamped(resource, resource_id, 1, PREPARED_STAMP)
+        return Prepared(resource_id, orjson.dumps(resource), self.rows(0, document, False))
+
+    @staticmethod
+    def usable(prepared: Prepared | None, resource_id: str, resource: dict[str, Any]) -> Prepared | None:
+        """``prepared`` when it was made for this id and content, else None."""
+        if prepared is None or prepared.resource_id != resource_id or orjson.dumps(resource) != prepared.source:
+            return None
+        return prepared
+
+    def rows(self, rid: int, resource: dict[str, Any], late: bool | None) -> dict[str, list[tuple[Any, ...]]]:
+        """Rows per table of the parameters that read ``LATE_FIELDS`` (``late`` True), of the others (False), or of
+        every one (None)."""
         resource_type = resource["resourceType"]
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         tables = TABLES
-        for code, extract, ids in self.extractors(resource_type):
+        for code, extract, ids, reads_late in self.extractors(resource_type):
+            if late is not None and reads_late != late:
+                continue
             rows = extract(resource)
             if not rows:
                 continue
@@ -165,7 +214,14 @@ class Indexer:
                 if out is None:
                     out = by_table[table] = []
                 out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
-        return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
+        return by_table
+
+
+def _with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[Any, ...]]:
+    """Prepared rows (rid 0) with the resource's rid."""
+    if table == ID_HASH_TABLE:
+        return [(row[0], rid) for row in rows]
+    return [(rid, *row[1:]) for row in rows]
 
 
 def delete_statements(placeholder: str = "?") -> list[str]:
