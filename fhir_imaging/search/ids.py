@@ -4,7 +4,8 @@ Their index keeps a 64-bit hash of each value, not its text (search/index.py ``I
 candidates; each candidate's stored body is read and the parameter's expression run on it, and only the resources
 that hold the value itself are kept (``IdMatch``, which the planner compiles to the hash and those rids). So two
 values that share a hash never return each other's resources, and a search's answer is the same as if the text were
-indexed. The cost is one body a matching resource: a UID names one study, or the few that repeat it.
+indexed. The cost is one body parsed a matching resource (a UID names one study, or the few that repeat it); a
+candidate whose body does not hold the value's JSON string at all (a collision) is dropped without parsing it.
 Spec: https://hl7.org/fhir/R4/search.html#token
 """
 
@@ -44,6 +45,12 @@ def _resolvable(value: Any) -> bool:
     return isinstance(value, TokenValue) and value.code is not None and value.system in (None, "")
 
 
+def _plain(code: str) -> bool:
+    """Whether JSON writers spell ``code`` one way (printable ASCII, none of the characters some writers escape):
+    then a body that does not contain it as a JSON string cannot hold it."""
+    return code.isascii() and code.isprintable() and not any(char in code for char in "\"\\/<>&'")
+
+
 def resolve_clause(run: Any, clause: Clause) -> Clause:
     hashes = {value.code: id_hash(clause.key, value.code) for value in clause.values if _resolvable(value)}
     if not hashes:
@@ -66,11 +73,15 @@ def resolve_clause(run: Any, clause: Clause) -> Clause:
         if rid in checked or expression is None:
             continue
         checked.add(rid)
+        document = unpack(body)
+        present = [code for code in holders if not _plain(code) or orjson.dumps(code) in document]
+        if not present:
+            continue
         extract = compile_extractor(expression, resource_type, "token")
-        held = {columns[1] for _, _, columns in extract(orjson.loads(unpack(body)))}
-        for code, found in holders.items():
+        held = {columns[1] for _, _, columns in extract(orjson.loads(document))}
+        for code in present:
             if code in held:
-                found[rid] = None
+                holders[code][rid] = None
     values = tuple(
         IdMatch(value.code, hashes[value.code], tuple(sorted(holders[value.code]))) if _resolvable(value) else value
         for value in clause.values

@@ -181,8 +181,12 @@ def test_a_database_with_the_rows_in_spidx_token_migrates(settings: Settings) ->
     _migrated(settings, rows)
 
 
-def test_a_database_with_the_uids_as_text_migrates(settings: Settings) -> None:
-    """The layout of migration 7: (rid, type, param, code) rows and an index on (type, param, code, rid)."""
+def test_a_database_with_the_uids_as_text_migrates(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout of migration 7: (rid, type, param, code) rows and an index on (type, param, code, rid). Two
+    resources a step, so that the rows move in several steps."""
+    import fhir_imaging.storage.schema
+
+    monkeypatch.setattr(fhir_imaging.storage.schema, "RIDS_A_STEP", 2)
     rows = _written(settings)
 
     def back(tx: Any) -> None:
