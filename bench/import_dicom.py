@@ -1,22 +1,30 @@
 """Benchmark of reading files for import-dicom (docs/dicom.md): ``python -m bench.import_dicom [--files 2000]
-[--workers N]``.
+[--workers N] [--synthetic] [--write]``.
 
 The files are copies of pydicom's own test files (CT, MR in explicit and implicit VR, NM JPEG 2000, secondary
 capture, a segmentation with its sequences), each with new study, series and instance UIDs and patients, 25
-instances per series and 4 series per study. Three ways of reading the same folder, in the same run, headers only:
+instances per series and 4 series per study (``--synthetic``: bench.dicom's small generated CT files). Four ways of
+reading the same folder, in the same run, headers only:
 
-- ``whole``: the way import-dicom read before: pydicom reads every element of the header and the mapping takes
+- ``whole``: the way import-dicom read first: pydicom reads every element of the header and the mapping takes
   pydicom's converted values (``dcmread(stop_before_pixels=True)``), one file after the other;
-- ``fast``: ``importer.read_paths`` in this process: only the mapped attributes (``header.py``), their plain
-  values decoded directly;
+- ``before``: the header read that ``header.read_file_header`` replaced, in this process: pydicom's ``dcmread``
+  with ``specific_tags`` (a whole ``Dataset`` of the mapped attributes), plain values decoded directly;
+- ``fast``: ``importer.read_paths`` in this process (``header.read_file_header``: the file's first bytes, pydicom's
+  element reader, no ``Dataset``);
 - ``fast_parallel``: the same with ``--workers`` reader processes (default: import-dicom's default).
 
-All three must give the same records. Prints one JSON object: files per second and the ratios to ``whole``.
+All four must give the same records. Each prints wall-clock files per second and CPU seconds per 1,000 files (this
+process's user + system time, plus the reader processes' own, which they report; a machine shared with other work
+changes the CPU figure less than the wall clock). ``--write`` also writes the studies read into a fresh SQLite
+database through the in-process FHIR API (``import_records``, as ``import-dicom --database``) and times that apart.
+Prints one JSON object, with the ratios to ``whole`` and to ``before``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -30,7 +38,18 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from bench import dicom as bench_dicom
-from fhir_imaging.dicom.importer import check_complete, default_read_workers, read_paths, walk
+from fhir_imaging.client import fhir_client
+from fhir_imaging.config import Settings
+from fhir_imaging.dicom import reading
+from fhir_imaging.dicom.header import Header, read_header
+from fhir_imaging.dicom.importer import (
+    ReadResult,
+    check_complete,
+    default_read_workers,
+    import_records,
+    read_paths,
+    walk,
+)
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingOptions, from_dicom_dataset
 
 TEMPLATES = (
@@ -79,17 +98,42 @@ def read_whole(folder: Path, options: MappingOptions) -> list[InstanceRecord]:
     return records
 
 
-def timed(label: str, run: Any, files: int, report: dict[str, Any], cpu: bool = True) -> list[InstanceRecord]:
-    """Run ``run``; wall-clock files per second and, for a run in this process, files per CPU second (which a
-    machine shared with other work changes less; the reader processes are the fork server's children, not ours,
-    so their CPU time is not counted here)."""
+def read_before(folder: Path, options: MappingOptions) -> ReadResult:
+    """``read_paths`` in this process with the header read it had before ``header.read_file_header``."""
+
+    def dcmread_header(fp: Any, prefix: int | None = None) -> Header:
+        return Header(read_header(fp), fp)
+
+    plain = reading.read_file_header
+    reading.read_file_header = dcmread_header
+    try:
+        return read_paths([folder], options, workers=1)
+    finally:
+        reading.read_file_header = plain
+
+
+def timed(label: str, run: Any, files: int, report: dict[str, Any]) -> Any:
+    """Run ``run``: wall-clock files per second and CPU seconds per 1,000 files (this process's, plus the reader
+    processes' when ``run`` returns a ``ReadResult`` that counts them; their fork server's start is not counted)."""
     started, cpu_started = time.perf_counter(), time.process_time()
-    records: list[InstanceRecord] = run()
+    result = run()
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
-    report[label] = {"seconds": round(seconds, 2), "files_per_second": round(files / seconds, 1)}
-    if cpu:
-        report[label]["files_per_cpu_second"] = round(files / cpu_seconds, 1)
-    return records
+    readers = result.reader_cpu_seconds if isinstance(result, ReadResult) else 0.0
+    report[label] = {
+        "seconds": round(seconds, 2),
+        "files_per_second": round(files / seconds, 1),
+        "cpu_seconds_per_1000_files": round((cpu_seconds + readers) * 1000 / files, 3),
+    }
+    if readers:
+        report[label]["of_which_this_process"] = round(cpu_seconds * 1000 / files, 3)
+    return result
+
+
+async def write(read: ReadResult, database: str) -> None:
+    """The studies of ``read`` into ``database`` through the in-process FHIR API, as ``import-dicom --database``."""
+    async with fhir_client(settings=Settings(database=database, sqlite_synchronous="normal")) as client:
+        summary = await import_records(client, read)
+    assert not summary.tally.failed, summary.tally.failed
 
 
 def main() -> None:
@@ -101,11 +145,12 @@ def main() -> None:
         action="store_true",
         help="small generated CT files (bench.dicom's, 8x8 pixels, 30 attributes) instead of pydicom's test files",
     )
+    parser.add_argument("--write", action="store_true", help="also write the studies into a fresh SQLite database")
     args = parser.parse_args()
     options = MappingOptions()
     with tempfile.TemporaryDirectory(prefix="bench-import-dicom-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        folder = Path(tmp)
+        folder = Path(tmp) / "files"
         started = time.perf_counter()
         if args.synthetic:
             bench_dicom.write_files(folder, args.files)
@@ -113,26 +158,31 @@ def main() -> None:
             write_files(folder, args.files)
         report: dict[str, Any] = {
             "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}",
+            "load_average": [round(load, 1) for load in os.getloadavg()],
             "files": args.files,
             "source": "synthetic" if args.synthetic else "pydicom test files",
             "workers": args.workers,
             "generate_seconds": round(time.perf_counter() - started, 1),
         }
         whole = timed("whole", lambda: read_whole(folder, options), args.files, report)
-        fast = timed("fast", lambda: read_paths([folder], options, workers=1).records, args.files, report)
-        importer = timed(
-            "fast_parallel",
-            lambda: read_paths([folder], options, workers=args.workers).records,
-            args.files,
-            report,
-            cpu=False,
+        before = timed("before", lambda: read_before(folder, options), args.files, report)
+        fast = timed("fast", lambda: read_paths([folder], options, workers=1), args.files, report)
+        parallel = timed(
+            "fast_parallel", lambda: read_paths([folder], options, workers=args.workers), args.files, report
         )
-    assert whole == fast == importer, "the fast reads must map to exactly what the whole read maps to"
-    base = report["whole"]["files_per_second"]
-    base_cpu = report["whole"]["files_per_cpu_second"]
-    for label in ("fast", "fast_parallel"):
-        report[label]["ratio_to_whole"] = round(report[label]["files_per_second"] / base, 2)
-    report["fast"]["cpu_ratio_to_whole"] = round(report["fast"]["files_per_cpu_second"] / base_cpu, 2)
+        assert whole == before.records == fast.records == parallel.records, "every read must map alike"
+        if args.write:
+            database = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            timed("write_sqlite", lambda: asyncio.run(write(fast, database)), args.files, report)
+    for label in ("before", "fast", "fast_parallel"):
+        for base in ("whole", "before"):
+            if label != base:
+                report[label][f"ratio_to_{base}"] = round(
+                    report[label]["files_per_second"] / report[base]["files_per_second"], 2
+                )
+                report[label][f"cpu_ratio_to_{base}"] = round(
+                    report[base]["cpu_seconds_per_1000_files"] / report[label]["cpu_seconds_per_1000_files"], 2
+                )
     print(json.dumps(report, indent=2))
 
 

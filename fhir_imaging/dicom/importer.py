@@ -4,51 +4,44 @@ study and series, and write each study with its Patient through the FHIR REST AP
 Spec: DICOM PS3.10 §7 (the Part 10 file: preamble, ``DICM``, file meta) and PS3.3 F.3 (the DICOMDIR's Directory
 Record Sequence and its Referenced File IDs); https://hl7.org/fhir/R4/imagingstudy-mappings.html#dicom.
 
-Only headers are read, and of them only the attributes the mapping uses (``header.py``); with many files, by
-``--read-workers`` processes, the results taken in the files' order. A file that is not DICOM Part 10, cannot be
-parsed, or lacks a UID or the modality is reported with the reason and skipped; the other files are imported, one
-transaction per study.
+Only headers are read, and of them only the attributes the mapping uses (``reading.py``, ``header.py``); with many
+files, by ``--read-workers`` processes and this one, the results taken in the files' order. A file that is not
+DICOM Part 10, cannot be parsed, or lacks a UID or the modality is reported with the reason and skipped; the other
+files are imported, one transaction per study.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import struct
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from pydicom.errors import InvalidDicomError
+from typing import Any
 
 from fhir_imaging.client import RemoteServer, fhir_client
 from fhir_imaging.config import Settings
-from fhir_imaging.dicom.header import Header, read_header
+from fhir_imaging.dicom import reading
 from fhir_imaging.dicom.limits import MAX_DEFAULT_READ_WORKERS, PARALLEL_FROM, READ_CHUNK
-from fhir_imaging.dicom.mapping import InstanceRecord, MappingError, MappingOptions, from_dicom_dataset
+from fhir_imaging.dicom.mapping import InstanceRecord, MappingOptions
 from fhir_imaging.dicom.progress import Reporter
+from fhir_imaging.dicom.reading import (
+    FileRead,
+    Skip,
+    Skipped,
+    check_complete,
+    dicomdir_files,
+    read_file,
+    read_files,
+    read_task,
+)
 from fhir_imaging.dicom.study import group_studies
 from fhir_imaging.dicom.writer import Tally, write_study
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
-UNDEFINED_LENGTH = 0xFFFFFFFF
-
-
-class Skip(Exception):
-    """A file that is not imported, with the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A file a DICOMDIR lists that is not read, with the reason."""
-
-    path: Path
-    reason: str
+__all__ = ["Skip", "Skipped", "check_complete", "dicomdir_files", "read_file", "read_files"]  # from ``reading``
 
 
 @dataclass(slots=True)
@@ -60,6 +53,7 @@ class ReadResult:
     files: int = 0
     dicomdirs: int = 0
     duplicates: int = 0  # instances met twice (same SOPInstanceUID in two files)
+    reader_cpu_seconds: float = field(default=0.0, compare=False)  # CPU time of the reader processes (not this one)
 
 
 @dataclass(slots=True)
@@ -96,105 +90,40 @@ def walk_resolved(paths: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
     """``walk``, each file with its resolved path (what tells two names of one file apart)."""
     seen: set[Path] = set()
     for path in map(Path, paths):
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            key = candidate.resolve()
+        candidates = _files_under(path) if path.is_dir() else [(path, path.resolve())]
+        for candidate, key in candidates:
             if key not in seen:
                 seen.add(key)
                 yield candidate, key
 
 
-def dicomdir_files(ds: Any, dicomdir: Path) -> list[Path | Skipped]:
-    """The files a DICOMDIR's records reference (Referenced File ID (0004,1500), relative to its folder, the media
-    folder). A reference that leaves the media folder (``..``, or a symbolic link resolving outside it) comes out as
-    ``Skipped`` with the reason, and is never opened."""
-    media = dicomdir.parent
-    root = media.resolve()
-    files: list[Path | Skipped] = []
-    for record in ds.get("DirectoryRecordSequence", []):
-        file_id = record.get("ReferencedFileID")
-        if not file_id:
+def _files_under(folder: Path) -> list[tuple[Path, Path]]:
+    """The files under ``folder`` with their resolved paths, sorted: what ``sorted(p for p in folder.rglob("*")
+    if p.is_file())`` finds (symbolic links to files kept, symbolic links to folders not followed, unreadable
+    folders passed over), each directory resolved once instead of each file."""
+    found: list[tuple[Path, Path]] = []
+    folders = [(folder, folder.resolve())]
+    while folders:
+        parent, resolved = folders.pop()
+        try:
+            with os.scandir(parent) as scan:
+                entries = list(scan)
+        except OSError:
             continue
-        parts = [file_id] if isinstance(file_id, str) else list(file_id)
-        parts = [piece for part in parts for piece in str(part).replace("/", "\\").split("\\") if piece]
-        path = media.joinpath(*parts)
-        files.append(_inside(path, parts, root))
-    return files
-
-
-def _inside(path: Path, parts: list[str], root: Path) -> Path | Skipped:
-    """``path`` when it stays in the media folder ``root``, else ``Skipped`` with the reason."""
-    if any(piece in (".", "..") for piece in parts):
-        return Skipped(path, "refused: the DICOMDIR's ReferencedFileID leaves the media folder (..)")
-    try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError, ValueError):  # a symbolic link loop, a NUL in a name
-        return Skipped(path, "refused: the DICOMDIR's ReferencedFileID is not a usable file name")
-    if not resolved.is_relative_to(root):
-        return Skipped(path, "refused: listed in a DICOMDIR, it resolves outside the media folder (symbolic link)")
-    return path
-
-
-def check_complete(ds: Any, fp: BinaryIO, size: int) -> None:
-    """``Skip`` a truncated file. pydicom stops silently where a file ends, so: a file that has the Image Pixel
-    module (Rows) but ends before its pixel data (7FE0,0010), or whose pixel data has a defined length running past
-    the end, is truncated. (A file cut earlier in its header cannot be told from a header-only file.)"""
-    position = fp.tell()  # stop_before_pixels leaves the file at the Pixel Data tag, when there is one
-    if position >= size:
-        if "Rows" in ds:
-            raise Skip("truncated: the file ends before the pixel data (7FE0,0010)")
-        return
-    implicit, little = getattr(ds, "original_encoding", (False, True))
-    head = fp.read(12)
-    order = "<" if little is not False else ">"
-    if implicit:
-        length = struct.unpack(order + "I", head[4:8])[0] if len(head) >= 8 else None
-        start = position + 8
-    else:
-        length = struct.unpack(order + "I", head[8:12])[0] if len(head) >= 12 else None
-        start = position + 12
-    if length is None or (length != UNDEFINED_LENGTH and start + length > size):
-        raise Skip(f"truncated: the pixel data (7FE0,0010) has {length} bytes, the file holds {max(size - start, 0)}")
-
-
-def read_file(path: Path, options: MappingOptions) -> InstanceRecord | list[Path | Skipped]:
-    """One file → its ``InstanceRecord``, or the files it lists when it is a DICOMDIR; ``Skip`` with the reason.
-    Only the attributes the mapping uses are read (``header.py``)."""
-    if not path.is_file():
-        raise Skip("no such file")
-    with warnings.catch_warnings(), open(path, "rb") as fp:
-        warnings.simplefilter("ignore")  # pydicom warns about every odd value; what matters is checked below
-        try:
-            ds = read_header(fp)
-        except InvalidDicomError:
-            raise Skip("not a DICOM file (no DICOM Part 10 preamble and 'DICM' prefix)") from None
-        except (OSError, EOFError) as exc:
-            raise Skip(f"cannot read: {exc}") from None
-        except Exception as exc:  # pydicom raises many types on corrupt or truncated headers
-            raise Skip(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-        meta = getattr(ds, "file_meta", None)
-        if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
-            return dicomdir_files(ds, path)
-        try:
-            record = from_dicom_dataset(Header(ds), options)
-        except MappingError as exc:
-            raise Skip(str(exc)) from None
-        check_complete(ds, fp, os.fstat(fp.fileno()).st_size)
-        return record
-
-
-FileRead = InstanceRecord | list[Path | Skipped] | Skipped
-
-
-def read_files(paths: list[Path], options: MappingOptions) -> list[FileRead]:
-    """``read_file`` of each path, a ``Skip`` as ``Skipped``: one task of a reader process."""
-    reads: list[FileRead] = []
-    for path in paths:
-        try:
-            reads.append(read_file(path, options))
-        except Skip as skip:
-            reads.append(Skipped(path, str(skip)))
-    return reads
+        for entry in entries:
+            path = parent / entry.name
+            try:
+                if entry.is_symlink():
+                    if path.is_file():
+                        found.append((path, path.resolve()))
+                elif entry.is_dir():
+                    folders.append((path, resolved / entry.name))
+                elif entry.is_file():
+                    found.append((path, resolved / entry.name))
+            except OSError:
+                continue
+    found.sort(key=lambda pair: pair[0])
+    return found
 
 
 def default_read_workers() -> int:
@@ -214,9 +143,12 @@ def _readers(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    context.set_forkserver_preload([reading.__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         yield pool
+    finally:  # every result is taken (or the read failed): processes still starting are not waited for
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def read_paths(
@@ -225,27 +157,51 @@ def read_paths(
     advance: Callable[[int], None] = lambda n: None,
     workers: int = 1,
     walked: list[tuple[Path, Path]] | None = None,
+    read_here: bool = True,
 ) -> ReadResult:
     """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
-    ``workers`` > 1 the files are parsed by that many processes, ``READ_CHUNK`` files per task and at most
-    ``2 × workers`` tasks ahead; the results are taken in the files' order, so the outcome is the same."""
+    ``workers`` > 1 the files are parsed by that many processes once the first of them is up, ``READ_CHUNK`` files
+    per task and ``2 × workers`` tasks ahead, and (``read_here``) by this process too until then and while the oldest
+    task is not done; the results are taken in the files' order, so the outcome is the same."""
     result = ReadResult()
     walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
     queue = deque(path for path, _ in walked)
     seen = {key for _, key in walked}
     instances: set[str] = set()
     listed: set[Path] = set()
+    reader_cpu: dict[int, float] = {}  # reader process → its CPU seconds
+    ahead = 2 * max(workers, 1)
     with _readers(workers) as pool:
-        pending: deque[tuple[list[Path], Future[list[FileRead]] | list[FileRead]]] = deque()
+        pending: deque[tuple[list[Path], Future[tuple[list[FileRead], int, float]] | list[FileRead]]] = deque()
+        in_flight = 0
+        started = pool.submit(os.getpid) if pool is not None and read_here else None  # done: a reader is up
         while queue or pending:
-            while queue and len(pending) < 2 * max(workers, 1):
-                chunk = [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
-                pending.append((chunk, pool.submit(read_files, chunk, options) if pool else read_files(chunk, options)))
-            chunk, reads = pending.popleft()
-            for path, read in zip(chunk, reads if isinstance(reads, list) else reads.result(), strict=True):
+            while pool is not None and (started is None or started.done()) and queue and in_flight < ahead:
+                chunk = _next_chunk(queue)
+                pending.append((chunk, pool.submit(read_task, chunk, options)))
+                in_flight += 1
+            oldest = pending[0][1] if pending else None
+            waiting = isinstance(oldest, Future) and not oldest.done()
+            if queue and (oldest is None or (waiting and read_here)):
+                chunk = _next_chunk(queue)
+                pending.append((chunk, read_files(chunk, options)))  # read here rather than wait
+                continue
+            chunk, task = pending.popleft()
+            if isinstance(task, list):
+                reads = task
+            else:
+                in_flight -= 1
+                reads, pid, cpu = task.result()
+                reader_cpu[pid] = max(cpu, reader_cpu.get(pid, 0.0))
+            for path, read in zip(chunk, reads, strict=True):
                 _take(result, path, read, (seen, instances, listed, queue))
                 advance(1)
+    result.reader_cpu_seconds = sum(reader_cpu.values())
     return result
+
+
+def _next_chunk(queue: deque[Path]) -> list[Path]:
+    return [queue.popleft() for _ in range(min(READ_CHUNK, len(queue)))]
 
 
 def _take(

@@ -36,7 +36,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from fhir_imaging.dicom.collector import StudyCollector
 from fhir_imaging.dicom.dimse import BoundedSocket
-from fhir_imaging.dicom.header import Header, read_header
+from fhir_imaging.dicom.header import read_file_header
 from fhir_imaging.dicom.mapping import MappingError, MappingOptions, from_dicom_dataset
 from fhir_imaging.dicom.qido import is_uid
 
@@ -256,9 +256,9 @@ class Listener:
     def _on_store(self, event: evt.Event) -> int:
         path = Path(event.dataset_path)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), open(path, "rb") as fp:
                 warnings.simplefilter("ignore")
-                record = from_dicom_dataset(Header(read_header(str(path))), self.mapping)
+                record = from_dicom_dataset(read_file_header(fp), self.mapping)
         except MappingError as exc:
             return self._refuse(event, f"refused an instance from %s: {exc}")
         except Exception as exc:  # pydicom raises many types on a corrupt header

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -52,6 +53,8 @@ PARTICIPATION = {
 _OID = linear_regex.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 _URI = linear_regex.compile(linear_regex.ascii_whitespace(r"(urn:|https?://)\S+"))  # no \v: FHIR's uri
 _OFFSET = linear_regex.compile(r"([+-])(\d\d)(\d\d)")
+# Pure conversions whose results are remembered, for values up to CACHED_TEXT characters (a bounded memory).
+CACHE_SIZE, CACHED_TEXT = 1024, 256
 
 
 class MappingError(ValueError):
@@ -95,6 +98,9 @@ def text_of(value: Any) -> str | None:
     """A DICOM value as stripped text (multi-values joined by ``\\``); ``None`` when empty or absent."""
     if value is None:
         return None
+    if type(value) is str:  # the common case, first
+        text = value.replace("\x00", "").strip()
+        return text or None
     if isinstance(value, list | tuple | MultiValue):
         value = "\\".join(str(item) for item in value)
     text = str(value).replace("\x00", "").strip()
@@ -145,7 +151,14 @@ def _format_offset(offset: timedelta) -> str:
 
 def to_fhir_datetime(da: str | None, tm: str | None, offset: str | None, zone: tzinfo | None = None) -> str | None:
     """DA + TM (+ TimezoneOffsetFromUTC) → FHIR dateTime. With a time but no offset and no assumed ``zone``, only
-    the date: a FHIR dateTime with a time must carry a timezone, and none is invented."""
+    the date: a FHIR dateTime with a time must carry a timezone, and none is invented. (Values of a usual length
+    are remembered: the files of one series repeat them.)"""
+    if len(da or "") + len(tm or "") + len(offset or "") <= CACHED_TEXT:
+        return _cached_datetime(da, tm, offset, zone)
+    return _to_fhir_datetime(da, tm, offset, zone)
+
+
+def _to_fhir_datetime(da: str | None, tm: str | None, offset: str | None, zone: tzinfo | None) -> str | None:
     day = parse_date(da)
     if day is None:
         return None
@@ -158,6 +171,9 @@ def to_fhir_datetime(da: str | None, tm: str | None, offset: str | None, zone: t
         delta = datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=zone).utcoffset() or timedelta()
     stamp = f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}" + (f".{fraction}" if fraction else "")
     return stamp + _format_offset(delta)
+
+
+_cached_datetime = lru_cache(maxsize=CACHE_SIZE)(_to_fhir_datetime)
 
 
 def _unsigned(text: str | None) -> int | None:
@@ -194,7 +210,14 @@ def display_name(pn: str | None) -> str | None:
 
 
 def issuer_system(issuer: str | None, universal_id: str | None = None, universal_type: str | None = None) -> str | None:
-    """IssuerOfPatientID (and its qualifiers' UniversalEntityID) → Identifier.system (see the module docstring)."""
+    """IssuerOfPatientID (and its qualifiers' UniversalEntityID) → Identifier.system (see the module docstring).
+    (Values of a usual length are remembered: the files of one site repeat them.)"""
+    if len(issuer or "") + len(universal_id or "") + len(universal_type or "") <= CACHED_TEXT:
+        return _cached_issuer_system(issuer, universal_id, universal_type)
+    return _issuer_system(issuer, universal_id, universal_type)
+
+
+def _issuer_system(issuer: str | None, universal_id: str | None, universal_type: str | None) -> str | None:
     if universal_id:
         kind = (universal_type or "").upper()
         if kind == "ISO" and _OID.fullmatch(universal_id):
@@ -210,6 +233,9 @@ def issuer_system(issuer: str | None, universal_id: str | None = None, universal
     if _URI.fullmatch(issuer):
         return issuer
     return ISSUER_SYSTEM_PREFIX + quote(issuer, safe="")
+
+
+_cached_issuer_system = lru_cache(maxsize=CACHE_SIZE)(_issuer_system)
 
 
 def body_site(term: str | None) -> dict[str, str] | None:

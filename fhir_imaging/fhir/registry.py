@@ -22,8 +22,10 @@ from fhir_imaging.fhir.fhirpath_text import split_top_level
 COMMON_BASES = ("Resource", "DomainResource")
 # Resources that are not DomainResources do not take DomainResource's parameters (_text).
 NOT_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
-# The parameter types the search engine indexes and answers (composite and special are not supported yet).
-SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri"})
+# The parameter types the search engine indexes and answers (special, e.g. Location.near, is not supported).
+SEARCHABLE_TYPES = frozenset({"number", "date", "string", "token", "reference", "quantity", "uri", "composite"})
+# The types a composite parameter's components may have (each component is searched by its own type's rules).
+COMPONENT_TYPES = SEARCHABLE_TYPES - {"composite"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,20 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     components: tuple[tuple[str, str], ...] = ()  # (definition url, expression)
     description: str = ""
+    # A composite's components resolved (search.html#composite): each the parameter its definition url names, with
+    # the component's expression (relative to the element the composite's expression selects) and its code set to
+    # the composite's code. Empty when a definition cannot be found.
+    parts: tuple[SearchParam, ...] = ()
 
     @property
     def searchable(self) -> bool:
-        """Whether search supports it: a type the engine indexes, and an expression to index."""
-        return self.type in SEARCHABLE_TYPES and self.expression is not None
+        """Whether search supports it: a type the engine indexes, and an expression to index (a composite: every
+        component resolved, of a type the engine indexes)."""
+        if self.type not in SEARCHABLE_TYPES or self.expression is None:
+            return False
+        if self.type == "composite":
+            return bool(self.components) and len(self.parts) == len(self.components)
+        return True
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,8 @@ def expression_for_base(expression: str | None, base: str) -> str | None:
     return " | ".join(parts) if parts else None
 
 
-def _param(definition: dict[str, Any], base: str) -> SearchParam:
+def _param(definition: dict[str, Any], base: str, by_url: dict[str, dict[str, Any]]) -> SearchParam:
+    components = tuple((c["definition"], c["expression"]) for c in definition.get("component", ()))
     return SearchParam(
         code=definition["code"],
         type=definition["type"],
@@ -92,9 +104,33 @@ def _param(definition: dict[str, Any], base: str) -> SearchParam:
         base=base,
         expression=expression_for_base(definition.get("expression"), base),
         targets=tuple(definition.get("target", ())),
-        components=tuple((c["definition"], c["expression"]) for c in definition.get("component", ())),
+        components=components,
         description=description_for_base(definition.get("description", ""), base),
+        parts=_parts(definition["code"], base, components, by_url),
     )
+
+
+def _parts(
+    code: str, base: str, components: tuple[tuple[str, str], ...], by_url: dict[str, dict[str, Any]]
+) -> tuple[SearchParam, ...]:
+    """A composite's components as parameters of their own type (``()`` when one cannot be resolved to a definition
+    of a component type): the definition names the type and targets, the component its expression."""
+    parts = []
+    for url, expression in components:
+        definition = by_url.get(url)
+        if definition is None or definition["type"] not in COMPONENT_TYPES:
+            return ()
+        parts.append(
+            SearchParam(
+                code=code,
+                type=definition["type"],
+                url=url,
+                base=base,
+                expression=expression,
+                targets=tuple(definition.get("target", ())),
+            )
+        )
+    return tuple(parts)
 
 
 def description_for_base(description: str, base: str) -> str:
@@ -116,6 +152,7 @@ def build_registry(
     types = frozenset(resource_types)
     params: dict[str, dict[str, SearchParam]] = {name: {} for name in sorted(types)}
     by_url: dict[str, SearchParam] = {}
+    definitions_by_url = {definition["url"]: definition for definition in [*definitions, *extras]}
     for definition in [*definitions, *extras]:
         for base in definition["base"]:
             if base in COMMON_BASES:
@@ -123,7 +160,7 @@ def build_registry(
             else:
                 applies_to = [base] if base in params else []
             for resource_type in applies_to:
-                param = _param(definition, base if base not in COMMON_BASES else resource_type)
+                param = _param(definition, base if base not in COMMON_BASES else resource_type, definitions_by_url)
                 params[resource_type][param.code] = param
                 by_url.setdefault(param.url, param)
     return Registry(

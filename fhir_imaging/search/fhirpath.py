@@ -326,10 +326,11 @@ def _tokens(expression: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, expression: str, root: str) -> None:
+    def __init__(self, expression: str, root: str, context: Plan | None = None) -> None:
         self.tokens = _tokens(expression)
         self.position = 0
         self.root = root
+        self.context = context  # the element a relative expression starts from (composite components)
 
     def peek(self) -> str | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -366,6 +367,8 @@ class _Parser:
             if token not in (self.root, "Resource", "DomainResource"):
                 raise Unsupported(f"expression for {token}, not {self.root}")
             plan = Plan(_identity, self.root, self.root)
+        elif self.context is not None and (token[:1].isalpha() or token[:1] == "_") and self.peek() != "(":
+            plan = _child(self.context, token)
         else:
             raise Unsupported(token)
         while self.peek() in (".", "["):
@@ -431,25 +434,26 @@ def _resolve_function(inputs: list[Any]) -> list[Any]:
 
 def _fallback(expression: str, root: str) -> Step:
     import fhirpathpy
-    from fhirpathpy.engine.nodes import ResourceNode
 
     options = {"userInvocationTable": {"resolve": {"fn": _resolve_function, "arity": {0: []}}}, "returnRawData": True}
     compiled = fhirpathpy.compile(expression, MODEL, options)
 
     def step(nodes: list[Node]) -> list[Node]:
-        out = []
-        for node in nodes:
-            for item in compiled(node.value, {}):
-                if isinstance(item, ResourceNode):
-                    path = item.path or ""
-                    declared = PATH_TYPES.get(ELSEWHERE.get(path, path), path if "." not in path else "")
-                    kind = _type_name(declared) if declared else _guess(item.data)
-                    out.append(Node(kind, item.data, path if declared in BACKBONE else kind))
-                elif item is not None:
-                    out.append(Node(_guess(item), item))
-        return out
+        return [_typed(item) for node in nodes for item in compiled(node.value, {}) if item is not None]
 
     return step
+
+
+def _typed(item: Any) -> Node:
+    """A value fhirpathpy found, as a Node typed from its element path (or guessed from its JSON value)."""
+    from fhirpathpy.engine.nodes import ResourceNode
+
+    if isinstance(item, ResourceNode):
+        path = item.path or ""
+        declared = PATH_TYPES.get(ELSEWHERE.get(path, path), path if "." not in path else "")
+        kind = _type_name(declared) if declared else _guess(item.data)
+        return Node(kind, item.data, path if declared in BACKBONE else kind)
+    return Node(_guess(item), item)
 
 
 def _guess(value: Any) -> str:
@@ -468,6 +472,43 @@ def compile_plan(expression: str, root: str) -> tuple[Plan, bool]:
     except (Unsupported, ValueError):
         step = _fallback(expression, root)
         return Plan(lambda values: step([Node(root, value, root) for value in values]), None), False
+
+
+RESOURCE_VARIABLE = "%resource."
+
+
+@cache
+def compile_relative(expression: str, root: str, kind: str, path: str) -> tuple[Plan, str]:
+    """The Plan of an expression relative to an element (a composite's component, search.html#composite): the
+    element has FHIR type ``kind`` at element path ``path`` (``Observation.component``, or ``Observation`` for the
+    resource itself) in a ``root`` resource. What the plan runs on (the second item): ``element``, the element's
+    JSON value; ``resource``, the resource (``%resource.referenceSeq.chromosome``); ``pair``, (element, resource)
+    tuples — outside the compiled subset, fhirpathpy evaluates it on a node typed with ``path``, ``%resource``
+    bound to the resource."""
+    if expression.startswith(RESOURCE_VARIABLE):
+        plan, _ = compile_plan(root + "." + expression[len(RESOURCE_VARIABLE) :], root)
+        return plan, "resource"
+    try:
+        return _Parser(expression, root, Plan(_identity, kind, path)).parse(), "element"
+    except (Unsupported, ValueError):
+        return Plan(_relative_fallback(expression, path), None), "pair"
+
+
+def _relative_fallback(expression: str, path: str) -> Run:
+    import fhirpathpy
+    from fhirpathpy.engine.nodes import ResourceNode
+
+    options = {"userInvocationTable": {"resolve": {"fn": _resolve_function, "arity": {0: []}}}, "returnRawData": True}
+    compiled = fhirpathpy.compile(expression, MODEL, options)
+
+    def run(pairs: list[Any]) -> list[Any]:
+        out: list[Node] = []
+        for element, resource in pairs:
+            found = compiled(ResourceNode.create_node(element, path), {"resource": resource})
+            out += [_typed(item) for item in found if item is not None]
+        return out
+
+    return run
 
 
 def evaluate(resource: dict[str, Any], expression: str) -> list[Node]:

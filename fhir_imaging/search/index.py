@@ -18,6 +18,7 @@ import orjson
 
 from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.fhir.resource import stamped
+from fhir_imaging.search.composite import COMPOSITE_TABLES, ELEMENT_COLUMNS, composite_table, index_rows
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
@@ -26,7 +27,7 @@ INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 ID_TABLE = "spidx_token_id"
 """Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
 no text, one code each, and about 60 characters. They are kept as 64-bit hashes (``id_hash``; storage/schema.py,
-migration 8) in three small tables without a rowid:
+migration 9) in three small tables without a rowid:
 
 - ``spidx_token_id`` (rid, type, param, lo, hi): one row per resource and parameter, its least and greatest code
   (``:missing``, ``_sort``);
@@ -97,7 +98,9 @@ def holds_ids(expression: str, resource_type: str, param_type: str) -> bool:
 
 
 def param_table(param: SearchParam) -> str:
-    """The index table that holds ``param``'s rows."""
+    """The index table that holds ``param``'s rows (a composite: its first component's, see search/composite.py)."""
+    if param.type == "composite":
+        return composite_table(param.parts[0].type)
     if param.expression is not None and holds_ids(param.expression, param.base, param.type):
         return ID_TABLE
     return TYPES[param.type].table
@@ -117,8 +120,12 @@ def insert_sql(table: str, placeholder: str = "?") -> str:
     if table in (ID_HASH_TABLE, ID_RID_TABLE):  # a 64-bit collision inside one resource: one row is enough
         pair = "h, rid" if table == ID_HASH_TABLE else "rid, h"
         return f"INSERT INTO {table} ({pair}) VALUES ({placeholder}, {placeholder}) ON CONFLICT DO NOTHING"
-    kind = next(kind for kind in TYPES.values() if kind.table == table)
-    names = (*INDEX_PREFIX, *column_names(kind.value_columns))
+    if table in COMPOSITE_TABLES.values():
+        kind = next(kind for name, kind in TYPES.items() if COMPOSITE_TABLES[name] == table)
+        names = (*INDEX_PREFIX, *column_names(ELEMENT_COLUMNS), *column_names(kind.value_columns))
+    else:
+        kind = next(kind for kind in TYPES.values() if kind.table == table)
+        names = (*INDEX_PREFIX, *column_names(kind.value_columns))
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 
@@ -144,6 +151,7 @@ class Indexer:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._extractors: dict[str, tuple[tuple[str, Extract, bool, bool], ...]] = {}
+        self._composites: dict[str, tuple[SearchParam, ...]] = {}
 
     def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool, bool], ...]:
         """(code, extractor, whether its rows go to ``ID_TABLE``, whether it reads ``LATE_FIELDS``) for every
@@ -158,7 +166,16 @@ class Indexer:
                     any(name in (param.expression or "") for name in LATE_FIELDS),
                 )
                 for param in self.registry.searchable_params(resource_type)
+                if param.type != "composite"
             )
+        return found
+
+    def composites(self, resource_type: str) -> tuple[SearchParam, ...]:
+        """The searchable composite parameters of a type (their rows: search/composite.py)."""
+        found = self._composites.get(resource_type)
+        if found is None:
+            params = self.registry.searchable_params(resource_type)
+            found = self._composites[resource_type] = tuple(param for param in params if param.type == "composite")
         return found
 
     def statements(
@@ -214,6 +231,10 @@ class Indexer:
                 if out is None:
                     out = by_table[table] = []
                 out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
+        if late is not True:  # no composite parameter reads what a write stamps (test_search_extract_equivalence)
+            for param in self.composites(resource_type):
+                for table, composite_rows in index_rows(rid, resource_type, param, resource).items():
+                    by_table.setdefault(table, []).extend(composite_rows)
         return by_table
 
 
@@ -224,13 +245,16 @@ def _with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[A
     return [(rid, *row[1:]) for row in rows]
 
 
-def delete_statements(placeholder: str = "?") -> list[str]:
+def delete_statements(placeholder: str = "?", composites: bool = True) -> list[str]:
     """One DELETE per index table, removing a resource's rows (bind its rid); its hashes leave the search index
-    (keyed by hash) through its own list of them, before that list goes."""
+    (keyed by hash) through its own list of them, before that list goes; ``composites``: the composite tables too
+    (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
     by_hash = (
         f"DELETE FROM {ID_HASH_TABLE} WHERE (h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = {placeholder})"
     )
-    return [by_hash, *(f"DELETE FROM {table} WHERE rid = {placeholder}" for table in INDEX_TABLES[1:])]
+    tables = INDEX_TABLES if composites else PLAIN_TABLES
+    return [by_hash, *(f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables[1:])]
 
 
-INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE)
+INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE, *COMPOSITE_TABLES.values())
+PLAIN_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE)  # all but the composite ones

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_imaging.fhir.registry import Registry
+from fhir_imaging.search.composite import CompositeValue, Elements, element_extractor
 from fhir_imaging.search.index import extract_values
 from fhir_imaging.search.query import AnyOf, Chain, Clause, Compartment, Filter, Has, SearchRequest, SortKey
 from fhir_imaging.search.types.base import normalize
@@ -37,6 +38,13 @@ class Corpus:
         if param is None or param.expression is None:
             return []
         return [columns for _, row_sub, columns in extract_values(resource, param) if row_sub == sub]
+
+    def elements(self, resource: dict[str, Any], code: str) -> Elements:
+        """A composite's elements: per element, per component, the value columns of its rows."""
+        param = self.registry.params_for(resource["resourceType"]).get(code)
+        if param is None or not param.searchable or param.type != "composite":
+            return []
+        return element_extractor(param)(resource)
 
     def find(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         for resource in self.resources:
@@ -136,12 +144,16 @@ def _reference(value: ReferenceValue, row: tuple[Any, ...], bases: tuple[str, ..
 
 def value_matches(clause: Clause, value: Any, row: tuple[Any, ...], bases: tuple[str, ...]) -> bool:
     kind = "token" if clause.key.endswith(":identifier") else clause.kind
+    return typed_matches(kind, clause.modifier, value, row, bases)
+
+
+def typed_matches(kind: str, modifier: str | None, value: Any, row: tuple[Any, ...], bases: tuple[str, ...]) -> bool:
     if kind == "token":
         return _token(value, row)
     if kind == "string":
-        return _string(value, row, clause.modifier)
+        return _string(value, row, modifier)
     if kind == "uri":
-        return _uri(value, row, clause.modifier)
+        return _uri(value, row, modifier)
     if kind == "date":
         return _date(value, row)
     if kind == "number":
@@ -149,6 +161,14 @@ def value_matches(clause: Clause, value: Any, row: tuple[Any, ...], bases: tuple
     if kind == "quantity":
         return _quantity(value, row)
     return _reference(value, row, bases)
+
+
+def _composite(value: CompositeValue, element: tuple[list[tuple[Any, ...]], ...], bases: tuple[str, ...]) -> bool:
+    """Every component of ``value`` matches a value of the same element's component (search.html#composite)."""
+    return all(
+        any(typed_matches(kind, None, part, row, bases) for row in rows)
+        for kind, part, rows in zip(value.kinds, value.parts, element, strict=True)
+    )
 
 
 # -- filters -----------------------------------------------------------------------------------------------------
@@ -163,6 +183,11 @@ def matches(corpus: Corpus, resource: dict[str, Any], item: Filter) -> bool:
         if item.code == "_id" and item.missing is None and item.modifier in (None, "not"):
             found = any(isinstance(v, TokenValue) and v.code == resource.get("id") for v in item.values)
             return not found if item.modifier == "not" else found
+        if item.kind == "composite":
+            elements = corpus.elements(resource, item.key)
+            if item.missing is not None:
+                return (not elements) == item.missing
+            return any(_composite(value, element, corpus.bases) for value in item.values for element in elements)
         rows = corpus.rows(resource, item.key)
         if item.missing is not None:
             return (not rows) == item.missing

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir_imaging.search import sql
+from fhir_imaging.search.composite import compile_composite
 from fhir_imaging.search.index import ID_HASH_TABLE, ID_TABLE
 from fhir_imaging.search.query import (
     Alternative,
@@ -139,12 +140,16 @@ class Planner:
     def clause(self, clause: Clause, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
         if len(clause.values) == 1 and isinstance(clause.values[0], DateRange):
             return self.date_range(clause, clause.values[0], types, outer)
+        if clause.kind == "composite" and clause.missing is None:
+            aliases = tuple(self.alias("i") for _ in clause.values[0].kinds)
+            owner = self._owner(aliases[0], types, outer)
+            return compile_composite(clause.key, clause.values, aliases, owner, self.bases)
         index = self.alias("i")
         if clause.missing is None and clause.table == ID_TABLE:
             # the hashes' rows (no type or param column: the hash covers the parameter, the resolved rids the type)
             values = sql.or_(*(compile_id_token(value, index) for value in clause.values))
-            owner = [] if outer is None else [self._owner(index, types, outer)]
-            return sql.Select(((sql.Column(index, "rid"), None),), ((ID_HASH_TABLE, index),), sql.and_(*owner, values))
+            mine = [] if outer is None else [self._owner(index, types, outer)]
+            return sql.Select(((sql.Column(index, "rid"), None),), ((ID_HASH_TABLE, index),), sql.and_(*mine, values))
         match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
         if clause.missing is None:
             kind = TYPES[clause.kind] if clause.table == TYPES[clause.kind].table else TYPES["token"]

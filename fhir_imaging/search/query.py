@@ -16,6 +16,7 @@ from fhir_imaging.fhir.cardinality import single_point
 from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam, expression_for_base
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
+from fhir_imaging.search.composite import parse_composite
 from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
@@ -202,11 +203,13 @@ class _Parser:
     def clause(
         self, types: tuple[str, ...], name: str, param: SearchParam, modifier: str | None, value: str
     ) -> Clause | None:
-        kind = TYPES[param.type]
         if modifier == "missing":
             if value not in ("true", "false"):
                 raise bad(name, f":missing takes true or false, not '{value}'")
             return Clause(param.code, param.type, modifier, (), param_table(param), param.code, value == "true")
+        if param.type == "composite":
+            return self.composite(name, param, modifier, value)
+        kind = TYPES[param.type]
         if modifier is not None and modifier not in kind.modifiers and not self.type_modifier(param, modifier):
             raise bad(name, f"unknown modifier ':{modifier}' for a {param.type} parameter")
         table, key = param_table(param), param.code
@@ -237,6 +240,24 @@ class _Parser:
     def expressions(self, types: tuple[str, ...], code: str) -> tuple[tuple[str, str], ...]:
         """(type, the expression of ``code`` there) for each of ``types``."""
         return tuple((name, self.registry.params_for(name)[code].expression or "") for name in types)
+
+    def composite(self, name: str, param: SearchParam, modifier: str | None, value: str) -> Clause | None:
+        """``a$b,c$d``: each comma-separated value one value per component (search/composite.py)."""
+        if modifier is not None:
+            raise bad(name, f"unknown modifier ':{modifier}' for a composite parameter (it takes :missing only)")
+        values = []
+        for text in split_escaped(value, ","):
+            if text == "":
+                continue
+            try:
+                values.append(parse_composite(text, param))
+            except NotSupportedModifier as exc:
+                raise bad(name, str(exc), "not-supported") from None
+            except InvalidValue as exc:
+                raise bad(name, str(exc)) from None
+        if not values:
+            return None
+        return Clause(param.code, param.type, None, tuple(values), param_table(param), param.code)
 
     def single_point(self, types: tuple[str, ...], code: str) -> bool:
         """Whether ``code`` gives each resource of every one of ``types`` at most one value, a point in time."""
@@ -317,6 +338,8 @@ def parse_sort(registry: Registry, types: tuple[str, ...], value: str) -> tuple[
         if not _searchable(param) or code == "_has":
             raise bad("_sort", f"cannot sort by '{code}': not a search parameter of {', '.join(types)}")
         assert param is not None
+        if param.type == "composite":
+            raise bad("_sort", f"cannot sort by '{code}': a composite parameter has no order")
         keys.append(SortKey(code, param.type, descending, param_table(param)))
     return tuple(keys)
 

@@ -8,13 +8,20 @@ supersedes it (storage/sqlstore.py).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import orjson
+
 from fhir_imaging.fhir.registry import load_registry
-from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, id_hash, param_table
+from fhir_imaging.search.composite import index_rows
+from fhir_imaging.search.composite import table_ddl as composite_table_ddl
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, Indexer, id_hash, insert_sql, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
+from fhir_imaging.storage.bodies import unpack
+from fhir_imaging.storage.dialect import POSTGRES, SQLITE, Dialect
 
 
 def index_table(kind: SearchType) -> tuple[str, ...]:
@@ -67,12 +74,55 @@ def id_token_migration(conn: Any) -> tuple[str, ...]:
     )
 
 
+FILL_BATCH = 500  # resources read at a time by the composite migration
+
+
+def composite_migration(conn: Any) -> tuple[str, ...]:
+    """Migration 8: the composite index tables (search/composite.py ``table_ddl``), one per component type, and the
+    rows of the resources already stored, so that no ``reindex`` is needed: only current resources of the types
+    that have composite parameters in the shipped registry are read (Observation, DocumentReference, Group…: few
+    in an imaging database), each one's composite rows computed as a write would. Applied to ``conn``, it makes the
+    tables and fills them itself, in the migration's transaction, and returns their indexes (built after the rows:
+    the faster order); without ``conn``, every statement (the schema as this migration leaves an empty database)."""
+    tables = [composite_table_ddl(kind) for kind in TYPES]
+    creates = tuple(ddl[0] for ddl in tables)
+    indexes = tuple(statement for ddl in tables for statement in ddl[1:])
+    if conn is None:
+        return (*creates, *indexes)
+    dialect = SQLITE if isinstance(conn, sqlite3.Connection) else POSTGRES
+    for statement in creates:
+        conn.execute(dialect.ddl(statement))
+    _fill_composites(conn, dialect)
+    return indexes
+
+
+def _fill_composites(conn: Any, dialect: Dialect) -> None:
+    registry = load_registry()
+    indexer = Indexer(registry)
+    types = sorted(name for name in registry.resource_types if indexer.composites(name))
+    marks = ", ".join("?" for _ in types)
+    select = dialect.sql(
+        f"SELECT rid, body FROM resource WHERE deleted = 0 AND type IN ({marks}) AND rid > ? ORDER BY rid LIMIT ?"
+    )
+    last = 0
+    while batch := conn.execute(select, (*types, last, FILL_BATCH)).fetchall():
+        by_table: dict[str, list[Any]] = {}
+        for rid, body in batch:
+            resource = orjson.loads(unpack(body))
+            for param in indexer.composites(resource["resourceType"]):
+                for table, rows in index_rows(rid, resource["resourceType"], param, resource).items():
+                    by_table.setdefault(table, []).extend(rows)
+        for table, rows in by_table.items():
+            conn.cursor().executemany(insert_sql(table, dialect.placeholder), rows)
+        last = batch[-1][0]
+
+
 HASH_ROWS_A_STATEMENT = 500
 RIDS_A_STEP = 5000
 
 
 def id_hash_migration(conn: Any) -> Iterator[str]:
-    """Migration 8: id/oid values as 64-bit hashes (search/index.py ``ID_TABLE``): the table of migration 7, which
+    """Migration 9: id/oid values as 64-bit hashes (search/index.py ``ID_TABLE``): the table of migration 7, which
     held each value's text twice (its rows and its index, two thirds of a study's bytes), becomes one row per
     resource and parameter (its least and greatest value, for ``:missing`` and ``_sort``), and the values'
     hashes go to ``ID_HASH_TABLE`` (the search index) and ``ID_RID_TABLE`` (a resource's hashes). The hashes are
@@ -91,7 +141,7 @@ def id_hash_migration(conn: Any) -> Iterator[str]:
         f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) SELECT rid, min(type), param, min(code), max(code) "
         f"FROM {old} GROUP BY rid, param"
     )
-    last = int(conn.execute(f"SELECT coalesce(max(rid), 0) FROM {old}").fetchone()[0])
+    last = 0 if conn is None else int(conn.execute(f"SELECT coalesce(max(rid), 0) FROM {old}").fetchone()[0])
     for low in range(0, last, RIDS_A_STEP):
         select = f"SELECT rid, param, code FROM {old} WHERE rid > {low} AND rid <= {low + RIDS_A_STEP}"
         pairs = sorted({(rid, id_hash(param, code)) for rid, param, code in conn.execute(select).fetchall()})
@@ -190,7 +240,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # 7: ImagingStudy's series and instance UIDs (a hundred token rows a study) in a compact table of their own.
     id_token_migration,
-    # 8: those UIDs as 64-bit hashes, checked against the stored body when searched.
+    # 8: composite search parameters (search/composite.py): one table per component type, each row a component's
+    # value with the position of its element, filled for the resources already stored.
+    composite_migration,
+    # 9: ImagingStudy's series and instance UIDs as 64-bit hashes, checked against the stored body when searched.
     id_hash_migration,
 )
 

@@ -229,14 +229,15 @@ class SqlTransaction(SqlReader):
         """Replace the resource's index rows (``fresh``: a new rid, which has none yet; ``prepared``: most of them
         computed before the transaction, for this content)."""
         if not fresh:
-            self._unindex(rid)
+            self._unindex(rid, resource["resourceType"])
         cursor = self.conn.cursor()
         for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder, prepared):
             cursor.executemany(statement, rows)
 
-    def _unindex(self, rid: int) -> None:
-        """A deleted resource has no index rows."""
-        for statement in delete_statements(self.dialect.placeholder):
+    def _unindex(self, rid: int, resource_type: str) -> None:
+        """A deleted resource has no index rows (in the composite tables only if its type has composites)."""
+        composites = bool(self.indexer.composites(resource_type))
+        for statement in delete_statements(self.dialect.placeholder, composites):
             self.conn.execute(statement, (rid,))
 
     def reindex(self, progress: Callable[[int], None] | None = None) -> int:
@@ -321,7 +322,7 @@ class SqlTransaction(SqlReader):
             (version, last_updated, rid),
         )
         seq, tx = self._append_history(rid, resource_type, resource_id, version, last_updated, "DELETE", previous_tx)
-        self._unindex(rid)
+        self._unindex(rid, resource_type)
         return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq, tx)
 
     def _put(

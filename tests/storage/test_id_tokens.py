@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.search.composite import COMPOSITE_TABLES
 from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, extract_values, param_table
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.schema import SCHEMA_VERSION
@@ -136,16 +137,17 @@ def _written(settings: Settings) -> list[tuple[int, str, str]]:
         store.close()
 
 
-def _rewind(settings: Settings, versions: int, work: Any) -> None:
-    """Drop the tables of migration 8, run ``work`` on the transaction, forget the last ``versions`` migrations."""
+def _rewind(settings: Settings, first: int, work: Any) -> None:
+    """Drop the tables of migrations 8 (composites) and 9 (UID hashes), run ``work`` on the transaction, and forget
+    the migrations from ``first`` on."""
     store = open_store(settings, load_registry())
     try:
 
         def rewind(tx: Any) -> None:
-            for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE):
+            for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE, *COMPOSITE_TABLES.values()):
                 tx.execute(f"DROP TABLE {table}", ())
             work(tx)
-            tx.execute("DELETE FROM schema_version WHERE version > ?", (SCHEMA_VERSION - versions,))
+            tx.execute("DELETE FROM schema_version WHERE version >= ?", (first,))
 
         store.transact(rewind)
     finally:
@@ -177,7 +179,7 @@ def test_a_database_with_the_rows_in_spidx_token_migrates(settings: Settings) ->
                 (rid, code, value),
             )
 
-    _rewind(settings, 2, back)
+    _rewind(settings, 7, back)
     _migrated(settings, rows)
 
 
@@ -199,7 +201,7 @@ def test_a_database_with_the_uids_as_text_migrates(settings: Settings, monkeypat
         for row in rows:
             tx.execute(f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES (?, 'ImagingStudy', ?, ?)", row)
 
-    _rewind(settings, 1, back)
+    _rewind(settings, 8, back)
     _migrated(settings, rows)
 
 

@@ -6,6 +6,7 @@ dicomdirtests/; bad input is written here (truncated, without preamble, not DICO
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from fhir_imaging.dicom.importer import ReadResult, Skip, read_file, read_paths, walk
+from fhir_imaging.dicom.importer import ReadResult, Skip, read_file, read_paths, walk, walk_resolved
 from fhir_imaging.dicom.mapping import MappingOptions
 from fhir_imaging.dicom.study import group_studies
 
@@ -39,6 +40,23 @@ def test_a_folder_is_walked_in_name_order_and_each_file_comes_once() -> None:
     files = list(walk([DICOMDIR_TESTS, DICOMDIR_TESTS / "98892001", DICOMDIR_TESTS / "DICOMDIR"]))
     assert len(files) == len(set(files)) == 91
     assert files == sorted(files)
+
+
+def test_a_folder_is_walked_as_rglob_finds_its_files(tmp_path: Path) -> None:
+    """Each directory is resolved once, not each file: the same files, names and resolved paths as resolving every
+    file rglob finds (links to files kept, links to folders and broken links not followed, a FIFO left out)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.dcm").write_bytes(b"x")
+    (tmp_path / "z.dcm").write_bytes(b"y")
+    (tmp_path / "file-link").symlink_to(tmp_path / "a" / "b" / "f.dcm")
+    (tmp_path / "a" / "folder-link").symlink_to(DICOMDIR_TESTS)
+    (tmp_path / "broken").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "fifo")
+    for folder in (tmp_path, DICOMDIR_TESTS, tmp_path / "a" / "folder-link"):
+        expected: dict[Path, Path] = {}  # resolved → the first name met (each file comes once)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            expected.setdefault(path.resolve(), path)
+        assert list(walk_resolved([folder])) == [(path, key) for key, path in expected.items()]
 
 
 def test_the_dicomdir_test_set_reads_into_studies_series_and_instances() -> None:

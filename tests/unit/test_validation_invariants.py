@@ -552,3 +552,28 @@ def test_many_local_references_to_many_contained_resources_stay_linear(validator
     started = time.perf_counter()
     assert [i for i in validator.validate(group) if i.severity == "error"] == []
     assert time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "key"),
+    [
+        (lambda instance: instance.update(sopClass={"id": "x"}), "instance[2].sopClass", "ele-1"),
+        (lambda instance: instance["sopClass"].update(extension=[{"url": "u"}]), "sopClass.extension[0]", "ext-1"),
+        (lambda instance: instance.update(extension=[{"url": "u"}]), "instance[2].extension[0]", "ext-1"),
+        (lambda instance: instance.update(_title={"id": "x"}, title=None), "instance[2]", "ele-1"),
+    ],
+)
+def test_the_array_fast_path_reports_what_the_element_pass_would(
+    validator: Validator, change: Callable[[dict[str, Any]], None], where: str, key: str
+) -> None:
+    """Arrays of structures without constraints of their own (ImagingStudy.series.instance) are checked by one loop
+    (invariants.py ``_each``): a broken leaf, extension or primitive extension in any instance is still found."""
+    study = example("ImagingStudy-example-xr.json")
+    series = study["series"][0]
+    series["instance"] = [dict(copy.deepcopy(series["instance"][0]), uid=f"1.2.{n}") for n in range(4)]
+    assert validator.invariants.issues(study) == []
+    change(series["instance"][2])
+    series["instance"][2] = {name: value for name, value in series["instance"][2].items() if value is not None}
+    issues = [issue for issue in validator.validate(study) if issue.severity == "error"]
+    assert issues and all(issue.code == "invariant" for issue in issues), issues
+    assert any(where in issue.diagnostics and key in issue.diagnostics for issue in issues), issues
