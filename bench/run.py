@@ -8,8 +8,8 @@ stopped. Only one server runs at a time. Nothing but 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -111,11 +111,6 @@ def corpus_file(opts: Options, scale: int) -> Path:
     return path
 
 
-def batched(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    while batch := list(itertools.islice(items, size)):
-        yield batch
-
-
 def read_corpus(path: Path) -> Iterator[dict[str, Any]]:
     with path.open("rb") as f:
         for line in f:
@@ -126,8 +121,26 @@ def source_hash() -> str:
     return _hash_files(list((REPO / "fhir_imaging").rglob("*.py")))
 
 
+def bulk_load(opts: Options, corpus: Path, url: str) -> float:
+    """``fhir-imaging load CORPUS --database URL`` (the bulk path: validated and indexed in worker processes, written
+    in large transactions); the seconds it took. Every resource must load."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [str(targets.VENV_BIN / "fhir-imaging"), "load", str(corpus), "--database", url],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    summary = done.stderr.strip().splitlines()[-1:] or [""]
+    if done.returncode != 0:
+        raise RuntimeError(f"fhir-imaging load failed ({done.returncode}): {done.stderr[-2000:]}")
+    opts.log(f"  {summary[0].strip()} in {seconds:.1f} s")
+    return seconds
+
+
 def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
-    """Copy a preloaded database into ``into``; build it (through ``SQLiteStore.create``) when not cached.
+    """Copy a preloaded database into ``into``; build it (``fhir-imaging load --database``) when not cached.
 
     The cache key covers the server's source, so a change of schema or indexing rebuilds it. Returns the seconds
     the preload took (0 when cached)."""
@@ -135,50 +148,33 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
     template = opts.cache_dir / f"ours-{scale}-{opts.seed}-{key}.db"
     seconds = 0.0
     if not template.exists():
-        from fhir_imaging.fhir.registry import load_registry
-        from fhir_imaging.storage.sqlite import SQLiteStore
-
-        opts.log(f"  preloading our database ({scale} studies) through SQLiteStore.create")
+        opts.log(f"  preloading our database ({scale} studies) through fhir-imaging load --database")
         tmp = template.with_suffix(".tmp.db")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
-        started = time.monotonic()
-        store = SQLiteStore(f"sqlite:///{tmp}", load_registry(), synchronous="off")
-        for batch in batched(read_corpus(corpus), 500):
-            if hasattr(store, "transact"):  # 500 creates per transaction
-                store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
-            else:
-                for r in batch:
-                    store.create(r["resourceType"], r["id"], r)
-        store.close()
-        seconds = time.monotonic() - started
+        seconds = bulk_load(opts, corpus, f"sqlite:///{tmp}")
         tmp.rename(template)
         for stale in opts.cache_dir.glob(f"ours-{scale}-{opts.seed}-*.db"):  # templates of older sources
             if stale != template:
                 stale.unlink()
-        opts.log(f"  preloaded in {seconds:.1f} s")
     shutil.copyfile(template, into)
     return seconds
 
 
 def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
-    """A fresh database on ``opts.postgres`` preloaded with the corpus through ``PostgresStore`` (500 a transaction)."""
+    """A fresh database on ``opts.postgres`` preloaded with the corpus (``fhir-imaging load --database``), then
+    analysed."""
     import psycopg
-
-    from fhir_imaging.fhir.registry import load_registry
-    from fhir_imaging.storage.postgres import PostgresStore
 
     assert opts.postgres
     name = f"bench_{scale}_{int(time.time())}"
     with psycopg.connect(opts.postgres, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = opts.postgres.rsplit("/", 1)[0] + f"/{name}"
-    opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through PostgresStore")
-    store = PostgresStore(url, load_registry())
-    for batch in batched(read_corpus(corpus), 500):
-        store.transact(lambda tx, batch=batch: [tx.create(r["resourceType"], r["id"], r) for r in batch])
-    store.transact(lambda tx: tx.conn.execute("ANALYZE"))
-    store.close()
+    opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through fhir-imaging load --database")
+    bulk_load(opts, corpus, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
     return url
 
 

@@ -80,11 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load transaction/batch/collection Bundles, single resources and NDJSON files (one resource "
         "per line), from files or folders, through the FHIR API. Resources with an id are written with PUT (loading "
         "again changes no set of resources), others with POST. Bad lines are reported and skipped. Exits 1 when "
-        "anything failed.",
+        "anything failed. With --database, resources outside transaction and batch Bundles are validated and "
+        "indexed in worker processes and written in bulk, making the same database as the API would.",
     )
     load.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="files or folders (*.json, *.ndjson)")
     _add_target(load)
     load.add_argument("--batch-size", type=int, default=500, help="resources per transaction (default: 500)")
+    load.add_argument(
+        "--load-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --database: processes that validate and index the resources (default: the cores the command may "
+        "use, at most 8; 1: in the command's own process)",
+    )
     reindex_command = commands.add_parser(
         "reindex",
         help="rebuild every search index from the stored resources",
@@ -554,8 +563,11 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def load(paths: list[Path], settings: Settings, server: RemoteServer | None, batch_size: int) -> int:
+def load(
+    paths: list[Path], settings: Settings, server: RemoteServer | None, batch_size: int, workers: int | None = None
+) -> int:
     import asyncio
+    from contextlib import nullcontext
 
     from rich.console import Console
     from rich.markup import escape
@@ -569,9 +581,21 @@ def load(paths: list[Path], settings: Settings, server: RemoteServer | None, bat
     if missing:
         print(f"fhir-imaging: no such file: {missing[0]}", file=sys.stderr)
         return 2
+    if batch_size < 1 or (workers is not None and workers < 1):
+        print("fhir-imaging load: --batch-size and --load-workers must be 1 or more", file=sys.stderr)
+        return 2
     console = Console(stderr=True)
     total = sum(path.stat().st_size for path in files)
-    with Progress(
+    bulk = server is None and not settings.enforce_references and not settings.audit_log
+    executor: Any = None
+    if bulk:  # the worker processes start first: before this process runs any thread (bulk_load.preparers)
+        from fhir_imaging.bulk_load import bulk_context, default_workers, preparers
+        from fhir_imaging.storage.dialect import POSTGRES, SQLITE
+
+        count = workers or default_workers()
+        dialect = SQLITE if settings.database.startswith("sqlite:") else POSTGRES
+        executor = preparers(count, dialect.placeholder)
+    with bulk_context(executor) if executor is not None else nullcontext(), Progress(
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
         console=console, transient=True,
     ) as bar:  # fmt: skip
@@ -582,8 +606,16 @@ def load(paths: list[Path], settings: Settings, server: RemoteServer | None, bat
                 bar.advance(task, size)
 
         async def run() -> Any:
-            async with fhir_client(server=server, settings=settings) as client:
-                return await Loader(client, batch_size, Advance()).load(files)
+            if executor is None:
+                async with fhir_client(server=server, settings=settings) as client:
+                    return await Loader(client, batch_size, Advance()).load(files)
+            from fhir_imaging.bulk_load import BulkLoader
+            from fhir_imaging.client import in_process_app
+
+            async with in_process_app(settings) as (client, app):
+                api = Loader(client, batch_size, Advance())
+                store = app.state.service.store
+                return await BulkLoader(api, store, executor, batch_size, 2 * count).load(files)
 
         summary = asyncio.run(run())
     console.print(f"files: {summary.files}  loaded: {summary.loaded}  failed: {len(summary.failed)}")
@@ -712,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "load":
-            return load(args.paths, settings, remote_server(args, parser), args.batch_size)
+            return load(args.paths, settings, remote_server(args, parser), args.batch_size, args.load_workers)
         if args.command in ("import-dicom", "sync-dicomweb", "sync-dimse", "listen"):
             return dicom(args, settings, parser)
     except TokenError as exc:

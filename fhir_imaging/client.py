@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import httpx
 
 from fhir_imaging.config import Settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 IN_PROCESS_BASE = "http://fhir-imaging.local/baseR4"
 TIMEOUT = httpx.Timeout(120.0, connect=10.0)
@@ -47,15 +51,24 @@ async def fhir_client(
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=TIMEOUT, auth=remote.auth) as client:
             yield client
         return
-    from fhir_imaging.app import create_app
-
     settings = settings or Settings()
     if database:
         settings = replace(settings, database=database)
+    async with in_process_app(settings) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def in_process_app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Starlette]]:
+    """The app on ``settings.database`` in this process, with its lifespan, and a client of its FHIR base (the app
+    also gives its ``FhirService``: ``app.state.service``)."""
+    from fhir_imaging.app import create_app
+
+    headers = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json"}
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url=IN_PROCESS_BASE + "/", headers=headers, timeout=TIMEOUT
         ) as client:
-            yield client
+            yield client, app

@@ -33,6 +33,14 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Line:
+    """One NDJSON line (``file:line``), not parsed yet."""
+
+    source: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     source: str
     reason: str
@@ -95,21 +103,28 @@ def read_file(path: Path) -> Iterator[Item | Failure | PreparedBundle]:
         yield Item(str(path), value, len(data))
 
 
-def _read_ndjson(path: Path) -> Iterator[Item | Failure]:
+def ndjson_lines(path: Path) -> Iterator[Line]:
+    """The lines of an NDJSON file that are not blank, not parsed yet."""
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            source = f"{path}:{number}"
-            try:
-                value = orjson.loads(without_bom(line) if number == 1 else line)
-            except orjson.JSONDecodeError as exc:
-                yield Failure(source, f"not JSON: {exc}", len(line))
-                continue
-            if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
-                yield Failure(source, "not a FHIR resource (no resourceType)", len(line))
-                continue
-            yield Item(source, value, len(line))
+            if line.strip():
+                yield Line(f"{path}:{number}", without_bom(line) if number == 1 else line)
+
+
+def parse_line(line: Line) -> Item | Failure:
+    """One NDJSON line as an item, or why it is not one."""
+    try:
+        value = orjson.loads(line.data)
+    except orjson.JSONDecodeError as exc:
+        return Failure(line.source, f"not JSON: {exc}", len(line.data))
+    if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+        return Failure(line.source, "not a FHIR resource (no resourceType)", len(line.data))
+    return Item(line.source, value, len(line.data))
+
+
+def _read_ndjson(path: Path) -> Iterator[Item | Failure]:
+    for line in ndjson_lines(path):
+        yield parse_line(line)
 
 
 def bundle_of(items: list[Item], kind: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ BUSY_TIMEOUT_MS = 60_000
 WRITER_CACHE_KIB = 256 * 1024  # the writer's page cache: the index B-trees of a large database stay in memory
 READER_CACHE_KIB = 8 * 1024
 PROGRESS_STEPS = 10_000
+BULK_CHECKPOINT_PAGES = 32_768  # 128 MiB of log at 4 KiB pages (relaxed_sync)
 # SQLite's refusals of a statement that is too large (sqlite3.OperationalError messages): a search this big is refused.
 TOO_LARGE = (
     "Expression tree is too large",
@@ -186,6 +187,29 @@ class SQLiteStore(SqlStore):
         finally:
             for job in batch:
                 job.done = True
+
+    @contextmanager
+    def relaxed_sync(self) -> Iterator[None]:
+        """For a bulk load: commits that do not wait for the disk (``synchronous=NORMAL``; in WAL mode a crash, even
+        of the machine, keeps every committed transaction whole but may lose the last ones) and checkpoints every
+        ``BULK_CHECKPOINT_PAGES`` of log rather than every thousand pages (an index page that several batches
+        change is copied to the database once, and synced once); at the end a checkpoint that syncs the log and the
+        database file, so that everything committed is durable when this returns. A store opened with
+        ``synchronous`` off or normal keeps it."""
+        relax = self.synchronous in ("FULL", "EXTRA")
+        with self._write_lock:
+            pages = int(self._writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {max(pages, BULK_CHECKPOINT_PAGES)}")
+            if relax:
+                self._writer.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            with self._write_lock:
+                if relax:
+                    self._writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+                self._writer.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def close(self) -> None:
         with self._connections_lock:

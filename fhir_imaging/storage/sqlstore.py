@@ -24,6 +24,7 @@ from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer, Prepared, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
+from fhir_imaging.storage.bulk import NewVersion, write_versions
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.history import VERSION_COLUMNS, VERSIONS, append_statement, read_history, to_version
 from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
@@ -284,6 +285,11 @@ class SqlTransaction(SqlReader):
         prepared: Prepared | None = None,
     ) -> WriteResult:
         return self._put(resource_type, resource_id, resource, if_match, "PUT", prepared)
+
+    def write_many(self, versions: Sequence[NewVersion]) -> None:
+        """Many prepared versions at once (distinct ids; ``fhir-imaging load``): what ``update`` (or ``create``)
+        would make of each, in one ``executemany`` per table (storage/bulk.py)."""
+        write_versions(self.conn, self.dialect, versions)
 
     def execute(self, sql: str, params: Sequence[Any]) -> int:
         return int(self._execute(sql, tuple(params)).rowcount)

@@ -1,0 +1,165 @@
+"""Many prepared versions written in one transaction: the database side of ``fhir-imaging load --database``.
+
+The caller (fhir_imaging/bulk_load.py) has validated each resource, stamped it as a first version, stored its body
+(``bodies.pack``) and extracted its index rows with ``Indexer.statements`` (so whatever tables the index layout
+uses, its rows go there), all in worker processes. Here, on one open transaction, the versions become what
+``SqlTransaction.update`` / ``create`` would have made of them one by one:
+
+- the current rows of the ids are read (and locked: ``Dialect.lock_current_row``) in a few statements; a resource
+  that exists gets version n + 1, its body stamped again with that number (its previous body moves to its history
+  row, its index rows are replaced), a new one version 1 and a ``rid`` reserved in one statement;
+- then one ``executemany`` per table for every version at once: ``resource`` rows, ``resource_history`` rows (the
+  transaction's ``tx``, raised to the previous version's), and the index rows of each index table (PostgreSQL:
+  ``COPY``, ``copy_rows``).
+
+A batch must not hold one id twice (the caller splits it there). The history order (``seq``) is the batch's order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhir_imaging.search.index import delete_statements
+from fhir_imaging.storage.bodies import pack, unpack
+from fhir_imaging.storage.dialect import Dialect
+
+LOOKUP_IDS = 500  # ids per lookup statement (bound parameters stay far below every backend's limit)
+Current = tuple[int, int, int]  # an existing resource's rid, version, and that version's tx
+INSERT = re.compile(r"INSERT INTO (\w+) \(([^)]*)\)")
+INSERT_RESOURCE = (
+    "INSERT INTO resource (rid, type, id, version, last_updated, deleted, body) VALUES (?, ?, ?, 1, ?, 0, ?)"
+)
+UPDATE = "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?"
+SUPERSEDE = (  # the previous version's body moves to its history row (as SqlTransaction._supersede does)
+    "UPDATE resource_history SET body = (SELECT body FROM resource WHERE rid = ?) "
+    "WHERE type = ? AND id = ? AND version = ?"
+)
+INSERT_HISTORY = (
+    "INSERT INTO resource_history (rid, type, id, version, last_updated, method, body, tx) "
+    "VALUES (?, ?, ?, ?, ?, ?, NULL, ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """One resource to write, prepared outside the transaction."""
+
+    resource_type: str
+    id: str
+    method: str  # PUT | POST: the interaction the history records
+    body: bytes  # the stored form (bodies.pack) of the resource stamped as version 1 at ``last_updated``
+    last_updated: str
+    index: list[tuple[str, list[tuple[Any, ...]]]]  # Indexer.statements(0, …): (INSERT, rows whose rid is 0)
+
+
+def write_versions(conn: Any, dialect: Dialect, versions: Sequence[NewVersion]) -> None:
+    """Write ``versions`` (distinct ids) on ``conn``, inside the caller's transaction."""
+    if not versions:
+        return
+    current = _current_rows(conn, dialect, versions)
+    writer_tx = int(conn.execute(f"SELECT {dialect.writer_tx}").fetchone()[0])
+    fresh = [version for version in versions if (version.resource_type, version.id) not in current]
+    rids = _reserve_rids(conn, dialect, len(fresh))
+    rid_of: dict[tuple[str, str], int] = dict(zip(((v.resource_type, v.id) for v in fresh), rids, strict=True))
+    inserts, updates, supersede, history = [], [], [], []
+    for version in versions:
+        key = (version.resource_type, version.id)
+        found = current.get(key)
+        if found is None:
+            rid = rid_of[key]
+            inserts.append((rid, version.resource_type, version.id, version.last_updated, version.body))
+            history.append((rid, *key, 1, version.last_updated, version.method, writer_tx))
+            continue
+        rid, number, previous_tx = found[0], found[1] + 1, found[2]
+        rid_of[key] = rid
+        body = restamped(version.body, number)
+        supersede.append((rid, *key, found[1]))
+        updates.append((number, version.last_updated, body, rid))
+        history.append((rid, *key, number, version.last_updated, version.method, max(writer_tx, previous_tx)))
+    sql = dialect.sql
+    cursor = conn.cursor()
+    if supersede:
+        cursor.executemany(sql(SUPERSEDE), supersede)
+        cursor.executemany(sql(UPDATE), updates)
+        for statement in delete_statements(dialect.placeholder):
+            cursor.executemany(statement, [(row[3],) for row in updates])
+    if inserts:
+        cursor.executemany(sql(INSERT_RESOURCE), inserts)
+    cursor.executemany(sql(INSERT_HISTORY), history)
+    for statement, rows in _index_rows(versions, rid_of).items():
+        if dialect.name == "postgres":
+            copy_rows(conn, statement, rows)
+        else:
+            cursor.executemany(statement, rows)
+
+
+def restamped(stored: bytes, version: int) -> bytes:
+    """A stored first-version body as version ``version``: ``meta.versionId`` replaced where ``stamped`` put it (the
+    keys keep their order, so the bytes are those a write of that version makes)."""
+    document = orjson.loads(unpack(stored))
+    document["meta"]["versionId"] = str(version)
+    return pack(orjson.dumps(document))
+
+
+def _current_rows(
+    conn: Any, dialect: Dialect, versions: Sequence[NewVersion]
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(type, id) → (rid, version, tx of that version) of the ids that exist (deleted ones too), locked."""
+    by_type: dict[str, list[str]] = {}
+    for version in versions:
+        by_type.setdefault(version.resource_type, []).append(version.id)
+    found: dict[tuple[str, str], Current] = {}
+    for resource_type, ids in by_type.items():
+        for start in range(0, len(ids), LOOKUP_IDS):
+            part = ids[start : start + LOOKUP_IDS]
+            marks = ", ".join("?" for _ in part)
+            statement = (
+                "SELECT r.id, r.rid, r.version, (SELECT h.tx FROM resource_history h WHERE h.type = r.type "
+                f"AND h.id = r.id AND h.version = r.version) FROM resource r WHERE r.type = ? AND r.id IN ({marks})"
+                + dialect.lock_current_row
+            )
+            for resource_id, rid, number, tx in conn.execute(dialect.sql(statement), (resource_type, *part)):
+                found[(resource_type, resource_id)] = (int(rid), int(number), int(tx or 0))
+    return found
+
+
+def _reserve_rids(conn: Any, dialect: Dialect, count: int) -> list[int]:
+    """``count`` new rids: PostgreSQL takes them from the column's identity sequence (other writers may be taking
+    theirs meanwhile); SQLite, which has one writer at a time, continues after the largest."""
+    if count == 0:
+        return []
+    if dialect.name == "postgres":
+        rows = conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, %s)", (count,)
+        ).fetchall()
+        return sorted(int(row[0]) for row in rows)
+    last = int(conn.execute("SELECT coalesce(max(rid), 0) FROM resource").fetchone()[0])
+    return list(range(last + 1, last + 1 + count))
+
+
+def _index_rows(versions: Sequence[NewVersion], rid_of: dict[tuple[str, str], int]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every version's index rows with its rid, grouped by statement (one per table)."""
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for version in versions:
+        rid = (rid_of[(version.resource_type, version.id)],)
+        for statement, rows in version.index:
+            out = grouped.get(statement)
+            if out is None:
+                out = grouped[statement] = []
+            out += [rid + row[1:] for row in rows]
+    return grouped
+
+
+def copy_rows(conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL: the rows of an ``INSERT INTO table (columns) VALUES …`` statement through ``COPY … FROM STDIN``
+    (psycopg 3), several times faster than inserting them."""
+    match = INSERT.match(statement)
+    assert match is not None, statement
+    with conn.cursor().copy(f"COPY {match[1]} ({match[2]}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
