@@ -187,7 +187,7 @@ class Indexer:
         if prepared is None:
             by_table = self.rows(rid, resource, None)
         else:
-            by_table = {table: _with_rid(table, rows, rid) for table, rows in prepared.by_table.items()}
+            by_table = {table: with_rid(table, rows, rid) for table, rows in prepared.by_table.items()}
             for table, rows in self.rows(rid, resource, True).items():
                 by_table.setdefault(table, []).extend(rows)
         return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
@@ -221,7 +221,7 @@ class Indexer:
             if ids:  # every row is ('', value, None): the value alone
                 codes = [columns[1] for _, _, columns in rows]
                 by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes)))
-                hashes = [id_hash(code, value) for value in codes]
+                hashes = list(dict.fromkeys([id_hash(code, value) for value in codes]))  # a collision: once
                 by_table.setdefault(ID_HASH_TABLE, []).extend([(h, rid) for h in hashes])
                 by_table.setdefault(ID_RID_TABLE, []).extend([(rid, h) for h in hashes])
                 continue
@@ -238,8 +238,8 @@ class Indexer:
         return by_table
 
 
-def _with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[Any, ...]]:
-    """Prepared rows (rid 0) with the resource's rid."""
+def with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[Any, ...]]:
+    """Rows made with rid 0 (prepared, or for a bulk write) with the resource's rid (``ID_HASH_TABLE``'s second)."""
     if table == ID_HASH_TABLE:
         return [(row[0], rid) for row in rows]
     return [(rid, *row[1:]) for row in rows]

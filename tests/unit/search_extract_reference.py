@@ -525,7 +525,7 @@ def index_statements(rid: int, resource: dict[str, Any], placeholder: str = "?")
             by_table.setdefault(TYPES[kind].table, []).append((rid, resource_type, key, *columns))
         if codes:
             by_table.setdefault(ID_TABLE, []).append((rid, resource_type, param.code, min(codes), max(codes)))
-            hashes = [id_hash(param.code, code) for code in codes]
+            hashes = list(dict.fromkeys(id_hash(param.code, code) for code in codes))
             by_table.setdefault(ID_HASH_TABLE, []).extend((h, rid) for h in hashes)
             by_table.setdefault(ID_RID_TABLE, []).extend((rid, h) for h in hashes)
     out = []
