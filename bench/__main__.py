@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of " + ",".join(workload_names),
     )
     r.add_argument("--workers", type=int, default=1, help="server processes of ours and ours-granian (default 1)")
-    r.add_argument("--postgres", help="a PostgreSQL server URL for ours-postgres (a database is created per scale)")
+    r.add_argument(
+        "--postgres",
+        help="a PostgreSQL server URL for ours-postgres (a database preloaded per scale and source, kept for reuse)",
+    )
     r.add_argument(
         "--postgres-replica",
         help="a streaming replica of --postgres (its URL, any database name) for ours-postgres-replica",

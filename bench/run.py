@@ -79,7 +79,7 @@ class Options:
     targets: tuple[str, ...] = TARGET_NAMES
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     workers: int = 1
-    postgres: str | None = None  # a PostgreSQL server for ours-postgres (a fresh database is made per scale)
+    postgres: str | None = None  # a PostgreSQL server for ours-postgres (a preloaded database per scale, kept)
     postgres_replica: str | None = None  # a streaming replica of ``postgres`` for ours-postgres-replica
     cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
     work_dir: Path | None = None
@@ -162,20 +162,31 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
 
 
 def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
-    """A fresh database on ``opts.postgres`` preloaded with the corpus (``fhir-imaging load --database``), then
-    analysed."""
+    """A database on ``opts.postgres`` preloaded with the corpus (``fhir-imaging load --database``), then analysed.
+
+    Like our SQLite template, it is kept on the server and reused, by a name that covers the scale, the seed and the
+    server's source: the PostgreSQL targets of a run (and of the next runs, e.g. another ``--workers``) share it, so
+    each scale is preloaded once. The writes of one target's workloads stay in it for the next (a few thousand
+    studies at most, next to the scale). A preload is built under a temporary name and renamed when complete."""
     import psycopg
 
     assert opts.postgres
-    name = f"bench_{scale}_{int(time.time())}"
+    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), REPO / "bench" / "generate.py"])
+    name = f"bench_{scale}_{opts.seed}_{key}"
+    server = opts.postgres.rsplit("/", 1)[0]
     with psycopg.connect(opts.postgres, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = opts.postgres.rsplit("/", 1)[0] + f"/{name}"
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            opts.log(f"  PostgreSQL database {name} is preloaded already")
+            return f"{server}/{name}"
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}_loading" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}_loading"')
     opts.log(f"  preloading PostgreSQL database {name} ({scale} studies) through fhir-imaging load --database")
-    bulk_load(opts, corpus, url)
-    with psycopg.connect(url, autocommit=True) as conn:
+    bulk_load(opts, corpus, f"{server}/{name}_loading")
+    with psycopg.connect(f"{server}/{name}_loading", autocommit=True) as conn:
         conn.execute("ANALYZE")
-    return url
+    with psycopg.connect(opts.postgres, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}_loading" RENAME TO "{name}"')
+    return f"{server}/{name}"
 
 
 def wait_replayed(primary: str, replica: str, opts: Options, limit_s: float = 600) -> None:

@@ -22,6 +22,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from fhir_imaging.logs import redact_url
+from fhir_imaging.storage.pgpool import IdleCheck
 from fhir_imaging.storage.routing import LagTracker
 
 log = logging.getLogger("fhir_imaging.replicas")
@@ -84,8 +85,8 @@ class ReplicaSet:
             min_size=0,  # no connection is kept (nor reconnected in the background) while it is unused
             max_size=self._pool_size,
             timeout=POOL_TIMEOUT_S,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": self._options},
-            check=ConnectionPool.check_connection,
+            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": self._options, "autocommit": True},
+            check=IdleCheck(),
             open=True,
         )
 
