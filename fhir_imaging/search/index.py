@@ -211,6 +211,7 @@ class Indexer:
         resource_type = resource["resourceType"]
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         tables = TABLES
+        seen: set[int] = set()
         for code, extract, ids, reads_late in self.extractors(resource_type):
             if late is not None and reads_late != late:
                 continue
@@ -221,7 +222,12 @@ class Indexer:
             if ids:  # every row is ('', value, None): the value alone
                 codes = [columns[1] for _, _, columns in rows]
                 by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes)))
-                hashes = list(dict.fromkeys([id_hash(code, value) for value in codes]))  # a collision: once
+                hashes = []
+                for value in codes:  # a collision inside the resource (any parameter): its row once
+                    h = id_hash(code, value)
+                    if h not in seen:
+                        seen.add(h)
+                        hashes.append(h)
                 by_table.setdefault(ID_HASH_TABLE, []).extend([(h, rid) for h in hashes])
                 by_table.setdefault(ID_RID_TABLE, []).extend([(rid, h) for h in hashes])
                 continue
