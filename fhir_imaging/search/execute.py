@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from fhir_imaging.config import Settings
 from fhir_imaging.search.estimate import estimate_total
+from fhir_imaging.search.ids import resolve_ids
 from fhir_imaging.search.paging import decode_cursor, encode_cursor
 from fhir_imaging.search.planner import RESOURCE_COLUMNS, Planner, combine_ranges, sort_bounds
 from fhir_imaging.search.query import Filter, SearchRequest, id_clause
@@ -182,7 +183,8 @@ def run_search(
     ``broad_rows``: the probe threshold (default: the dialect's ``broad_rows``); ``walk_rows``: see ``WALK_ROWS``
     (both parameters for tests)."""
     planner = Planner(bases, store.dialect)
-    request = replace(request, filters=combine_ranges(request.filters))
+    filters = resolve_ids(lambda select: _run(store, select), combine_ranges(request.filters))
+    request = replace(request, filters=filters)
     cursor = decode_cursor(request.cursor, tuple(key.kind for key in request.sort)) if request.cursor else None
     result = SearchResult([])
     count_only = request.summary == "count" or request.count == 0  # search.html#count: _count=0 is _summary=count
@@ -231,7 +233,7 @@ def matching(
     if not ids:
         return []
     planner = Planner(bases, store.dialect)
-    checked = (id_clause(ids), *filters)
+    checked = (id_clause(ids), *resolve_ids(lambda select: _run(store, select), filters))
     where = planner.where(checked, (resource_type,), "r", frozenset(range(1, len(checked))))
     columns = tuple((Column("r", name), None) for name in RESOURCE_COLUMNS)
     return [Hit.of(row) for row in _run(store, Select(columns, (("resource", "r"),), where))]

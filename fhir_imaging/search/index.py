@@ -9,10 +9,15 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from hashlib import blake2b
 from typing import Any
 
+import orjson
+
 from fhir_imaging.fhir.registry import Registry, SearchParam
+from fhir_imaging.fhir.resource import stamped
 from fhir_imaging.search.composite import COMPOSITE_TABLES, ELEMENT_COLUMNS, composite_table, index_rows
 from fhir_imaging.search.fhirpath import compile_plan
 from fhir_imaging.search.types import TABLES, TYPES
@@ -21,10 +26,36 @@ from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
 INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 ID_TABLE = "spidx_token_id"
 """Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
-no text, one code each. Their own table holds them compactly (storage/schema.py, migration 7): rows (rid, type,
-param, code) keyed by the resource (rid, param, code), appended as rids grow, and one index (type, param, code, rid)
-for searches, which compile with ``compile_id_token`` (search/types/token.py)."""
+no text, one code each, and about 60 characters. They are kept as 64-bit hashes (``id_hash``; storage/schema.py,
+migration 9) in three small tables without a rowid:
+
+- ``spidx_token_id`` (rid, type, param, lo, hi): one row per resource and parameter, its least and greatest code
+  (``:missing``, ``_sort``);
+- ``ID_HASH_TABLE`` (h, rid): the search index, a value's resources;
+- ``ID_RID_TABLE`` (rid, h): a resource's hashes, which its deletes and updates remove from the index.
+
+A hash names candidates only: a search finds the resources whose rows carry the value's hash, then keeps those
+whose stored body holds the value under the parameter (search/execute.py ``resolve_ids``), so a collision never
+returns a wrong resource."""
+ID_HASH_TABLE = "spidx_token_id_hash"
+ID_RID_TABLE = "spidx_token_id_rid"
 ID_KINDS = frozenset({"id", "oid"})
+
+
+def id_hash(param: str, code: str) -> int:
+    """The 64-bit (signed) key of an id/oid value of a parameter in ``ID_HASH_TABLE``: 32 bits hashed from the value
+    without its last dot-separated component, then 32 bits hashed from the whole value. The values of one resource
+    mostly extend one another (a DICOM instance UID is typically its series' UID or root and a number), so they
+    share the high bits and land together in the index: a write changes a few of its pages, not one a value (a
+    hash of the whole value alone spread a study's hundred UIDs over a hundred pages: twice the WAL a create)."""
+    low = blake2b(f"{param}\x00{code}".encode(), digest_size=4).digest()
+    return int.from_bytes(_head_hash(param, code.rpartition(".")[0]) + low, "big", signed=True)
+
+
+@lru_cache(maxsize=4096)
+def _head_hash(param: str, head: str) -> bytes:
+    """The high half of ``id_hash`` (a series' instances share it: hashed once)."""
+    return blake2b(f"{param}\x00{head}".encode(), digest_size=4).digest()
 
 
 Extract = Callable[[dict[str, Any]], list[Row]]
@@ -84,7 +115,11 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 @cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     if table == ID_TABLE:
-        return f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES ({', '.join(placeholder for _ in range(4))})"
+        values = ", ".join(placeholder for _ in range(5))
+        return f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) VALUES ({values})"
+    if table in (ID_HASH_TABLE, ID_RID_TABLE):  # a 64-bit collision inside one resource: one row is enough
+        pair = "h, rid" if table == ID_HASH_TABLE else "rid, h"
+        return f"INSERT INTO {table} ({pair}) VALUES ({placeholder}, {placeholder}) ON CONFLICT DO NOTHING"
     if table in COMPOSITE_TABLES.values():
         kind = next(kind for name, kind in TYPES.items() if COMPOSITE_TABLES[name] == table)
         names = (*INDEX_PREFIX, *column_names(ELEMENT_COLUMNS), *column_names(kind.value_columns))
@@ -94,17 +129,33 @@ def insert_sql(table: str, placeholder: str = "?") -> str:
     return f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join(placeholder for _ in names)})"
 
 
+LATE_FIELDS = ("lastUpdated", "versionId")  # what a write stamps inside its transaction (fhir/resource.py stamped)
+PREPARED_STAMP = "1970-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A resource's index rows computed before its write transaction (``Indexer.prepare``), rid 0 in each: every
+    parameter's but those that read what the write stamps (``LATE_FIELDS``), which the write computes itself. A
+    write uses them only for the same id and the same content (``source``, the resource as prepared)."""
+
+    resource_id: str
+    source: bytes
+    by_table: dict[str, list[tuple[Any, ...]]]
+
+
 class Indexer:
     """A resource → its index rows, for the searchable parameters of one registry (extractors compiled once per
     resource type)."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self._extractors: dict[str, tuple[tuple[str, Extract, bool], ...]] = {}
+        self._extractors: dict[str, tuple[tuple[str, Extract, bool, bool], ...]] = {}
         self._composites: dict[str, tuple[SearchParam, ...]] = {}
 
-    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool], ...]:
-        """(code, extractor, whether its rows go to ``ID_TABLE``) for every searchable parameter of a type."""
+    def extractors(self, resource_type: str) -> tuple[tuple[str, Extract, bool, bool], ...]:
+        """(code, extractor, whether its rows go to ``ID_TABLE``, whether it reads ``LATE_FIELDS``) for every
+        searchable parameter of a type."""
         found = self._extractors.get(resource_type)
         if found is None:
             found = self._extractors[resource_type] = tuple(
@@ -112,6 +163,7 @@ class Indexer:
                     param.code,
                     compile_extractor(param.expression or "", resource_type, param.type),
                     param_table(param) == ID_TABLE,
+                    any(name in (param.expression or "") for name in LATE_FIELDS),
                 )
                 for param in self.registry.searchable_params(resource_type)
                 if param.type != "composite"
@@ -127,22 +179,57 @@ class Indexer:
         return found
 
     def statements(
-        self, rid: int, resource: dict[str, Any], placeholder: str = "?"
+        self, rid: int, resource: dict[str, Any], placeholder: str = "?", prepared: Prepared | None = None
     ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``."""
+        """(INSERT statement, rows) per table for one resource: what the store runs with ``executemany``. With
+        ``prepared`` (made for this resource's content and id: the caller checks, ``usable``), only the parameters
+        that read ``LATE_FIELDS`` are extracted here."""
+        if prepared is None:
+            by_table = self.rows(rid, resource, None)
+        else:
+            by_table = {table: with_rid(table, rows, rid) for table, rows in prepared.by_table.items()}
+            for table, rows in self.rows(rid, resource, True).items():
+                by_table.setdefault(table, []).extend(rows)
+        return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
+
+    def prepare(self, resource_id: str, resource: dict[str, Any]) -> Prepared:
+        """The rows of ``resource`` as it will be written with ``resource_id``, computed ahead of its write (outside
+        the database's write lock: extraction is most of a write's own work)."""
+        document = stamped(resource, resource_id, 1, PREPARED_STAMP)
+        return Prepared(resource_id, orjson.dumps(resource), self.rows(0, document, False))
+
+    @staticmethod
+    def usable(prepared: Prepared | None, resource_id: str, resource: dict[str, Any]) -> Prepared | None:
+        """``prepared`` when it was made for this id and content, else None."""
+        if prepared is None or prepared.resource_id != resource_id or orjson.dumps(resource) != prepared.source:
+            return None
+        return prepared
+
+    def rows(self, rid: int, resource: dict[str, Any], late: bool | None) -> dict[str, list[tuple[Any, ...]]]:
+        """Rows per table of the parameters that read ``LATE_FIELDS`` (``late`` True), of the others (False), or of
+        every one (None)."""
         resource_type = resource["resourceType"]
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         tables = TABLES
-        for code, extract, ids in self.extractors(resource_type):
+        seen: set[int] = set()
+        for code, extract, ids, reads_late in self.extractors(resource_type):
+            if late is not None and reads_late != late:
+                continue
             rows = extract(resource)
             if not rows:
                 continue
             head = (rid, resource_type, code)
             if ids:  # every row is ('', value, None): the value alone
-                out = by_table.get(ID_TABLE)
-                if out is None:
-                    out = by_table[ID_TABLE] = []
-                out += [(*head, columns[1]) for _, _, columns in rows]
+                codes = [columns[1] for _, _, columns in rows]
+                by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes)))
+                hashes = []
+                for value in codes:  # a collision inside the resource (any parameter): its row once
+                    h = id_hash(code, value)
+                    if h not in seen:
+                        seen.add(h)
+                        hashes.append(h)
+                by_table.setdefault(ID_HASH_TABLE, []).extend([(h, rid) for h in hashes])
+                by_table.setdefault(ID_RID_TABLE, []).extend([(rid, h) for h in hashes])
                 continue
             for kind, sub, columns in rows:
                 table = tables[kind]
@@ -150,18 +237,30 @@ class Indexer:
                 if out is None:
                     out = by_table[table] = []
                 out.append((*head, *columns) if not sub else (rid, resource_type, f"{code}:{sub}", *columns))
-        for param in self.composites(resource_type):
-            for table, composite_rows in index_rows(rid, resource_type, param, resource).items():
-                by_table.setdefault(table, []).extend(composite_rows)
-        return [(insert_sql(table, placeholder), rows) for table, rows in by_table.items()]
+        if late is not True:  # no composite parameter reads what a write stamps (test_search_extract_equivalence)
+            for param in self.composites(resource_type):
+                for table, composite_rows in index_rows(rid, resource_type, param, resource).items():
+                    by_table.setdefault(table, []).extend(composite_rows)
+        return by_table
+
+
+def with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[Any, ...]]:
+    """Rows made with rid 0 (prepared, or for a bulk write) with the resource's rid (``ID_HASH_TABLE``'s second)."""
+    if table == ID_HASH_TABLE:
+        return [(row[0], rid) for row in rows]
+    return [(rid, *row[1:]) for row in rows]
 
 
 def delete_statements(placeholder: str = "?", composites: bool = True) -> list[str]:
-    """One DELETE per index table, removing a resource's rows (bind its rid); ``composites``: the composite tables
-    too (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
+    """One DELETE per index table, removing a resource's rows (bind its rid); its hashes leave the search index
+    (keyed by hash) through its own list of them, before that list goes; ``composites``: the composite tables too
+    (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
+    by_hash = (
+        f"DELETE FROM {ID_HASH_TABLE} WHERE (h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = {placeholder})"
+    )
     tables = INDEX_TABLES if composites else PLAIN_TABLES
-    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables]
+    return [by_hash, *(f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables[1:])]
 
 
-INDEX_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE, *COMPOSITE_TABLES.values())
-PLAIN_TABLES: tuple[str, ...] = (*TABLES.values(), ID_TABLE)  # every index table but the composite ones
+INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE, *COMPOSITE_TABLES.values())
+PLAIN_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE)  # all but the composite ones

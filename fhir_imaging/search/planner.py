@@ -19,7 +19,7 @@ from typing import Any
 
 from fhir_imaging.search import sql
 from fhir_imaging.search.composite import compile_composite
-from fhir_imaging.search.index import ID_TABLE
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_TABLE
 from fhir_imaging.search.query import (
     Alternative,
     AnyOf,
@@ -145,10 +145,13 @@ class Planner:
             owner = self._owner(aliases[0], types, outer)
             return compile_composite(clause.key, clause.values, aliases, owner, self.bases)
         index = self.alias("i")
-        match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
         if clause.missing is None and clause.table == ID_TABLE:
-            match.append(sql.or_(*(compile_id_token(value, index) for value in clause.values)))
-        elif clause.missing is None:
+            # the hashes' rows (no type or param column: the hash covers the parameter, the resolved rids the type)
+            values = sql.or_(*(compile_id_token(value, index) for value in clause.values))
+            mine = [] if outer is None else [self._owner(index, types, outer)]
+            return sql.Select(((sql.Column(index, "rid"), None),), ((ID_HASH_TABLE, index),), sql.and_(*mine, values))
+        match = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
+        if clause.missing is None:
             kind = TYPES[clause.kind] if clause.table == TYPES[clause.kind].table else TYPES["token"]
             context = CompileContext(index, self.bases)
             match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
@@ -234,8 +237,11 @@ class Planner:
             return sql.Column(alias, "last_updated")
         kind = TYPES[key.kind]
         index = self.alias("k")
+        value = kind.sort_key(index, key.descending)
+        if key_table(key) == ID_TABLE:  # one row per resource and parameter: its least and greatest value
+            value = sql.Column(index, "hi" if key.descending else "lo")
         select = sql.Select(
-            ((kind.sort_key(index, key.descending), None),),
+            ((value, None),),
             ((key_table(key), index),),
             sql.and_(
                 sql.eq(sql.Column(index, "rid"), sql.Column(alias, "rid")), sql.eq(sql.Column(index, "param"), key.code)
@@ -563,8 +569,9 @@ def _keyset(order: list[tuple[sql.Column, bool]], values: list[Any]) -> sql.Expr
 
 def window_column(key: SortKey) -> str | None:
     """The index column whose greatest (descending) or least value is the sort key of ``key``, when it is one
-    column's ``max`` / ``min`` (every parameter type's is); None for ``_id`` and ``_lastUpdated``."""
-    if key.kind not in TYPES:
+    column's ``max`` / ``min`` (every parameter type's is); None for ``_id``, ``_lastUpdated`` and id/oid
+    parameters (``ID_TABLE`` has no index in value order: their sorted pages list every match)."""
+    if key.kind not in TYPES or key.table == ID_TABLE:
         return None
     expression = TYPES[key.kind].sort_key("k", key.descending)
     if (

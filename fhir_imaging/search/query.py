@@ -17,7 +17,7 @@ from fhir_imaging.fhir.outcome import BadRequest, error
 from fhir_imaging.fhir.registry import Registry, SearchParam, expression_for_base
 from fhir_imaging.fhir.resource import is_ascii_digits, parse_whole_number
 from fhir_imaging.search.composite import parse_composite
-from fhir_imaging.search.index import param_table
+from fhir_imaging.search.index import ID_TABLE, param_table
 from fhir_imaging.search.paging import CURSOR
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, NotSupportedModifier, split_escaped
@@ -41,6 +41,8 @@ class Clause:
     key: str  # the param column value there ("identifier", "identifier:of-type", "patient:identifier")
     missing: bool | None = None  # :missing=true|false
     single: bool = False  # a date parameter with at most one value per resource, a point in time (fhir/cardinality.py)
+    # id/oid parameters (index.py ID_TABLE): (resource type, expression) per type, which check a hash's candidates
+    expressions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,14 @@ class _Parser:
         if not values:
             return None
         single = param.type == "date" and table == kind.table and self.single_point(types, param.code)
-        return Clause(param.code, param.type, modifier, tuple(values), table, key, single=single)
+        expressions = self.expressions(types, param.code) if table == ID_TABLE else ()
+        return Clause(
+            param.code, param.type, modifier, tuple(values), table, key, single=single, expressions=expressions
+        )
+
+    def expressions(self, types: tuple[str, ...], code: str) -> tuple[tuple[str, str], ...]:
+        """(type, the expression of ``code`` there) for each of ``types``."""
+        return tuple((name, self.registry.params_for(name)[code].expression or "") for name in types)
 
     def composite(self, name: str, param: SearchParam, modifier: str | None, value: str) -> Clause | None:
         """``a$b,c$d``: each comma-separated value one value per component (search/composite.py)."""

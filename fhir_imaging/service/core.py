@@ -182,10 +182,12 @@ class FhirService:
         resource_id: str,
         resource: dict[str, Any],
         bases: Bases,
+        prepared: Any = None,
     ) -> Version:
-        """A create's write inside its unit. Granular scopes: the resource written must match the c grants, judged
-        by the search engine on its freshly written index rows; a mismatch (403) rolls the unit back."""
-        version = tx.create(resource_type, resource_id, resource).version
+        """A create's write inside its unit (``prepared``: ``Store.prepare`` of it, done before the unit). Granular
+        scopes: the resource written must match the c grants, judged by the search engine on its freshly written
+        index rows; a mismatch (403) rolls the unit back."""
+        version = tx.create(resource_type, resource_id, resource, prepared).version
         check_granted(tx, caller, "c", resource_type, [version.id], bases.matching)
         return version
 
@@ -334,6 +336,8 @@ class FhirService:
         resource.pop("id", None)
         self.validate(resource)
         self.check_inside(caller, "c", resource, bases)
+        resource_id = new_id()
+        prepared = self.store.prepare(resource_type, resource_id, resource)  # outside the write lock
 
         def work(tx: Transaction) -> Written:
             if if_none_exist:
@@ -343,7 +347,8 @@ class FhirService:
                 if existing is not None:
                     return Written(as_version(existing), created=False, matched=True)
             self.check_references(tx, resource, bases.url)
-            return Written(self.created_in(tx, caller, resource_type, new_id(), resource, bases), created=True)
+            created = self.created_in(tx, caller, resource_type, resource_id, resource, bases, prepared)
+            return Written(created, created=True)
 
         return self.store.transact(work)
 
@@ -359,9 +364,10 @@ class FhirService:
         check_id_element(resource, resource_id)
         self.validate(resource)
         self.check_inside(caller, "u", resource, bases)
+        prepared = self.store.prepare(resource_type, resource_id, resource)  # outside the write lock
 
         return self.store.transact(
-            lambda tx: self.update_in(tx, caller, resource_type, resource_id, resource, bases, if_match)
+            lambda tx: self.update_in(tx, caller, resource_type, resource_id, resource, bases, if_match, True, prepared)
         )
 
     def conditional_update(
@@ -393,6 +399,7 @@ class FhirService:
         bases: Bases,
         if_match: int | None,
         references: bool = True,
+        prepared: Any = None,
     ) -> Written:
         """An update's write inside its unit: the version it replaces passes ``check_replaced``; the references
         must resolve (--enforce-references; a Bundle checks them once every entry is written: ``references``
@@ -402,7 +409,7 @@ class FhirService:
             self.check_references(tx, resource, bases.url)
         name = f"{resource_type}/{resource_id}"
         result = write_checked(
-            lambda pin: tx.update(resource_type, resource_id, resource, pin), if_match, checked, name
+            lambda pin: tx.update(resource_type, resource_id, resource, pin, prepared), if_match, checked, name
         )
         check_granted(tx, caller, "u", resource_type, [resource_id], bases.matching)
         return Written(result.version, result.created)

@@ -75,10 +75,18 @@ class Transaction(Reader, Protocol):
     def lock(self, key: str) -> None:
         """Hold a lock on ``key`` until the transaction ends."""
 
-    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult: ...
+    def create(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], prepared: Any = None
+    ) -> WriteResult:
+        """``prepared``: ``Store.prepare`` of this id and content (else the work is done here)."""
 
     def update(
-        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        if_match: int | None = None,
+        prepared: Any = None,
     ) -> WriteResult:
         """A new version, or the first when the id is new; If-Match mismatch raises PreconditionFailed."""
 
@@ -113,6 +121,11 @@ class Store(Protocol):
 
     def transact(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work(transaction)`` in one database transaction: all of its writes commit, or none."""
+
+    def prepare(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> Any:
+        """The pure work of writing ``resource`` as ``resource_id`` (its index rows), done before ``transact`` so
+        that it runs outside the write lock; a ``Transaction.create`` / ``update`` of the same id and content takes
+        it (of other content, it is ignored)."""
 
     def read(self, resource_type: str, resource_id: str) -> Version | None: ...
 

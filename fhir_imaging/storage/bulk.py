@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from fhir_imaging.search.index import delete_statements
+from fhir_imaging.search.index import delete_statements, with_rid
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
 
@@ -146,12 +146,14 @@ def _index_rows(versions: Sequence[NewVersion], rid_of: dict[tuple[str, str], in
     """Every version's index rows with its rid, grouped by statement (one per table)."""
     grouped: dict[str, list[tuple[Any, ...]]] = {}
     for version in versions:
-        rid = (rid_of[(version.resource_type, version.id)],)
+        rid = rid_of[(version.resource_type, version.id)]
         for statement, rows in version.index:
             out = grouped.get(statement)
             if out is None:
                 out = grouped[statement] = []
-            out += [rid + row[1:] for row in rows]
+            match = INSERT.match(statement)
+            assert match is not None, statement
+            out += with_rid(match[1], rows, rid)  # the rid is not always the first column (the UID hashes')
     return grouped
 
 

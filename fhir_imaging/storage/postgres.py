@@ -42,7 +42,7 @@ from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
-from fhir_imaging.search.index import INDEX_TABLES, PLAIN_TABLES
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack
 from fhir_imaging.storage.bulk import NewVersion
@@ -205,9 +205,16 @@ CREATE_FIRST = (
 version), or no row when the id exists."""
 
 
+# the UID hashes are keyed (h, rid): a resource's go through its list of them (every CTE sees the same snapshot)
+BY_HASH = f"(h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = %(rid)s)"
+
+
 def _unindex_statement(tables: Sequence[str]) -> str:
     """``search.index.delete_statements`` as one statement."""
-    deletes = (f"d{n} AS (DELETE FROM {table} WHERE rid = %(rid)s)" for n, table in enumerate(tables))
+    deletes = (
+        f"d{n} AS (DELETE FROM {table} WHERE {BY_HASH if table == ID_HASH_TABLE else 'rid = %(rid)s'})"
+        for n, table in enumerate(tables)
+    )
     return f"WITH {', '.join(deletes)} SELECT 1"
 
 
@@ -227,24 +234,27 @@ class PgTransaction(SqlTransaction):
         self._pending: dict[str, list[tuple[Any, ...]]] = {}  # INSERT statement → rows waiting for its COPY
         self._pending_rows = 0
 
-    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
+    def create(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], prepared: Prepared | None = None
+    ) -> WriteResult:
         """A new resource's row and its first history row in one statement (one round trip, not three); an id that
         exists already takes the general path (a new version under the row's lock)."""
+        prepared = self.indexer.usable(prepared, resource_id, resource)
         last_updated = format_instant(now())
         document = stamped(resource, resource_id, 1, last_updated)
         body = orjson.dumps(document)
         row = self.conn.execute(CREATE_FIRST, (resource_type, resource_id, last_updated, pack(body))).fetchone()
         if row is None:
-            return super().create(resource_type, resource_id, resource)
+            return super().create(resource_type, resource_id, resource, prepared)
         rid, seq, tx = row
-        self._index(rid, document, fresh=True)
+        self._index(rid, document, True, prepared)
         return WriteResult(Version(resource_type, resource_id, 1, last_updated, "POST", body, seq, tx), True)
 
-    def _index(self, rid: int, resource: dict[str, Any], fresh: bool) -> None:
+    def _index(self, rid: int, resource: dict[str, Any], fresh: bool, prepared: Prepared | None = None) -> None:
         if not fresh:
             self._unindex(rid, resource["resourceType"])
         pending = self._pending
-        for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder):
+        for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder, prepared):
             waiting = pending.get(statement)
             if waiting is None:
                 pending[statement] = rows

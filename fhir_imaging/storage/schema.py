@@ -9,7 +9,7 @@ supersedes it (storage/sqlstore.py).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ import orjson
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.composite import index_rows
 from fhir_imaging.search.composite import table_ddl as composite_table_ddl
-from fhir_imaging.search.index import ID_TABLE, Indexer, insert_sql, param_table
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, Indexer, id_hash, insert_sql, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
 from fhir_imaging.storage.bodies import unpack
@@ -117,12 +117,47 @@ def _fill_composites(conn: Any, dialect: Dialect) -> None:
         last = batch[-1][0]
 
 
-Migration = tuple[str, ...] | Callable[[Any], tuple[str, ...]]
+HASH_ROWS_A_STATEMENT = 500
+RIDS_A_STEP = 5000
 
 
-def statements(migration: Migration, conn: Any = None) -> tuple[str, ...]:
+def id_hash_migration(conn: Any) -> Iterator[str]:
+    """Migration 9: id/oid values as 64-bit hashes (search/index.py ``ID_TABLE``): the table of migration 7, which
+    held each value's text twice (its rows and its index, two thirds of a study's bytes), becomes one row per
+    resource and parameter (its least and greatest value, for ``:missing`` and ``_sort``), and the values'
+    hashes go to ``ID_HASH_TABLE`` (the search index) and ``ID_RID_TABLE`` (a resource's hashes). The hashes are
+    computed here from the rows being replaced, ``RIDS_A_STEP`` resources at a time (memory stays flat however
+    large the database), and written as literal integers (the statements run on either backend)."""
+    old = f"{ID_TABLE}_v7"
+    yield f"DROP INDEX {ID_TABLE}_code"
+    yield f"ALTER TABLE {ID_TABLE} RENAME TO {old}"
+    yield (
+        f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, lo TEXT NOT NULL, "
+        "hi TEXT NOT NULL, PRIMARY KEY (rid, param)) WITHOUT ROWID"
+    )
+    yield f"CREATE TABLE {ID_HASH_TABLE} (h INTEGER NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (h, rid)) WITHOUT ROWID"
+    yield f"CREATE TABLE {ID_RID_TABLE} (rid INTEGER NOT NULL, h INTEGER NOT NULL, PRIMARY KEY (rid, h)) WITHOUT ROWID"
+    yield (
+        f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) SELECT rid, min(type), param, min(code), max(code) "
+        f"FROM {old} GROUP BY rid, param"
+    )
+    last = 0 if conn is None else int(conn.execute(f"SELECT coalesce(max(rid), 0) FROM {old}").fetchone()[0])
+    for low in range(0, last, RIDS_A_STEP):
+        select = f"SELECT rid, param, code FROM {old} WHERE rid > {low} AND rid <= {low + RIDS_A_STEP}"
+        pairs = sorted({(rid, id_hash(param, code)) for rid, param, code in conn.execute(select).fetchall()})
+        for start in range(0, len(pairs), HASH_ROWS_A_STATEMENT):
+            chunk = pairs[start : start + HASH_ROWS_A_STATEMENT]
+            yield f"INSERT INTO {ID_RID_TABLE} (rid, h) VALUES {', '.join(f'({rid}, {h})' for rid, h in chunk)}"
+            yield f"INSERT INTO {ID_HASH_TABLE} (h, rid) VALUES {', '.join(f'({h}, {rid})' for rid, h in chunk)}"
+    yield f"DROP TABLE {old}"
+
+
+Migration = tuple[str, ...] | Callable[[Any], Iterable[str]]
+
+
+def statements(migration: Migration, conn: Any = None) -> Iterable[str]:
     """A migration's statements; one built when it is applied is built for ``conn``, the database it is applied to
-    (inside the transaction that applies it)."""
+    (inside the transaction that applies it), and may be produced one by one: each runs before the next is made."""
     return migration(conn) if callable(migration) else migration
 
 
@@ -208,6 +243,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # 8: composite search parameters (search/composite.py): one table per component type, each row a component's
     # value with the position of its element, filled for the resources already stored.
     composite_migration,
+    # 9: ImagingStudy's series and instance UIDs as 64-bit hashes, checked against the stored body when searched.
+    id_hash_migration,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

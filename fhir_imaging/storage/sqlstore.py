@@ -21,7 +21,7 @@ import orjson
 from fhir_imaging.fhir.outcome import PreconditionFailed
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
-from fhir_imaging.search.index import INDEX_TABLES, Indexer, delete_statements
+from fhir_imaging.search.index import INDEX_TABLES, Indexer, Prepared, delete_statements
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.bulk import NewVersion, write_versions
@@ -135,13 +135,22 @@ class SqlStore:
             return self.run_query(conn, sql, params)
 
     def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
-        result: WriteResult = self.transact(lambda tx: tx.create(resource_type, resource_id, resource))
+        prepared = self.prepare(resource_type, resource_id, resource)
+        result: WriteResult = self.transact(lambda tx: tx.create(resource_type, resource_id, resource, prepared))
         return result
+
+    def prepare(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> Prepared:
+        """The pure work of writing ``resource`` as ``resource_id`` (its index rows), done before the write's
+        transaction, outside the write lock; pass it to ``create`` / ``update`` of the same id and content."""
+        return self.indexer.prepare(resource_id, resource)
 
     def update(
         self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
     ) -> WriteResult:
-        result: WriteResult = self.transact(lambda tx: tx.update(resource_type, resource_id, resource, if_match))
+        prepared = self.prepare(resource_type, resource_id, resource)
+        result: WriteResult = self.transact(
+            lambda tx: tx.update(resource_type, resource_id, resource, if_match, prepared)
+        )
         return result
 
     def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Version | None:
@@ -217,12 +226,13 @@ class SqlTransaction(SqlReader):
 
     # -- search index rows: replaced inside each write ---------------------------------------------------------------
 
-    def _index(self, rid: int, resource: dict[str, Any], fresh: bool) -> None:
-        """Replace the resource's index rows (``fresh``: a new rid, which has none yet)."""
+    def _index(self, rid: int, resource: dict[str, Any], fresh: bool, prepared: Prepared | None = None) -> None:
+        """Replace the resource's index rows (``fresh``: a new rid, which has none yet; ``prepared``: most of them
+        computed before the transaction, for this content)."""
         if not fresh:
             self._unindex(rid, resource["resourceType"])
         cursor = self.conn.cursor()
-        for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder):
+        for statement, rows in self.indexer.statements(rid, resource, self.dialect.placeholder, prepared):
             cursor.executemany(statement, rows)
 
     def _unindex(self, rid: int, resource_type: str) -> None:
@@ -261,13 +271,20 @@ class SqlTransaction(SqlReader):
         if self.dialect.advisory_lock is not None:
             self._execute(self.dialect.advisory_lock, (key,))
 
-    def create(self, resource_type: str, resource_id: str, resource: dict[str, Any]) -> WriteResult:
-        return self._put(resource_type, resource_id, resource, None, "POST")
+    def create(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], prepared: Prepared | None = None
+    ) -> WriteResult:
+        return self._put(resource_type, resource_id, resource, None, "POST", prepared)
 
     def update(
-        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        if_match: int | None = None,
+        prepared: Prepared | None = None,
     ) -> WriteResult:
-        return self._put(resource_type, resource_id, resource, if_match, "PUT")
+        return self._put(resource_type, resource_id, resource, if_match, "PUT", prepared)
 
     def write_many(self, versions: Sequence[NewVersion]) -> None:
         """Many prepared versions at once (distinct ids; ``fhir-imaging load``): what ``update`` (or ``create``)
@@ -315,8 +332,15 @@ class SqlTransaction(SqlReader):
         return Version(resource_type, resource_id, version, last_updated, "DELETE", None, seq, tx)
 
     def _put(
-        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None, method: str
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        if_match: int | None,
+        method: str,
+        prepared: Prepared | None = None,
     ) -> WriteResult:
+        prepared = self.indexer.usable(prepared, resource_id, resource)
         current = self._current(resource_type, resource_id)
         if current is None and if_match is None:
             last_updated = format_instant(now())
@@ -328,7 +352,7 @@ class SqlTransaction(SqlReader):
                 (resource_type, resource_id, last_updated, pack(body)),
             ).fetchone()
             if inserted is not None:
-                return self._written(inserted[0], document, 1, last_updated, method, body, True, previous_tx=None)
+                return self._written(inserted[0], document, 1, last_updated, method, body, True, None, prepared)
             current = self._current(resource_type, resource_id)  # another transaction created it meanwhile
         check_if_match(if_match, current[1] if current else None, resource_type, resource_id)
         assert current is not None
@@ -341,7 +365,7 @@ class SqlTransaction(SqlReader):
             "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?",
             (version, last_updated, pack(body), rid),
         )
-        return self._written(rid, document, version, last_updated, method, body, created, previous_tx)
+        return self._written(rid, document, version, last_updated, method, body, created, previous_tx, prepared)
 
     def _written(
         self,
@@ -353,11 +377,12 @@ class SqlTransaction(SqlReader):
         body: bytes,
         created: bool,
         previous_tx: int | None,
+        prepared: Prepared | None,
     ) -> WriteResult:
         """The history row and index rows of a written version (``previous_tx`` None: a new resource's first)."""
         resource_type, resource_id = document["resourceType"], document["id"]
         seq, tx = self._append_history(rid, resource_type, resource_id, version, last_updated, method, previous_tx)
-        self._index(rid, document, fresh=previous_tx is None)
+        self._index(rid, document, previous_tx is None, prepared)
         return WriteResult(Version(resource_type, resource_id, version, last_updated, method, body, seq, tx), created)
 
     def _supersede(self, rid: int, resource_type: str, resource_id: str, version: int) -> int:

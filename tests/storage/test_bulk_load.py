@@ -20,7 +20,7 @@ from fhir_imaging.client import fhir_client
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.loader import Loader, Summary
-from fhir_imaging.search.index import INDEX_TABLES
+from fhir_imaging.search.index import ID_HASH_TABLE, INDEX_TABLES
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.bodies import unpack
 from tests.conftest import BACKENDS, SEED_STUDY, fresh_postgres_database
@@ -98,8 +98,12 @@ def _contents(database: str) -> Rows:
         }
         for table in INDEX_TABLES:
             rows = store.query(f"SELECT * FROM {table}", [])
+            if table == ID_HASH_TABLE:  # (h, rid): the rid first, as in every other table
+                rows = [(rid, h) for h, rid in rows]
             out[table] = sorted(
-                (keys[row[0]], *(repr(value) for value in row[1:])) for row in rows if row[2] != "_lastUpdated"
+                (keys[row[0]], *(repr(value) for value in row[1:]))
+                for row in rows
+                if len(row) < 3 or row[2] != "_lastUpdated"
             )
         return out
     finally:

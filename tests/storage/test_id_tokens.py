@@ -1,6 +1,7 @@
-"""Token values of FHIR type id/oid (ImagingStudy's series and instance UIDs) live in their own compact table
-(search/index.py ``ID_TABLE``, schema migration 7): which parameters, their rows on write, update and delete, their
-searches, and the migration of a database whose rows are still in ``spidx_token`` (both backends)."""
+"""Token values of FHIR type id/oid (ImagingStudy's series and instance UIDs) live in their own compact tables, as
+64-bit hashes (search/index.py ``ID_TABLE``, schema migrations 7 and 8): which parameters, their rows on write,
+update and delete, their searches (exact even when every value shares one hash), and the migrations of a database
+whose rows are still in ``spidx_token`` or in the text table of migration 7 (both backends)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.composite import COMPOSITE_TABLES
-from fhir_imaging.search.index import ID_TABLE, param_table
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, extract_values, param_table
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.schema import SCHEMA_VERSION
 from tests.conftest import BASE
@@ -95,42 +96,138 @@ def test_rows_follow_writes_and_searches_answer(settings: Settings) -> None:
         _searches(client)
     store = open_store(settings, load_registry())
     try:
-        rows = store.query(f"SELECT count(*) FROM {ID_TABLE}", [])[0][0]
-        assert rows == 6  # a: its series and 3 instances; b: its series and 1 instance; nothing of d or of a v1
+        # a: its series and 3 instances; b: its series and 1 instance; nothing of d or of a v1
+        assert _counts(store) == (4, 6, 6)
         old = store.query("SELECT count(*) FROM spidx_token WHERE param IN ('instance', 'series')", [])[0][0]
         assert old == 0
     finally:
         store.close()
 
 
-def test_a_database_with_the_rows_in_spidx_token_migrates(settings: Settings) -> None:
-    """The layout before migration 7: every token row in ``spidx_token``. Made by writing with the current code,
-    then moving the rows back and dropping the table, as the older release left them."""
+def _counts(store: Any) -> tuple[int, ...]:
+    """Rows of (``ID_TABLE``: one a resource and parameter, ``ID_HASH_TABLE``, ``ID_RID_TABLE``: one a value)."""
+    return tuple(
+        store.query(f"SELECT count(*) FROM {table}", [])[0][0] for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE)
+    )
+
+
+def _uid_rows(store: Any) -> list[tuple[int, str, str]]:
+    """(rid, parameter, value) of every series and instance UID stored."""
+    import orjson
+
+    from fhir_imaging.storage.bodies import unpack
+
+    params = load_registry().params_for("ImagingStudy")
+    rows = []
+    for rid, body in store.query("SELECT rid, body FROM resource WHERE type = 'ImagingStudy' AND deleted = 0", []):
+        study = orjson.loads(unpack(body))
+        for code in ("series", "instance"):
+            rows += [(rid, code, columns[1]) for _, _, columns in extract_values(study, params[code])]
+    return rows
+
+
+def _written(settings: Settings) -> list[tuple[int, str, str]]:
     with TestClient(create_app(settings), base_url=BASE) as client:
         for resource_id, body in (("a", _study(SERIES_UID, 3)), ("b", _study("2.25.99", 1)), ("c", NO_SERIES)):
             assert _put(client, resource_id, body) == 201
     store = open_store(settings, load_registry())
     try:
-        store.transact(
-            lambda tx: [
-                tx.execute(
-                    "INSERT INTO spidx_token (rid, type, param, system, code, text) "
-                    f"SELECT rid, type, param, '', code, NULL FROM {ID_TABLE}",
-                    (),
-                ),
-                tx.execute(f"DROP TABLE {ID_TABLE}", ()),
-                *(tx.execute(f"DROP TABLE {table}", ()) for table in COMPOSITE_TABLES.values()),  # migration 8
-                tx.execute("DELETE FROM schema_version WHERE version >= ?", (7,)),
-            ]
-        )
+        return _uid_rows(store)
     finally:
         store.close()
+
+
+def _rewind(settings: Settings, first: int, work: Any) -> None:
+    """Drop the tables of migrations 8 (composites) and 9 (UID hashes), run ``work`` on the transaction, and forget
+    the migrations from ``first`` on."""
+    store = open_store(settings, load_registry())
+    try:
+
+        def rewind(tx: Any) -> None:
+            for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE, *COMPOSITE_TABLES.values()):
+                tx.execute(f"DROP TABLE {table}", ())
+            work(tx)
+            tx.execute("DELETE FROM schema_version WHERE version >= ?", (first,))
+
+        store.transact(rewind)
+    finally:
+        store.close()
+
+
+def _migrated(settings: Settings, rows: list[tuple[int, str, str]]) -> None:
     with TestClient(create_app(settings), base_url=BASE) as client:  # opening it migrates
         _searches(client)
     store = open_store(settings, load_registry())
     try:
-        assert store.query(f"SELECT count(*) FROM {ID_TABLE}", [])[0][0] == 6
+        assert _counts(store) == (4, 6, 6)
+        assert sorted(_uid_rows(store)) == sorted(rows)
         assert store.query("SELECT max(version) FROM schema_version", [])[0][0] == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_a_database_with_the_rows_in_spidx_token_migrates(settings: Settings) -> None:
+    """The layout before migration 7: every token row in ``spidx_token``. Made by writing with the current code,
+    then putting the rows back and dropping the tables, as the older release left them."""
+    rows = _written(settings)
+
+    def back(tx: Any) -> None:
+        for rid, code, value in rows:
+            tx.execute(
+                "INSERT INTO spidx_token (rid, type, param, system, code, text) "
+                "VALUES (?, 'ImagingStudy', ?, '', ?, NULL)",
+                (rid, code, value),
+            )
+
+    _rewind(settings, 7, back)
+    _migrated(settings, rows)
+
+
+def test_a_database_with_the_uids_as_text_migrates(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layout of migration 7: (rid, type, param, code) rows and an index on (type, param, code, rid). Two
+    resources a step, so that the rows move in several steps."""
+    import fhir_imaging.storage.schema
+
+    monkeypatch.setattr(fhir_imaging.storage.schema, "RIDS_A_STEP", 2)
+    rows = _written(settings)
+
+    def back(tx: Any) -> None:
+        tx.execute(
+            f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, "
+            "code TEXT NOT NULL, PRIMARY KEY (rid, param, code))",
+            (),
+        )
+        tx.execute(f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)", ())
+        for row in rows:
+            tx.execute(f"INSERT INTO {ID_TABLE} (rid, type, param, code) VALUES (?, 'ImagingStudy', ?, ?)", row)
+
+    _rewind(settings, 8, back)
+    _migrated(settings, rows)
+
+
+def test_values_that_share_a_hash_never_match_each_other(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every id/oid value given one hash: the index names every study as a candidate for every value, and the
+    bodies decide (also rows that collide inside one resource are kept once)."""
+    import fhir_imaging.search.ids
+    import fhir_imaging.search.index
+
+    monkeypatch.setattr(fhir_imaging.search.index, "id_hash", lambda param, code: 7)
+    monkeypatch.setattr(fhir_imaging.search.ids, "id_hash", lambda param, code: 7)
+    with TestClient(create_app(settings), base_url=BASE) as client:
+        for resource_id, body in (("a", _study(SERIES_UID, 3)), ("b", _study("2.25.99", 1)), ("c", NO_SERIES)):
+            assert _put(client, resource_id, body) == 201
+        _searches(client)
+        assert _ids(client, "instance=2.25.99") == []  # b's series UID: not one of its instances
+        assert _ids(client, "series=2.25.99.1") == []
+        assert _ids(client, "instance=2.25.1234.1.4") == []
+        assert _ids(client, "instance:not=2.25.99.1") == ["a", "c"]
+        response = client.get(f"{BASE}/Patient?_has:ImagingStudy:subject:instance=2.25.99.1")
+        assert response.status_code == 200, response.text
+        assert client.delete(f"{BASE}/ImagingStudy/b").status_code in (200, 204)
+        assert _ids(client, "series=2.25.99,2.25.1234.1") == ["a"]
+    store = open_store(settings, load_registry())
+    try:
+        assert _counts(store) == (2, 1, 1)  # a's four values under one hash: one row each
     finally:
         store.close()
 

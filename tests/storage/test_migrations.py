@@ -9,6 +9,7 @@ from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.composite import COMPOSITE_TABLES
 from fhir_imaging.search.execute import run_search
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE
 from fhir_imaging.search.query import parse_search
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.dialect import POSTGRES
@@ -88,7 +89,16 @@ def test_the_composite_migration_fills_the_rows_of_the_resources_already_stored(
         def back_to_7(tx: Any) -> None:
             for table in COMPOSITE_TABLES.values():
                 tx.conn.execute(f"DROP TABLE {table}")
-            number = MIGRATIONS.index(composite_migration) + 1  # the last one when this test was written
+            # the UID tables of migration 9 back as migration 7 made them (no ImagingStudy here: empty)
+            for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE):
+                tx.conn.execute(f"DROP TABLE {table}")
+            tx.conn.execute(
+                f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, "
+                "code TEXT NOT NULL, PRIMARY KEY (rid, param, code))"
+                + (" WITHOUT ROWID" if tx.dialect.name == "sqlite" else "")
+            )
+            tx.conn.execute(f"CREATE INDEX {ID_TABLE}_code ON {ID_TABLE} (type, param, code, rid)")
+            number = MIGRATIONS.index(composite_migration) + 1
             tx.conn.execute(f"DELETE FROM schema_version WHERE version >= {number}")
 
         store.transact(back_to_7)

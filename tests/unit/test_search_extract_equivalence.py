@@ -130,3 +130,39 @@ def test_evaluate_still_types_nodes() -> None:
     ]
     found = evaluate(resource, "Observation.subject.where(resolve() is Patient)")
     assert [(node.type, node.path) for node in found] == [("Reference", "Reference")]
+
+
+def _by_table(statements: list[tuple[str, list[Any]]]) -> dict[str, list[Any]]:
+    return {sql: sorted(rows, key=repr) for sql, rows in statements}
+
+
+def test_rows_prepared_before_the_write_are_the_rows_of_the_write() -> None:
+    """``Indexer.prepare`` (outside the write lock) plus the parameters that read what the write stamps give the
+    rows the write would have computed; content other than the prepared one is not taken."""
+    from fhir_imaging.fhir.resource import stamped
+
+    indexer = Indexer(load_registry())
+    corpus = list(generate_corpus(20, seed=5))
+    for resource in corpus:
+        prepared = indexer.prepare("the-id", resource)
+        document = stamped(resource, "the-id", 3, "2026-11-30T10:00:00.123Z")
+        assert indexer.usable(prepared, "the-id", resource) is prepared
+        assert _by_table(indexer.statements(9, document, "?", prepared)) == _by_table(indexer.statements(9, document))
+        assert indexer.usable(prepared, "other-id", resource) is None
+        assert indexer.usable(prepared, "the-id", {**resource, "language": "de"}) is None
+
+
+def test_no_composite_parameter_reads_what_a_write_stamps() -> None:
+    """Prepared rows include every composite's (``Indexer.rows``): none may read meta.versionId/lastUpdated."""
+    from fhir_imaging.search.index import LATE_FIELDS
+
+    registry = load_registry()
+    composites = [
+        param
+        for name in registry.resource_types
+        for param in registry.searchable_params(name)
+        if param.type == "composite"
+    ]
+    assert composites
+    for param in composites:
+        assert not any(field in str(param.expression) for field in LATE_FIELDS), param.code

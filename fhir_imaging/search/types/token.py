@@ -116,12 +116,28 @@ def compile_token(value: Any, alias: str) -> sql.Expr:
     return sql.and_(*conditions)
 
 
+@dataclass(frozen=True, slots=True)
+class IdMatch:
+    """An id/oid value resolved for ``ID_HASH_TABLE`` (search/index.py): its hash, and the resources whose stored
+    body holds the value under the parameter (search/execute.py ``resolve_ids`` checked each candidate)."""
+
+    code: str
+    hash: int
+    rids: tuple[int, ...]
+
+
 def compile_id_token(value: Any, alias: str) -> sql.Expr:
-    """``compile_token`` for a row of ``spidx_token_id`` (search/index.py ``ID_TABLE``): an ``id``/``oid`` value has
-    no system (it is '') and no text, so only a code with no system or with ``|`` matches; any other form matches
-    nothing, decided here rather than by reading the parameter's rows."""
+    """The condition on a row (alias ``alias``) of ``ID_HASH_TABLE`` (search/index.py) for one value: its hash, and
+    one of the resources checked to hold it (``IdMatch``). An ``id``/``oid`` value has no system (it is '') and no
+    text, so only a code with no system or with ``|`` can match; any other form matches nothing, decided here
+    rather than by reading the parameter's rows. A code not yet resolved to an ``IdMatch`` is a programming error:
+    a hash alone could name a wrong resource."""
+    if isinstance(value, IdMatch):
+        if not value.rids:
+            return sql.FALSE
+        return sql.and_(sql.eq(column(alias, "h"), value.hash), sql.InValues(column(alias, "rid"), value.rids))
     if isinstance(value, TokenValue) and value.code is not None and value.system in (None, ""):
-        return sql.eq(column(alias, "code"), value.code)
+        raise AssertionError(f"the id value {value.code!r} was not resolved against the stored bodies")
     return sql.FALSE
 
 
