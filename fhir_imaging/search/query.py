@@ -219,16 +219,7 @@ class _Parser:
         if modifier == "identifier":
             table, key = TYPES["token"].table, f"{param.code}:identifier"
             parse = lambda text, _modifier, _param: parse_token(text)  # noqa: E731
-        values = []
-        for text in split_escaped(value, ","):
-            if text == "":
-                continue
-            try:
-                values.append(parse(text, modifier, param))
-            except NotSupportedModifier as exc:
-                raise bad(name, str(exc), "not-supported") from None
-            except InvalidValue as exc:
-                raise bad(name, str(exc)) from None
+        values = parse_values(name, value, lambda text: parse(text, modifier, param))
         if not values:
             return None
         single = param.type == "date" and table == kind.table and self.single_point(types, param.code)
@@ -245,16 +236,7 @@ class _Parser:
         """``a$b,c$d``: each comma-separated value one value per component (search/composite.py)."""
         if modifier is not None:
             raise bad(name, f"unknown modifier ':{modifier}' for a composite parameter (it takes :missing only)")
-        values = []
-        for text in split_escaped(value, ","):
-            if text == "":
-                continue
-            try:
-                values.append(parse_composite(text, param))
-            except NotSupportedModifier as exc:
-                raise bad(name, str(exc), "not-supported") from None
-            except InvalidValue as exc:
-                raise bad(name, str(exc)) from None
+        values = parse_values(name, value, lambda text: parse_composite(text, param))
         if not values:
             return None
         return Clause(param.code, param.type, None, tuple(values), param_table(param), param.code)
@@ -444,3 +426,19 @@ def parse_search(
         performed=tuple(performed),
         unknown=tuple(parser.unknown),
     )
+
+
+def parse_values(name: str, value: str, parse: Callable[[str], Any]) -> list[Any]:
+    """Each non-empty comma-separated value of parameter ``name`` parsed (an OR of them); a value ``parse`` refuses is
+    a 400 naming the parameter."""
+    values = []
+    for text in split_escaped(value, ","):
+        if text == "":
+            continue
+        try:
+            values.append(parse(text))
+        except NotSupportedModifier as exc:
+            raise bad(name, str(exc), "not-supported") from None
+        except InvalidValue as exc:
+            raise bad(name, str(exc)) from None
+    return values
