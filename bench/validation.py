@@ -8,15 +8,20 @@ Inputs: the official ``ImagingStudy-example-xr.json`` and a large study built fr
 Each validator gets the same parsed dict (``orjson.loads``); the time is the median of several timed batches. The
 "without invariants" column is ``Validator.structural_issues`` (the same checks, the invariants left out), measured in
 the same run.
+``--creates N`` also times creates of the large study through the in-process FHIR API (``POST /ImagingStudy`` on a
+fresh SQLite database, default settings): N creates with every rule on and N with the invariants left out, in
+alternating rounds of the same run, and prints creates/s of each and their ratio (what the invariants cost a create).
 Needs ``fhir.resources>=8`` (a test-only dependency) for the comparison column.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="validation benchmark")
     parser.add_argument("--source", type=Path, default=REPO / ".." / "shared" / "fhir-r4")
     parser.add_argument("--seconds", type=float, default=1.0, help="time budget per measurement")
+    parser.add_argument("--creates", type=int, default=0, help="also time N creates with and without invariants")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -99,6 +105,35 @@ def main() -> None:
             print(f"{row} {theirs * 1e6:>20.1f} {theirs / ours:>6.1f}×")
         else:
             print(f"{row} {'-':>20} {'-':>7}")
+    if args.creates:
+        with_invariants, without = asyncio.run(creates_per_second(large_study(example), args.creates))
+        print(
+            f"creates/s of the large study: {with_invariants:.1f} with every rule, {without:.1f} without the "
+            f"invariants ({with_invariants / without:.3f}×)"
+        )
+
+
+async def creates_per_second(study: dict[str, Any], count: int, rounds: int = 4) -> tuple[float, float]:
+    """Creates/s of ``study`` through the in-process API with every rule on, and with ``Validator.validate`` left
+    at the structural checks: ``count`` each, in alternating rounds on one fresh database."""
+    from fhir_imaging.client import fhir_client
+    from fhir_imaging.config import Settings
+
+    full = Validator.validate
+    seconds = {True: 0.0, False: 0.0}
+    with tempfile.TemporaryDirectory(prefix="bench-validation-") as tmp:
+        async with fhir_client(settings=Settings(database=f"sqlite:///{tmp}/bench.db")) as client:
+            for round_number in range(rounds * 2):
+                invariants = round_number % 2 == 0
+                Validator.validate = full if invariants else Validator.structural_issues  # type: ignore[method-assign]
+                started = time.perf_counter()
+                for _ in range(count // rounds):
+                    response = await client.post("/ImagingStudy", content=orjson.dumps(study))
+                    assert response.status_code == 201, response.text
+                seconds[invariants] += time.perf_counter() - started
+    Validator.validate = full  # type: ignore[method-assign]
+    done = count // rounds * rounds
+    return done / seconds[True], done / seconds[False]
 
 
 if __name__ == "__main__":
