@@ -17,7 +17,6 @@ A batch must not hold one id twice (the caller splits it there). The history ord
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,6 @@ from fhir_imaging.storage.dialect import Dialect
 
 LOOKUP_IDS = 500  # ids per lookup statement (bound parameters stay far below every backend's limit)
 Current = tuple[int, int, int]  # an existing resource's rid, version, and that version's tx
-INSERT = re.compile(r"INSERT INTO (\w+) \(([^)]*)\)")
 INSERT_RESOURCE = (
     "INSERT INTO resource (rid, type, id, version, last_updated, deleted, body) VALUES (?, ?, ?, 1, ?, 0, ?)"
 )
@@ -151,17 +149,27 @@ def _index_rows(versions: Sequence[NewVersion], rid_of: dict[tuple[str, str], in
             out = grouped.get(statement)
             if out is None:
                 out = grouped[statement] = []
-            match = INSERT.match(statement)
-            assert match is not None, statement
-            out += with_rid(match[1], rows, rid)  # the rid is not always the first column (the UID hashes')
+            # the rid is not always the first column (the UID hashes')
+            out += with_rid(insert_table(statement), rows, rid)
     return grouped
 
 
 def copy_rows(conn: Any, statement: str, rows: list[tuple[Any, ...]]) -> None:
     """PostgreSQL: the rows of an ``INSERT INTO table (columns) VALUES …`` statement through ``COPY … FROM STDIN``
     (psycopg 3), several times faster than inserting them."""
-    match = INSERT.match(statement)
-    assert match is not None, statement
-    with conn.cursor().copy(f"COPY {match[1]} ({match[2]}) FROM STDIN") as copy:
+    with conn.cursor().copy(copy_statement(statement)) as copy:
         for row in rows:
             copy.write_row(row)
+
+
+def copy_statement(insert: str) -> str:
+    """``INSERT INTO t (a, b) VALUES (…)`` → ``COPY t (a, b) FROM STDIN``."""
+    head, values, _ = insert.partition(" VALUES ")
+    if not values or not head.startswith("INSERT INTO "):
+        raise ValueError(f"not an INSERT … VALUES statement: {insert}")
+    return "COPY " + head.removeprefix("INSERT INTO ") + " FROM STDIN"
+
+
+def insert_table(insert: str) -> str:
+    """The table of an ``INSERT INTO t (…) VALUES (…)`` statement."""
+    return copy_statement(insert).removeprefix("COPY ").partition(" ")[0]

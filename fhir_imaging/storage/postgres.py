@@ -45,7 +45,7 @@ from fhir_imaging.logs import redact_url
 from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack
-from fhir_imaging.storage.bulk import NewVersion
+from fhir_imaging.storage.bulk import NewVersion, copy_statement
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.pgpool import IdleCheck
 from fhir_imaging.storage.replicas import Replica, ReplicaSet, primary_lsn
@@ -303,14 +303,6 @@ class PgTransaction(SqlTransaction):
 
 
 @functools.cache
-def copy_statement(insert: str) -> str:
-    """``INSERT INTO t (a, b) VALUES (…)`` → ``COPY t (a, b) FROM STDIN``."""
-    head, values, _ = insert.partition(" VALUES ")
-    if not values or not head.startswith("INSERT INTO "):
-        raise ValueError(f"not an INSERT … VALUES statement: {insert}")
-    return "COPY " + head.removeprefix("INSERT INTO ") + " FROM STDIN"
-
-
 class _ReplicaFailed(Exception):
     """A unit of reads could not run on a replica."""
 

@@ -17,8 +17,7 @@ from fhir_imaging.search.index import INDEX_TABLES, Indexer
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
 from fhir_imaging.storage.bodies import pack
-from fhir_imaging.storage.bulk import NewVersion
-from fhir_imaging.storage.postgres import copy_statement
+from fhir_imaging.storage.bulk import NewVersion, copy_statement, insert_table
 
 HOSTILE = "tab\there, new\nline, back\\slash, \\N, \\., café ∑ 𝄞"  # COPY's text format escapes all of these
 
@@ -147,6 +146,7 @@ def test_copy_statement_is_derived_from_the_insert() -> None:
     )
     with pytest.raises(ValueError, match="not an INSERT"):
         copy_statement("INSERT INTO t (a) SELECT 1")
+    assert insert_table("INSERT INTO spidx_token_id_hash (h, rid) VALUES (?, ?)") == "spidx_token_id_hash"
 
 
 def test_rows_gathered_before_a_bulk_write_of_the_same_resource_are_replaced(store: Store) -> None:
