@@ -21,7 +21,6 @@ committed batch whole) and syncs once at the end.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from fhir_imaging.config import usable_cores
 from fhir_imaging.fhir.outcome import Issue
 from fhir_imaging.fhir.registry import Registry, load_registry
 from fhir_imaging.fhir.resource import (
@@ -69,11 +69,7 @@ MAX_WORKERS = 8
 
 def default_workers() -> int:
     """The cores this process may use, at most ``MAX_WORKERS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cores))
+    return usable_cores(MAX_WORKERS)
 
 
 @dataclass(frozen=True, slots=True)

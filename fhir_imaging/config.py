@@ -444,3 +444,13 @@ def to_environ(settings: Settings) -> dict[str, str]:
         elif value is not None:
             out[BY_NAME[item.name].env] = str(value)
     return out
+
+
+def usable_cores(limit: int) -> int:
+    """The cores this process may use (its CPU affinity on Linux), between 1 and ``limit``: the default of the
+    commands that spread work over processes."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(limit, cores))

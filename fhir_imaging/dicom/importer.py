@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_imaging.client import RemoteServer, fhir_client
-from fhir_imaging.config import Settings
+from fhir_imaging.config import Settings, usable_cores
 from fhir_imaging.dicom import reading
 from fhir_imaging.dicom.limits import MAX_DEFAULT_READ_WORKERS, PARALLEL_FROM, READ_CHUNK
 from fhir_imaging.dicom.mapping import InstanceRecord, MappingOptions
@@ -128,11 +128,7 @@ def _files_under(folder: Path) -> list[tuple[Path, Path]]:
 
 def default_read_workers() -> int:
     """``--read-workers``' default: the cores this process may use, at most ``MAX_DEFAULT_READ_WORKERS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_READ_WORKERS))
+    return usable_cores(MAX_DEFAULT_READ_WORKERS)
 
 
 @contextmanager
