@@ -27,7 +27,6 @@ timeout, otherwise a connection option (which PgBouncer refuses), is set at the 
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -302,7 +301,6 @@ class PgTransaction(SqlTransaction):
         return super().reindex(flushed)
 
 
-@functools.cache
 class _ReplicaFailed(Exception):
     """A unit of reads could not run on a replica."""
 

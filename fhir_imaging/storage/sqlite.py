@@ -55,6 +55,28 @@ def path_from_url(url: str) -> str:
     return rest[1:] if rest.startswith("/") else rest
 
 
+def use_wal(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    """Put the database in WAL mode. The first connection to a database in rollback mode converts it, which needs
+    an exclusive lock; when other processes convert it at the same moment (several ``migrate`` or ``serve`` started
+    together on a new file), SQLite answers "database is locked" at once rather than calling the busy handler (the
+    wait could deadlock), so the conversion is tried again until it succeeds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if str(exc) != "database is locked" or time.monotonic() > deadline:
+                raise
+        else:
+            if str(mode).lower() == "wal":
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"the database stays in {mode} journal mode; WAL is needed")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class _Job:
     """One caller's piece of work in a group commit."""
 
@@ -103,7 +125,7 @@ class SQLiteStore(SqlStore):
     def _open(self, cache_kib: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        use_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         with self._connections_lock:
