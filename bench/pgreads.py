@@ -5,14 +5,17 @@ Every variant serves the same preloaded data and gets the ``read-c16`` workload 
 /ImagingStudy/{id}`` of 5,000 random preloaded studies on 16 connections, wrk): ``sqlite`` and ``postgres`` are
 ``fhir-imaging serve`` of this tree; with ``--baseline REF`` also ``postgres@REF``, the same command on the
 ``fhir_imaging/`` of a git revision (unpacked by ``git archive`` into the work directory, first on ``PYTHONPATH``), so
-that a change to the read path is measured before and after in one run. Variants alternate within each round, and
-rounds repeat, so that the load of a shared machine falls on each alike; the table shows each variant's median and
-the ratio ``postgres / sqlite``, with ``uptime``'s load average before and after.
+that a change to the read path is measured before and after in one run; with ``--also NAME=URL`` this tree on another
+PostgreSQL database too (a copy laid out otherwise, e.g. its bodies rewritten under another storage setting).
+Variants alternate within each round, and rounds repeat, so that the load of a shared machine falls on each alike;
+the table shows each variant's median requests/s and server CPU, and its ratio to the first variant (``sqlite``
+unless ``--no-sqlite``), with ``uptime``'s load average before and after.
 
 The data is kept between runs, keyed by scale and seed only (not by the server's source, unlike ``bench run``, whose
 databases a change to ``fhir_imaging/`` rebuilds): a SQLite file in the cache directory and a PostgreSQL database
 ``pgreads_<scale>_<seed>`` on the server, each loaded by ``fhir-imaging load --database`` (then ``ANALYZE``). A
-baseline must read the same schema; drop the database (and the file) after a migration.
+baseline must read the schema this tree leaves (a newer one is fine for a server; an older one is migrated when this
+tree's server starts on it).
 """
 
 from __future__ import annotations
@@ -101,10 +104,31 @@ def uptime() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's postmaster, when it runs on this machine and its data directory is readable."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        return int((Path(str(row[0])) / "postmaster.pid").read_text().split()[0]) if row else None
+    except (OSError, psycopg.Error, ValueError):
+        return None
+
+
+def database_cpu(postmaster: int | None) -> float:
+    """CPU seconds of the PostgreSQL server's live processes (its backends among them); 0 when unknown."""
+    return targets.cpu_seconds(targets.process_tree(postmaster)) if postmaster else 0.0
+
+
 def measure(
-    name: str, database: str | Path, workers: int, source: Path | None, requests: Path, opts: argparse.Namespace
-) -> tuple[float, float]:
-    """requests/s and server CPU (cores) of one variant on ``read-c16``."""
+    name: str,
+    database: str | Path,
+    workers: int,
+    source: Path | None,
+    requests: Path,
+    opts: argparse.Namespace,
+    postmaster: int | None,
+) -> tuple[float, float, float]:
+    """requests/s, server CPU and database CPU (cores) of one variant on ``read-c16``."""
     target = targets.ours(database, workers, name=name)
     if source is not None:
         target.env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(source), os.environ.get("PYTHONPATH")]))}
@@ -112,12 +136,13 @@ def measure(
     try:
         run_wrk(target.base_url, requests, WORKLOAD.connections, opts.warmup)
         drain(target)
-        cpu = target.cpu()
+        cpu, db_cpu = target.cpu(), database_cpu(postmaster)
         result = run_wrk(target.base_url, requests, WORKLOAD.connections, opts.duration)
         cpu = (target.cpu() - cpu) / result.seconds
+        db_cpu = (database_cpu(postmaster) - db_cpu) / result.seconds if isinstance(database, str) else 0.0
         if result.errors:
             log(f"    {name}: {result.errors} errors {result.error_detail}")
-        return result.rate, cpu
+        return result.rate, cpu, db_cpu
     finally:
         target.stop()
 
@@ -129,43 +154,71 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", default="1,2", help="comma-separated --workers of the servers")
     parser.add_argument("--baseline", help="a git revision whose server also reads from PostgreSQL")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="another PostgreSQL database (the same data laid out otherwise) served by this tree; repeatable",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL variants only (ratios to the first)")
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/fhir-imaging-bench"))
     opts = parser.parse_args()
     opts.cache_dir.mkdir(parents=True, exist_ok=True)
     corpus = corpus_file(opts.cache_dir, opts.scale, opts.seed)
-    sqlite = sqlite_database(opts.cache_dir, corpus, opts.scale, opts.seed)
     postgres = postgres_database(opts.postgres, corpus, opts.scale, opts.seed)
     work = Path(tempfile.mkdtemp(prefix="pgreads-", dir=opts.cache_dir))
     requests = WORKLOAD.write_requests(Corpus(opts.scale, opts.seed), work)
-    variants: list[tuple[str, str | Path, Path | None]] = [("sqlite", sqlite, None), ("postgres", postgres, None)]
+    variants: list[tuple[str, str | Path, Path | None]] = [("postgres", postgres, None)]
+    if not opts.no_sqlite:
+        variants.insert(0, ("sqlite", sqlite_database(opts.cache_dir, corpus, opts.scale, opts.seed), None))
+    for also in opts.also:
+        name, _, url = also.partition("=")
+        variants.append((name, url, None))
     if opts.baseline:
         variants.append((f"postgres@{opts.baseline}", postgres, unpack_revision(opts.baseline, work)))
     workers = [int(w) for w in opts.workers.split(",")]
     rates: dict[tuple[str, int], list[float]] = {}
     cpus: dict[tuple[str, int], list[float]] = {}
+    db_cpus: dict[tuple[str, int], list[float]] = {}
+    postmaster = postmaster_pid(opts.postgres)
     load_before = uptime()
     for round_number in range(1, opts.rounds + 1):
         for count in workers:
             for name, database, source in variants:
-                rate, cpu = measure(name, database, count, source, requests, opts)
+                rate, cpu, db_cpu = measure(name, database, count, source, requests, opts, postmaster)
                 rates.setdefault((name, count), []).append(rate)
                 cpus.setdefault((name, count), []).append(cpu)
-                log(f"round {round_number} workers {count} {name:<24} {rate:8.1f} req/s  server cpu {cpu:.2f}")
+                db_cpus.setdefault((name, count), []).append(db_cpu)
+                log(
+                    f"round {round_number} workers {count} {name:<24} {rate:8.1f} req/s  server cpu {cpu:.2f}  "
+                    f"database cpu {db_cpu:.2f}"
+                )
     print(
         f"read-c16 at {opts.scale:,} studies, {opts.rounds} rounds of {opts.duration:g} s (median; load average "
         f"{load_before} before, {uptime()} after)\n"
     )
-    print("| workers | variant | req/s | server CPU (cores) | / sqlite |")
-    print("|---:|---|---:|---:|---:|")
+    print(
+        f"| workers | variant | req/s | / {variants[0][0]} | server CPU (cores) | database CPU (cores) "
+        "| server CPU ms a read | server + database CPU ms a read |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for count in workers:
-        base = statistics.median(rates[("sqlite", count)])
+        base = statistics.median(rates[(variants[0][0], count)])
         for name, _, _ in variants:
             rate = statistics.median(rates[(name, count)])
-            cpu = statistics.median(cpus[(name, count)])
-            print(f"| {count} | {name} | {rate:,.0f} | {cpu:.2f} | {rate / base:.2f} |")
+            runs = list(zip(cpus[(name, count)], db_cpus[(name, count)], rates[(name, count)], strict=True))
+            cpu = statistics.median(c for c, _, _ in runs)
+            db_cpu = statistics.median(d for _, d, _ in runs)
+            per_read = statistics.median(c / r * 1000 for c, _, r in runs)
+            both = statistics.median((c + d) / r * 1000 for c, d, r in runs)
+            print(
+                f"| {count} | {name} | {rate:,.0f} | {rate / base:.2f} | {cpu:.2f} | {db_cpu:.2f} | {per_read:.2f} "
+                f"| {both:.2f} |"
+            )
 
 
 if __name__ == "__main__":
