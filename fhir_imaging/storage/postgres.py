@@ -11,7 +11,8 @@ Round trips are what a PostgreSQL store spends, so it spends few: a write transa
 ``COPY``, one per index table (``PgTransaction``), a create is one statement with its history row, a removal of a
 resource's index rows one statement; pooled connections run in autocommit and are checked only after a second idle
 (storage/pgpool.py), so a point read is one round trip, its statement prepared on the server from its fifth run
-(psycopg's ``prepare_threshold``).
+(psycopg's ``prepare_threshold``) — a read by id's from its first, its row in binary (``PgReader``). Bodies, compressed
+by the server already, stay in their row up to a page and are not compressed again (schema migration 10).
 
 With read replicas (``--database-replica``), a unit of reads the service marks ``replica=True`` runs on a usable
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
