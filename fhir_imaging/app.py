@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -130,6 +131,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
         app.state.service = FhirService(settings, registry, store, validator)
+        # point reads of a store that does not read on the event loop (PostgreSQL): one thread per pooled connection
+        app.state.read_threads = (
+            None if store.reads_inline else ThreadPoolExecutor(settings.pool_size, thread_name_prefix="point-read")
+        )
         external = app.state.verifier
         try:
             if settings.auth_clients:
@@ -150,6 +155,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.audit = None
             app.state.token_issuer = None
             app.state.verifier = external
+            if app.state.read_threads is not None:
+                app.state.read_threads.shutdown(cancel_futures=True)
+                app.state.read_threads = None
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]
@@ -168,6 +176,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.token_issuer = None  # the built-in token endpoint (--auth-clients), made in the lifespan
     app.state.audit = None  # the AuditLog, opened in the lifespan with --audit-log
     app.state.export_runner = None  # bulk export jobs (export/runner.py), started in the lifespan
+    app.state.read_threads = None  # the executor of point reads off the event loop (api/context.py read_quickly)
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
     app.state.operations = operation_names()
