@@ -26,6 +26,7 @@ from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.resource import format_instant, now
+from fhir_imaging.heap import freeze_loaded, thaw
 from fhir_imaging.logs import configure_logging
 from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
@@ -143,8 +144,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.audit_log:
                 app.state.audit = AuditLog(settings.audit_log)
             app.state.export_runner = export_runner(app.state.service, settings, app.state.verifier is not None)
+            freeze_loaded()  # what start-up loaded stays out of the collector's walks (fhir_imaging/heap.py)
             yield
         finally:
+            thaw()
             if app.state.export_runner is not None:
                 await anyio.to_thread.run_sync(app.state.export_runner.stop)
                 app.state.export_runner = None
