@@ -274,8 +274,10 @@ async def import_dicom(
 ) -> ImportSummary:
     """Read ``paths`` (with ``read_workers`` processes, default ``default_read_workers()``, when there are at
     least ``PARALLEL_FROM`` files) and write their studies to the FHIR server at ``server`` (or in-process on
-    ``settings.database``), one study at a time, each while the next files are read (``stream.py``). An error in
-    the writes stops the reads, and one in the reads the writes; it is raised once both have stopped."""
+    ``settings.database``), one study at a time, each while the reader processes read the next files
+    (``stream.py``); without reader processes, after the reads (one process: writing beside reading would only add
+    the cost of two threads taking turns). An error in the writes stops the reads, and one in the reads the writes;
+    it is raised once both have stopped."""
     options = options or MappingOptions()
     paths = list(paths)
     walked = list(walk_resolved(paths))
@@ -285,6 +287,13 @@ async def import_dicom(
     stream = StudyStream()
     if reporter:
         stream.advance = reporter.task("writing studies", None)
+    if workers <= 1:  # no reader processes: the reads and the writes would share this process's one core (GIL)
+        read = read_paths(paths, options, task, 1, walked)
+        stream.add(read.records)
+        stream.finish()
+        async with fhir_client(server=server, settings=settings) as client:
+            await stream.run(client)
+        return ImportSummary(read, stream.tally, studies=len(stream.records), patients=len(stream.patients))
     loop = asyncio.get_running_loop()
     stop = threading.Event()
 
