@@ -12,8 +12,10 @@ files are imported, one transaction per study.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -38,6 +40,7 @@ from fhir_imaging.dicom.reading import (
     read_files,
     read_task,
 )
+from fhir_imaging.dicom.stream import StudyStream
 from fhir_imaging.dicom.study import group_studies
 from fhir_imaging.dicom.writer import Tally, write_study
 
@@ -153,12 +156,17 @@ def read_paths(
     advance: Callable[[int], None] = lambda n: None,
     workers: int = 1,
     walked: list[tuple[Path, Path]] | None = None,
-    read_here: bool = True,
+    read_here: bool | Callable[[], bool] = True,
+    take: Callable[[list[InstanceRecord]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> ReadResult:
     """Read every file under ``paths``, following DICOMDIRs (each file once); ``advance(n)`` after each file. With
     ``workers`` > 1 the files are parsed by that many processes once the first of them is up, ``READ_CHUNK`` files
-    per task and ``2 × workers`` tasks ahead, and (``read_here``) by this process too until then and while the oldest
-    task is not done; the results are taken in the files' order, so the outcome is the same."""
+    per task and ``2 × workers`` tasks ahead, and (``read_here``, or while ``read_here()`` says so) by this process
+    too until then and while the oldest task is not done; the results are taken in the files' order, so the outcome
+    is the same. ``take(records)`` is given the new records of each chunk as they come (the rest of the import runs
+    beside the reads); once ``stop`` is set, ``Stopped`` is raised at the next chunk."""
+    here = read_here if callable(read_here) else (lambda: read_here)
     result = ReadResult()
     walked = list(walk_resolved(paths)) if walked is None else walked  # ``walk_resolved(paths)``, done already
     queue = deque(path for path, _ in walked)
@@ -170,7 +178,7 @@ def read_paths(
     with _readers(workers) as pool:
         pending: deque[tuple[list[Path], Future[tuple[list[FileRead], int, float]] | list[FileRead]]] = deque()
         in_flight = 0
-        started = pool.submit(os.getpid) if pool is not None and read_here else None  # done: a reader is up
+        started = pool.submit(os.getpid) if pool is not None and here() else None  # done: a reader is up
         while queue or pending:
             while pool is not None and (started is None or started.done()) and queue and in_flight < ahead:
                 chunk = _next_chunk(queue)
@@ -178,7 +186,9 @@ def read_paths(
                 in_flight += 1
             oldest = pending[0][1] if pending else None
             waiting = isinstance(oldest, Future) and not oldest.done()
-            if queue and (oldest is None or (waiting and read_here)):
+            if stop is not None and stop.is_set():
+                raise Stopped
+            if queue and (oldest is None or (waiting and here())):
                 chunk = _next_chunk(queue)
                 pending.append((chunk, read_files(chunk, options)))  # read here rather than wait
                 continue
@@ -189,11 +199,18 @@ def read_paths(
                 in_flight -= 1
                 reads, pid, cpu = task.result()
                 reader_cpu[pid] = max(cpu, reader_cpu.get(pid, 0.0))
+            count = len(result.records)
             for path, read in zip(chunk, reads, strict=True):
                 _take(result, path, read, (seen, instances, listed, queue))
                 advance(1)
+            if take is not None and len(result.records) > count:
+                take(result.records[count:])
     result.reader_cpu_seconds = sum(reader_cpu.values())
     return result
+
+
+class Stopped(Exception):
+    """The reads were stopped (``read_paths``' ``stop``): the import failed elsewhere."""
 
 
 def _next_chunk(queue: deque[Path]) -> list[Path]:
@@ -257,12 +274,55 @@ async def import_dicom(
 ) -> ImportSummary:
     """Read ``paths`` (with ``read_workers`` processes, default ``default_read_workers()``, when there are at
     least ``PARALLEL_FROM`` files) and write their studies to the FHIR server at ``server`` (or in-process on
-    ``settings.database``), one study at a time."""
+    ``settings.database``), one study at a time, each while the reader processes read the next files
+    (``stream.py``); without reader processes, after the reads (one process: writing beside reading would only add
+    the cost of two threads taking turns). An error in the writes stops the reads, and one in the reads the writes;
+    it is raised once both have stopped."""
     options = options or MappingOptions()
     paths = list(paths)
     walked = list(walk_resolved(paths))
     task = reporter.task("reading DICOM files", len(walked)) if reporter else (lambda n: None)
     workers = default_read_workers() if read_workers is None else read_workers
-    read = read_paths(paths, options, task, workers if len(walked) >= PARALLEL_FROM else 1, walked)
-    async with fhir_client(server=server, settings=settings) as client:
-        return await import_records(client, read, reporter)
+    workers = workers if len(walked) >= PARALLEL_FROM else 1
+    stream = StudyStream()
+    if reporter:
+        stream.advance = reporter.task("writing studies", None)
+    if workers <= 1:  # no reader processes: the reads and the writes would share this process's one core (GIL)
+        read = read_paths(paths, options, task, 1, walked)
+        stream.add(read.records)
+        stream.finish()
+        async with fhir_client(server=server, settings=settings) as client:
+            await stream.run(client)
+        return ImportSummary(read, stream.tally, studies=len(stream.records), patients=len(stream.patients))
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def take(records: list[InstanceRecord]) -> None:
+        loop.call_soon_threadsafe(stream.add, records)
+
+    def idle() -> bool:
+        return stream.idle
+
+    reading = asyncio.ensure_future(
+        asyncio.to_thread(read_paths, paths, options, task, workers, walked, idle, take, stop)
+    )
+    try:
+        async with fhir_client(server=server, settings=settings) as client:
+            writing = asyncio.ensure_future(stream.run(client))
+            try:
+                await asyncio.wait((reading, writing), return_when=asyncio.FIRST_COMPLETED)
+                if writing.done():
+                    writing.result()  # the writes failed (they end only after ``finish``)
+                read = reading.result()
+                stream.finish()
+                await writing
+            finally:
+                stop.set()
+                writing.cancel()
+                await asyncio.wait((writing,))
+    finally:
+        stop.set()
+        await asyncio.wait((reading,))  # the reader processes are shut down before this returns or raises
+        if not reading.cancelled():
+            reading.exception()  # taken: ``Stopped`` after a failed write is not news
+    return ImportSummary(read, stream.tally, studies=len(stream.records), patients=len(stream.patients))

@@ -113,8 +113,10 @@ def to_fhir_imaging_study(records: Sequence[InstanceRecord]) -> dict[str, Any]:
     series: dict[str, dict[str, Any]] = {}
     instances: dict[str, dict[str, dict[str, Any]]] = {}
     members: dict[str, list[InstanceRecord]] = {}
+    identifiers: list[list[dict[str, Any]]] = []
     for record in records:
-        study["identifier"] = merge_identifiers(study.get("identifier", []), record.study["identifier"])
+        if not identifiers or record.study["identifier"] != identifiers[-1]:  # mostly the same in every instance
+            identifiers.append(record.study["identifier"])
         for key, value in record.study.items():
             study.setdefault(key, value)
         element = series.setdefault(record.series_uid, {})
@@ -122,6 +124,8 @@ def to_fhir_imaging_study(records: Sequence[InstanceRecord]) -> dict[str, Any]:
             element.setdefault(key, value)
         instances.setdefault(record.series_uid, {}).setdefault(record.sop_uid, record.instance)
         members.setdefault(record.series_uid, []).append(record)
+    if identifiers:
+        study["identifier"] = merge_identifiers(*identifiers)
     study["series"] = [
         {**_series_laterality(element, members[uid]), "instance": list(instances[uid].values())}
         for uid, element in series.items()

@@ -159,22 +159,36 @@ async def find_order(client: httpx.AsyncClient, study: dict[str, Any]) -> str | 
     return f"ServiceRequest/{found[0]['id']}" if len(found) == 1 else None
 
 
-async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None) -> None:
+@dataclass(frozen=True, slots=True)
+class Before:
+    """The server's ImagingStudy (or ``None``) as a write of a study found it: what writing the same study again
+    in the same run, with more instances, merges into (``write_study``'s ``before``); and whether the study as
+    written differs from the copy the write was merged into (``before``'s when given)."""
+
+    study: dict[str, Any] | None
+    changed: bool = True
+
+
+async def _attempt(
+    client: httpx.AsyncClient, group: StudyGroup, tally: Tally, endpoint: Write | None, before: Before | None
+) -> Before:
     identifier = study_identifier(group.uid)
     existing = await find_one(client, "ImagingStudy", identifier)
     patient_identifier = group.patient["identifier"][0]
     found_patient = await find_one(client, "Patient", patient_identifier)
     patient = merge_patient(found_patient, group.patient)
-    study = merge_study(existing, with_order(group.study, await find_order(client, group.study)))
+    base = existing if before is None else before.study
+    study = merge_study(base, with_order(group.study, await find_order(client, group.study)))
     patient_write = Write(patient, patient_identifier, _id(found_patient), _version(found_patient))
     patient_write.write = changed(found_patient, patient)
     plan = StudyWrite(Write(study, identifier, _id(existing), _version(existing)), patient_write, endpoint)
     plan.subject_from_patient = "subject" not in study
     written_study = study_resource(plan)
     plan.study.write = changed(existing, written_study)
+    outcome = Before(existing, plan.study.write if before is None else changed(before.study, written_study))
     if not plan.study.write and not patient_write.write:
         tally.studies_unchanged += 1
-        return
+        return outcome
     bundle = study_transaction(plan)
     response = await _post_transaction(client, bundle)
     result = read_transaction_response(bundle, response)
@@ -199,6 +213,7 @@ async def _attempt(client: httpx.AsyncClient, group: StudyGroup, tally: Tally, e
     if endpoint is not None and endpoint.write and "Endpoint" in result.entries:
         endpoint.id = result.entries["Endpoint"].id or endpoint.id
         endpoint.write = False  # written: later studies only refer to it
+    return outcome
 
 
 def _id(resource: dict[str, Any] | None) -> str | None:
@@ -211,20 +226,22 @@ async def write_study(
     tally: Tally,
     endpoint: Write | None = None,
     raise_unavailable: bool = False,
-) -> None:
-    """Merge ``group`` into the server and write it (see the module doc). Failures are tallied, except a server
-    that lacks search or transactions (``ServerUnsupported``), which stops everything, and, with
-    ``raise_unavailable``, a server that is down or busy (``Unavailable``, a connection that fails included), for
-    the caller to try again later."""
+    before: Before | None = None,
+) -> Before | None:
+    """Merge ``group`` into the server and write it (see the module doc); what the write found (``None`` when it
+    failed). With ``before`` (what an earlier write of the same study in this run found), ``group`` is merged into
+    that rather than into the server's copy, which the earlier write made: the study comes out as one write of the
+    whole group would have made it. Failures are tallied, except a server that lacks search or transactions
+    (``ServerUnsupported``), which stops everything, and, with ``raise_unavailable``, a server that is down or busy
+    (``Unavailable``, a connection that fails included), for the caller to try again later."""
     for attempt in range(ATTEMPTS):
         try:
             try:
-                await _attempt(client, group, tally, endpoint)
+                return await _attempt(client, group, tally, endpoint, before)
             except httpx.TransportError as exc:
                 if not raise_unavailable:
                     raise
                 raise Unavailable(f"cannot reach the FHIR server ({type(exc).__name__}: {exc})") from None
-            return
         except Retry as retry:
             if attempt == ATTEMPTS - 1:
                 tally.failed.append((group.uid, f"still changing under concurrent writes: {retry}"))
@@ -234,4 +251,5 @@ async def write_study(
             if raise_unavailable and isinstance(exc, Unavailable):
                 raise
             tally.failed.append((group.uid, str(exc)))
-            return
+            return None
+    return None
