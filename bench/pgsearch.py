@@ -127,6 +127,7 @@ def run(postgres_url: str, sqlite_url: str, scale: int, runs: int) -> str:
     sqlite = SQLiteStore(sqlite_url, registry)
     results: dict[str, Timings] = {}
     custom: Callable[..., Any] = PostgresStore.run_query
+    PostgresStore(postgres_url, registry).close()  # the schema migrated first (the passes open it without migrating)
     try:
         for variant, present in (("pg-before", False), ("pg", True)):
             statistics_objects(postgres_url, present)
