@@ -15,7 +15,9 @@ refuses (a concurrent writer created one of its ids meanwhile) is sent through t
 API's).
 
 SQLite commits the batches without waiting for the disk (``SQLiteStore.relaxed_sync``: a crash keeps every
-committed batch whole) and syncs once at the end.
+committed batch whole) and syncs once at the end. PostgreSQL is analysed at the end (``PostgresStore.analyze``), so
+that the first searches are planned from statistics of the loaded rows (storage/pgstats.py); SQLite's searches are
+steered by the compiler itself (search/execute.py: the probes of broad filters), not by its statistics.
 """
 
 from __future__ import annotations
@@ -225,6 +227,9 @@ class BulkLoader:
                             pending = []
                 await self._submit(pending)
             await self._drain()
+        analyze = getattr(self.store, "analyze", None)
+        if analyze is not None and self.summary.loaded:  # PostgreSQL: statistics for the planner (storage/pgstats.py)
+            await asyncio.to_thread(analyze)
         return self.summary
 
     async def _submit(self, units: list[Line | Item]) -> None:

@@ -43,6 +43,7 @@ from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
 from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared
+from fhir_imaging.storage import pgstats
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.bulk import NewVersion, copy_statement
@@ -50,6 +51,7 @@ from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.pgpool import IdleCheck
 from fhir_imaging.storage.replicas import Replica, ReplicaSet, primary_lsn
 from fhir_imaging.storage.routing import SESSION
+from fhir_imaging.storage.schema import SCHEMA_VERSION
 from fhir_imaging.storage.sqlstore import SqlReader, SqlStore, SqlTransaction
 
 T = TypeVar("T")
@@ -121,9 +123,32 @@ class PostgresStore(SqlStore):
             return primary_lsn(conn)
 
     def _migrate(self, tx: SqlTransaction) -> None:
+        """The migrations, then the planner's extended statistics (storage/pgstats.py) where missing. A database
+        that had rows is analysed when a migration ran (it may have filled tables) or statistics were created."""
         tx.conn.execute("SET LOCAL statement_timeout = 0")  # building an index on a large table takes its time
         tx.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
         super()._migrate(tx)
+        created = pgstats.ensure(tx.conn)
+        if self.schema_found and (created or self.schema_found < SCHEMA_VERSION):
+            tx.conn.execute("ANALYZE")
+
+    def analyze(self) -> None:
+        """``ANALYZE`` the whole database (after a bulk load: the planner's statistics, extended ones included,
+        count only once gathered; autovacuum would gather them later, after the first searches had been planned
+        blind), without the statement timeout."""
+
+        def run(tx: SqlTransaction) -> None:
+            tx.conn.execute("SET LOCAL statement_timeout = 0")
+            tx.conn.execute("ANALYZE")
+
+        self.transact(run)
+
+    def run_query(self, conn: Any, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """A search statement, planned for its values every time: never prepared on the server (psycopg prepares a
+        statement from its fifth run on a connection), whose generic plan, made for any value, would serve
+        ``status=available`` (most studies) with the plan of a rare code (list every match, then sort them)."""
+        rows: list[tuple[Any, ...]] = conn.execute(sql, params, prepare=False).fetchall()
+        return rows
 
     def ping(self, timeout: float) -> None:
         """``SELECT 1`` on a pooled connection, waiting at most ``timeout`` seconds for one (the pool checks it
