@@ -3,17 +3,25 @@
 Usage::
 
     python -m bench.search [--scale 10000] [--seed 1] [--database sqlite:////tmp/bench-search.db] [--runs 200]
+        [--only instance,series] [--baseline main]
 
 Loads ``--scale`` ImagingStudy resources (with ``scale // 5`` patients, and the encounters, service requests and
 practitioners bench/generate.py makes: 1–10 series of 1–300 instances per study) directly through the store —
 skipped when the database already holds them — then times each query's first page of 20 (``--runs`` times, over
-varying patients) and following ``next`` across 1,000 results. Not a test: see bench/README.md.
+varying patients; ``instance=`` / ``series=``: over UIDs drawn from random studies) and following ``next`` across
+1,000 results. ``--only`` times the named queries alone. ``--baseline REV``: the same queries, each tree in its own
+process on its own database (``fhir_imaging/`` of ``REV`` from ``git archive``, as bench/writes.py does), one after
+the other, and their ratio. Not a test: see bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +32,7 @@ from urllib.parse import urlsplit
 from starlette.testclient import TestClient
 
 from bench.generate import generate_corpus
+from bench.writes import REPO, _baseline_tree
 from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
@@ -75,13 +84,63 @@ def _time(client: TestClient, url: str) -> tuple[float, dict[str, object]]:
     return elapsed, response.json()
 
 
+def _uids(store: SQLiteStore, count: int, seed: int) -> tuple[list[str], list[str]]:
+    """``count`` series UIDs and ``count`` instance UIDs, each from a random study."""
+    import orjson
+
+    from fhir_imaging.storage.bodies import unpack
+
+    rng = random.Random(seed)
+    rids = [row[0] for row in store.query("SELECT rid FROM resource WHERE type = 'ImagingStudy'", [])]
+    series, instances = [], []
+    for rid in rng.sample(rids, min(count, len(rids))):
+        study = orjson.loads(unpack(store.query("SELECT body FROM resource WHERE rid = ?", [rid])[0][0]))
+        picked = rng.choice(study["series"])
+        series.append(picked["uid"])
+        instances.append(rng.choice(picked["instance"])["uid"])
+    return series, instances
+
+
+def compare(argv: list[str], baseline: str) -> int:
+    """Run ``argv`` (without ``--baseline``) with the baseline tree, then with this one; print both and the ratio."""
+    work = Path(tempfile.mkdtemp(prefix="fhir-imaging-search-"))
+    results = {}
+    for name, tree in (("baseline", _baseline_tree(baseline, work / "baseline")), ("this", REPO)):
+        out = work / f"{name}.json"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(REPO)])}
+        database = f"sqlite:///{work / name}.db"
+        command = [sys.executable, "-m", "bench.search", *argv, "--database", database, "--json", str(out)]
+        subprocess.run(command, check=True, env=env, cwd=REPO)
+        results[name] = {row[0]: row[1:] for row in json.loads(out.read_text())}
+    print(f"\nbaseline `{baseline}` against this tree (first page of 20, ms)\n")
+    print("| query | p50 baseline | p50 this | ratio | p95 baseline | p95 this | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, (p50, p95) in results["this"].items():
+        old50, old95 = results["baseline"].get(name, (0.0, 0.0))
+        ratios = [f"{new / old:.2f}" if old else "–" for new, old in ((p50, old50), (p95, old95))]
+        print(f"| {name} | {old50:.2f} | {p50:.2f} | {ratios[0]} | {old95:.2f} | {p95:.2f} | {ratios[1]} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="p50/p95 of the seed search queries")
     parser.add_argument("--scale", type=int, default=10_000, help="ImagingStudy resources (patients: scale // 5)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--database", default=None, help="sqlite:///path.db (default: a file in the temp folder)")
     parser.add_argument("--runs", type=int, default=200, help="timed requests per query")
+    parser.add_argument("--only", default=None, help="comma-separated names of the queries to time (no paging)")
+    parser.add_argument("--baseline", default=None, help="a git revision to compare with, in the same run")
+    parser.add_argument("--json", default=None, help=argparse.SUPPRESS)  # where --baseline's children write rows
     args = parser.parse_args(argv)
+    if args.baseline:
+        given = sys.argv[1:] if argv is None else argv
+        kept, skip = [], False
+        for item in given:
+            if skip or item.startswith("--baseline") or item.startswith("--database"):
+                skip = item in ("--baseline", "--database")
+                continue
+            kept.append(item)
+        return compare(kept, args.baseline)
     url = args.database or f"sqlite:///{Path(tempfile.gettempdir()) / f'bench-search-{args.scale}-{args.seed}.db'}"
     print(f"corpus: {args.scale} studies, {args.scale // 5} patients, seed {args.seed}, {url}", file=sys.stderr)
     seconds = load(url, args.scale, args.seed)
@@ -109,8 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             "_lastUpdated=ge (newest 3–8 %)": lambda i: f"/ImagingStudy?_lastUpdated=ge{recent[i % 3]}",
             "-started sort": lambda i: "/ImagingStudy?status=available&_sort=-started",
         }
+        series, instances = _uids(store, args.runs, args.seed)
+        queries["series"] = lambda i: f"/ImagingStudy?series={series[i % len(series)]}"
+        queries["instance"] = lambda i: f"/ImagingStudy?instance={instances[i % len(instances)]}"
+        only = args.only.split(",") if args.only else None
         rows = []
         for name, make in queries.items():
+            if only is not None and name not in only:
+                continue
             for i in range(5):  # warm up
                 _time(client, make(i))
             samples = [_time(client, make(i))[0] for i in range(args.runs)]
@@ -119,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             ("paging (next × 50)", "/ImagingStudy?status=available&_count=20"),
             ("paging -started", "/ImagingStudy?status=available&_count=20&_sort=-started"),
         )
+        if only is not None:
+            paging = ()
         for label, first in paging:
             samples, seen, url_next = [], 0, first
             while url_next and seen < 1000:
@@ -131,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                     parts = urlsplit(links["next"])
                     url_next = parts.path.removeprefix("/baseR4") + "?" + parts.query
             rows.append((f"{label} ({seen} results, {sum(samples):.0f} ms in all)", *_percentiles(samples)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows))
     print("\n| query (first page of 20) | p50 ms | p95 ms |\n| --- | ---: | ---: |")
     for name, p50, p95 in rows:
         flag = "" if p95 < TARGET_P95_MS else " (over target)"
