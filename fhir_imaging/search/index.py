@@ -174,6 +174,11 @@ class Indexer:
             )
         return found
 
+    def has_ids(self, resource_type: str) -> bool:
+        """Whether a type has parameters whose rows go to ``ID_TABLE`` (only then has an update or delete hashes to
+        remove: ``drop_id_hashes``)."""
+        return any(ids for _, _, ids, _ in self.extractors(resource_type))
+
     def composites(self, resource_type: str) -> tuple[SearchParam, ...]:
         """The searchable composite parameters of a type (their rows: search/composite.py)."""
         found = self._composites.get(resource_type)

@@ -275,7 +275,8 @@ class PgTransaction(SqlTransaction):
         """Every index table's rows of ``rid`` in one statement (one round trip, not one a table), after its UID hashes
         (read from its lists, then deleted)."""
         self.flush()
-        drop_id_hashes(self.conn, (rid,), "%s")
+        if self.indexer.has_ids(resource_type):
+            drop_id_hashes(self.conn, (rid,), "%s")
         self.conn.execute(UNINDEX if self.indexer.composites(resource_type) else UNINDEX_PLAIN, {"rid": rid})
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -238,7 +238,8 @@ class SqlTransaction(SqlReader):
     def _unindex(self, rid: int, resource_type: str) -> None:
         """A deleted resource has no index rows (in the composite tables only if its type has composites)."""
         composites = bool(self.indexer.composites(resource_type))
-        drop_id_hashes(self.conn, (rid,), self.dialect.placeholder)
+        if self.indexer.has_ids(resource_type):
+            drop_id_hashes(self.conn, (rid,), self.dialect.placeholder)
         for statement in delete_statements(self.dialect.placeholder, composites):
             self.conn.execute(statement, (rid,))
 
