@@ -11,7 +11,8 @@ its own process on its own SQLite database:
 2. then, durable (``synchronous=full``, the served default), new studies: transactions of 100 through the
    in-process FHIR API (``POST /`` transaction Bundles: validation and Bundle processing included), single creates
    (``POST /ImagingStudy``) one at a time and 16 at a time, and the bare store's single creates; WAL bytes a study
-   (automatic checkpoints off while measuring);
+   (automatic checkpoints off while measuring) and CPU milliseconds a study (``time.process_time`` of the process:
+   every thread, the in-process HTTP client's work included; the figure a loaded machine changes least);
 3. reads by id of preloaded studies through the bare store (``SQLiteStore.read``, bodies decoded).
 
 Prints a Markdown table: each figure for the baseline, this tree and their ratio. The machine may be shared: trust
@@ -62,13 +63,14 @@ def _checkpoint(path: str) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def _timed_wal(path: str, count: int, work: Callable[[], None]) -> tuple[float, float]:
-    """(items a second, WAL bytes an item) of ``work``, which writes ``count`` items; checkpoints off meanwhile."""
+def _timed_wal(path: str, count: int, work: Callable[[], None]) -> tuple[float, float, float]:
+    """(items a second, WAL bytes an item, CPU ms an item) of ``work``, which writes ``count`` items; checkpoints
+    off meanwhile."""
     _checkpoint(path)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     work()
-    seconds = time.perf_counter() - started
-    return count / seconds, _wal_bytes(path) / count
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return count / seconds, _wal_bytes(path) / count, 1000 * cpu / count
 
 
 async def _api(database: str, path: str, studies: list[dict[str, Any]]) -> dict[str, float]:
@@ -96,9 +98,10 @@ async def _api(database: str, path: str, studies: list[dict[str, Any]]) -> dict[
 
         async def measured(name: str, count: int, run: Any) -> None:
             _checkpoint(path)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await run
             out[f"{name} /s"] = count / (time.perf_counter() - started)
+            out[f"{name}: CPU ms a study"] = 1000 * (time.process_time() - cpu) / count
             out[f"{name}: WAL bytes a study"] = _wal_bytes(path) / count
 
         tx = studies[: BATCHES * 100]
@@ -139,10 +142,11 @@ def measure(database_path: str, corpus: Path, studies_count: int, fresh: Path) -
     store = SQLiteStore(f"sqlite:///{database_path}", registry, synchronous="full")
     store._writer.execute("PRAGMA wal_autocheckpoint = 0")
     bare = new[BATCHES * 100 + 2 * SINGLE :][:SINGLE]
-    rate, wal = _timed_wal(
+    rate, wal, cpu = _timed_wal(
         database_path, len(bare), lambda: [store.create("ImagingStudy", f"bare-{i}", s) for i, s in enumerate(bare)]
     )
     out["store single creates, 1 at a time /s"] = rate
+    out["store single creates: CPU ms a study"] = cpu
     out["store single creates: WAL bytes a study"] = wal
     ids = [r["id"] for r in resources if r["resourceType"] == "ImagingStudy"]
     picks = [random.Random(5).choice(ids) for _ in range(READS)]
@@ -226,7 +230,8 @@ def run(studies: int, baseline: str) -> str:
     for name, value in ours.items():
         before = old.get(name)
         ratio = f"{value / before:.2f}" if before else "–"
-        lines.append(f"| {name} | {before or 0:,.0f} | {value:,.0f} | {ratio} |")
+        digits = 2 if "CPU ms" in name else 0
+        lines.append(f"| {name} | {before or 0:,.{digits}f} | {value:,.{digits}f} | {ratio} |")
     return "\n".join(lines)
 
 

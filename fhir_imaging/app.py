@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from fhir_imaging.config import Settings, load_settings
 from fhir_imaging.fhir.outcome import FhirError
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.fhir.resource import format_instant, now
+from fhir_imaging.heap import freeze_loaded, thaw
 from fhir_imaging.logs import configure_logging
 from fhir_imaging.service import FhirService
 from fhir_imaging.storage import open_store
@@ -130,6 +132,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
         app.state.service = FhirService(settings, registry, store, validator)
+        # point reads of a store that does not read on the event loop (PostgreSQL): one thread per pooled connection
+        app.state.read_threads = (
+            None if store.reads_inline else ThreadPoolExecutor(settings.pool_size, thread_name_prefix="point-read")
+        )
         external = app.state.verifier
         try:
             if settings.auth_clients:
@@ -138,8 +144,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if settings.audit_log:
                 app.state.audit = AuditLog(settings.audit_log)
             app.state.export_runner = export_runner(app.state.service, settings, app.state.verifier is not None)
+            freeze_loaded()  # what start-up loaded stays out of the collector's walks (fhir_imaging/heap.py)
             yield
         finally:
+            thaw()
             if app.state.export_runner is not None:
                 await anyio.to_thread.run_sync(app.state.export_runner.stop)
                 app.state.export_runner = None
@@ -150,6 +158,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.audit = None
             app.state.token_issuer = None
             app.state.verifier = external
+            if app.state.read_threads is not None:
+                app.state.read_threads.shutdown(cancel_futures=True)
+                app.state.read_threads = None
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]
@@ -168,6 +179,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.token_issuer = None  # the built-in token endpoint (--auth-clients), made in the lifespan
     app.state.audit = None  # the AuditLog, opened in the lifespan with --audit-log
     app.state.export_runner = None  # bulk export jobs (export/runner.py), started in the lifespan
+    app.state.read_threads = None  # the executor of point reads off the event loop (api/context.py read_quickly)
     app.state.type_interactions = interaction_codes("type")
     app.state.system_interactions = interaction_codes("system")
     app.state.operations = operation_names()

@@ -47,6 +47,7 @@ from fhir_imaging.fhir.resource import (
     stamped,
 )
 from fhir_imaging.fhir.transaction import is_placeholder, scan_references
+from fhir_imaging.heap import freeze_loaded
 from fhir_imaging.loader import (
     NDJSON_SUFFIXES,
     Failure,
@@ -147,6 +148,7 @@ _PREPARER: Preparer | None = None
 def _start_worker(placeholder: str) -> None:
     global _PREPARER
     _PREPARER = Preparer(load_registry(), Validator.load(), placeholder)
+    freeze_loaded()  # the definitions stay out of the collector's walks (fhir_imaging/heap.py)
 
 
 def _prepare_in_worker(units: list[Line | Item]) -> list[Outcome]:

@@ -28,7 +28,7 @@ INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 ID_TABLE = "spidx_token_id"
 """Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
 no text, one code each, and about 60 characters. Two small tables without a rowid hold them (storage/schema.py,
-migrations 9 and 10):
+migrations 9 and 11):
 
 - ``spidx_token_id`` (rid, type, param, lo, hi, codes): one row per resource and parameter, its least and greatest
   value (``:missing``, ``_sort``) and the sorted list of its values, compressed (search/idlist.py);
@@ -38,7 +38,7 @@ A hash names candidates only: a search finds the resources whose rows carry the 
 whose list holds the value under the parameter (search/ids.py ``resolve_ids``), so a collision never returns a
 wrong resource. A resource's deletes and updates compute the hashes to remove from its lists (``id_hashes``)."""
 ID_HASH_TABLE = "spidx_token_id_hash"
-ID_RID_TABLE = "spidx_token_id_rid"  # migration 9's list of a resource's hashes, dropped by migration 10
+ID_RID_TABLE = "spidx_token_id_rid"  # migration 9's list of a resource's hashes, dropped by migration 11
 ID_KINDS = frozenset({"id", "oid"})
 
 

@@ -11,7 +11,8 @@ Round trips are what a PostgreSQL store spends, so it spends few: a write transa
 ``COPY``, one per index table (``PgTransaction``), a create is one statement with its history row, a removal of a
 resource's index rows one statement; pooled connections run in autocommit and are checked only after a second idle
 (storage/pgpool.py), so a point read is one round trip, its statement prepared on the server from its fifth run
-(psycopg's ``prepare_threshold``).
+(psycopg's ``prepare_threshold``) — a read by id's from its first, its row in binary (``PgReader``). Bodies, compressed
+by the server already, stay in their row up to a page and are not compressed again (schema migration 10).
 
 With read replicas (``--database-replica``), a unit of reads the service marks ``replica=True`` runs on a usable
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
@@ -43,7 +44,7 @@ from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
 from fhir_imaging.search.index import ID_HASH_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared, drop_id_hashes
 from fhir_imaging.storage.base import Version, WriteResult
-from fhir_imaging.storage.bodies import pack
+from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.bulk import NewVersion, copy_statement
 from fhir_imaging.storage.dialect import POSTGRES
 from fhir_imaging.storage.pgpool import IdleCheck
@@ -86,6 +87,9 @@ class PostgresStore(SqlStore):
         # Every statement is bounded in time (a search's, and any other); migrations lift it (_migrate).
         options = f"-c statement_timeout={timeout_ms}"
         self._set_timeout = f"SET LOCAL statement_timeout = {timeout_ms}" if transaction_pooler else None
+        # a point read's statement is prepared on the server at once (not from its fifth run), except behind a
+        # pooler, where nothing may be prepared (None: the connection's prepare_threshold decides, and it is off)
+        self.prepare_reads: bool | None = None if transaction_pooler else True
         kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
         if transaction_pooler:
             kwargs["prepare_threshold"] = None
@@ -153,7 +157,12 @@ class PostgresStore(SqlStore):
                     return self._on_replica(chosen, work)
                 except _ReplicaFailed:
                     pass  # the primary answers instead
-        return super().reading(work)
+        with self._reader() as conn:
+            return work(PgReader(self, conn))
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        with self._reader() as conn:
+            return PgReader(self, conn).read(resource_type, resource_id)
 
     def await_replica(self, fence: int, timeout: float) -> bool:
         if self.replicas is None:
@@ -170,7 +179,7 @@ class PostgresStore(SqlStore):
         assert self.replicas is not None
         try:
             with _too_costly(), replica.pool.connection() as conn:
-                result = work(SqlReader(self, conn))
+                result = work(PgReader(self, conn))
         except (psycopg.OperationalError, PoolTimeout) as exc:
             if isinstance(exc, psycopg.errors.SerializationFailure):  # cancelled by a recovery conflict
                 log.info("read on replica %s cancelled by recovery; the primary answers", replica.name)
@@ -216,6 +225,29 @@ def _unindex_statement(tables: Sequence[str]) -> str:
 
 UNINDEX = _unindex_statement(INDEX_TABLES)
 UNINDEX_PLAIN = _unindex_statement(PLAIN_TABLES)  # a resource of a type without composite parameters
+
+
+READ_BY_ID = "SELECT version, last_updated, deleted, body FROM resource WHERE type = %s AND id = %s"
+"""The current version by id (``sqlstore.READ_CURRENT`` without the columns the caller knows or that are fixed)."""
+
+
+class PgReader(SqlReader):
+    """The reads of one unit of work on PostgreSQL: a point read is the hot path, so its statement is prepared on the
+    server from its first run and its row comes in binary (the body as raw bytes, not the hex text ``bytea`` is
+    sent as otherwise, which the server would encode and the client decode)."""
+
+    def __init__(self, store: PostgresStore, conn: Any) -> None:
+        super().__init__(store, conn)
+        self._prepare = store.prepare_reads
+
+    def read(self, resource_type: str, resource_id: str) -> Version | None:
+        row = self.conn.execute(READ_BY_ID, (resource_type, resource_id), prepare=self._prepare, binary=True).fetchone()
+        if row is None:
+            return None
+        version, last_updated, deleted, body = row
+        if deleted == 1:
+            return Version(resource_type, resource_id, version, last_updated, "DELETE", None)
+        return Version(resource_type, resource_id, version, last_updated, "", unpack(body))
 
 
 class PgTransaction(SqlTransaction):

@@ -162,11 +162,28 @@ def id_hash_migration(conn: Any) -> Iterator[str]:
     yield f"DROP TABLE {old}"
 
 
-LIST_RIDS_A_STEP = 500  # rids read at a time by migration 10 (a few hundred bodies)
+def body_storage_migration(conn: Any) -> tuple[str, ...]:
+    """Migration 10, PostgreSQL only: bodies stay in their row up to a page, and are never compressed again. Bodies
+    are LZ4-compressed already (storage/bodies.py); by default PostgreSQL would try to compress one again (pglz,
+    in vain) and move it out of line to the TOAST table once its row passes 2 kB — a third of the studies of the
+    benchmark's corpus, each of whose reads by id then takes a TOAST index lookup and a chunk per 2 kB more. With
+    ``toast_tuple_target`` at its largest (8160 bytes) a row that fits a page keeps its body; ``STORAGE EXTERNAL``
+    stores a larger body out of line as it is. Rows written before keep their layout until they are written again
+    (``VACUUM FULL`` does not bring TOASTed values back). SQLite has no such thing: nothing to do."""
+    if conn is None or isinstance(conn, sqlite3.Connection):
+        return ()
+    return (
+        "ALTER TABLE resource SET (toast_tuple_target = 8160)",
+        "ALTER TABLE resource ALTER COLUMN body SET STORAGE EXTERNAL",
+        "ALTER TABLE resource_history ALTER COLUMN body SET STORAGE EXTERNAL",
+    )
+
+
+LIST_RIDS_A_STEP = 500  # rids read at a time by migration 11 (a few hundred bodies)
 
 
 def id_list_migration(conn: Any) -> tuple[str, ...]:
-    """Migration 10: each resource's id/oid values of a parameter, sorted and compressed (search/idlist.py), in its
+    """Migration 11: each resource's id/oid values of a parameter, sorted and compressed (search/idlist.py), in its
     row of ``ID_TABLE`` (column ``codes``); searches confirm a hash's candidates against them instead of parsing
     bodies, and deletes compute the hashes to remove from them, so migration 9's list of a resource's hashes
     (``ID_RID_TABLE``) goes. The lists are computed from the stored bodies, ``LIST_RIDS_A_STEP`` rids at a time,
@@ -311,7 +328,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     composite_migration,
     # 9: ImagingStudy's series and instance UIDs as 64-bit hashes, checked against the stored body when searched.
     id_hash_migration,
-    # 10: each resource's UIDs of a parameter, sorted and compressed in its row: a hash's candidates are checked
+    # 10: PostgreSQL keeps a body in its row up to a page, and never compresses it again.
+    body_storage_migration,
+    # 11: each resource's UIDs of a parameter, sorted and compressed in its row: a hash's candidates are checked
     # against them, not against their bodies; the list of a resource's hashes goes.
     id_list_migration,
 )

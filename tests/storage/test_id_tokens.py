@@ -1,6 +1,6 @@
 """Token values of FHIR type id/oid (ImagingStudy's series and instance UIDs) live in their own compact tables, as
 64-bit hashes with each resource's sorted list of them (search/index.py ``ID_TABLE``, schema migrations 7, 9 and
-10): which parameters, their rows on write, update and delete, their searches (exact even when every value shares
+11): which parameters, their rows on write, update and delete, their searches (exact even when every value shares
 one hash, at every depth), and the migrations of a database whose rows are still in ``spidx_token``, in the text
 table of migration 7 or in the hash tables of migration 9 (both backends)."""
 
@@ -17,7 +17,7 @@ from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.composite import COMPOSITE_TABLES
 from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, extract_values, id_hash, param_table
 from fhir_imaging.storage import open_store
-from fhir_imaging.storage.schema import SCHEMA_VERSION
+from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, id_list_migration
 from tests.conftest import BASE
 
 SERIES_UID = "2.25.1234.1"
@@ -209,7 +209,7 @@ def test_a_database_with_the_uid_hashes_of_migration_9_migrates(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The layout of migration 9: one (lo, hi) row a resource and parameter, the hashes keyed (h, rid) and again
-    (rid, h). Migration 10 fills each row's list from the bodies (two rids a step here), drops the (rid, h) table,
+    (rid, h). Migration 11 fills each row's list from the bodies (two rids a step here), drops the (rid, h) table,
     and also drops a row of a parameter the registry does not index as ids and a hash no list gives."""
     import fhir_imaging.storage.schema
 
@@ -246,7 +246,7 @@ def test_a_database_with_the_uid_hashes_of_migration_9_migrates(
             tx.execute(f"INSERT INTO {ID_HASH_TABLE} (h, rid) VALUES (?, ?)", (h, rid))
             tx.execute(f"INSERT INTO {ID_RID_TABLE} (rid, h) VALUES (?, ?)", (rid, h))
 
-    _rewind(settings, 10, back, composites=False)
+    _rewind(settings, MIGRATIONS.index(id_list_migration) + 1, back, composites=False)
     _migrated(settings, rows)
     store = open_store(settings, load_registry())
     try:

@@ -8,16 +8,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
+from starlette.testclient import TestClient
 
+from fhir_imaging.app import create_app
 from fhir_imaging.config import Settings
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
 from fhir_imaging.storage.pgpool import IdleCheck
-from tests.conftest import POSTGRES_URL, SEED_STUDY, fresh_postgres_database
+from fhir_imaging.storage.postgres import READ_BY_ID
+from tests.conftest import BASE, POSTGRES_URL, SEED_STUDY, fresh_postgres_database
 from tests.replicas import needs_postgres
 
 pytestmark = needs_postgres
@@ -75,3 +79,64 @@ def test_a_connection_killed_while_idle_is_replaced_before_use(store: Store, mon
     time.sleep(0.1)
     version = store.read("ImagingStudy", "s1")  # no 503: the pool's check found the dead connection
     assert version is not None and version.version == 1
+
+
+PREPARED = "SELECT count(*) FROM pg_prepared_statements WHERE statement = %s"
+READ_AS_SENT = READ_BY_ID.replace("%s", "$1", 1).replace("%s", "$2", 1)  # the placeholders psycopg sends
+
+
+def test_a_point_read_is_prepared_on_its_first_run(store: Store) -> None:
+    store.create("ImagingStudy", "s1", SEED_STUDY)
+
+    def unit(reader: Any) -> Any:
+        version = reader.read("ImagingStudy", "s1")
+        return version, reader.conn.execute(PREPARED, (READ_AS_SENT,)).fetchone()[0]
+
+    version, prepared = store.reading(unit)
+    assert version is not None and version.version == 1 and version.method == ""
+    assert prepared == 1  # psycopg alone would prepare it from its fifth run on the connection
+    assert version.body is not None and orjson.loads(version.body)["id"] == "s1"  # the body came in binary
+
+
+def test_behind_a_transaction_pooler_no_point_read_is_prepared() -> None:
+    with fresh_postgres_database() as url:
+        pooled = open_store(Settings(database=url, pool_size=1, transaction_pooler=True), load_registry())
+        try:
+            pooled.create("ImagingStudy", "s1", SEED_STUDY)
+
+            def unit(reader: Any) -> Any:
+                for _ in range(6):
+                    assert reader.read("ImagingStudy", "s1") is not None
+                return reader.conn.execute(PREPARED, (READ_AS_SENT,)).fetchone()[0]
+
+            assert pooled.reading(unit) == 0
+        finally:
+            pooled.close()
+
+
+def test_a_point_read_of_a_deleted_resource_is_its_deletion(store: Store) -> None:
+    store.create("ImagingStudy", "s1", SEED_STUDY)
+    store.delete("ImagingStudy", "s1")
+    for version in (store.read("ImagingStudy", "s1"), store.reading(lambda reader: reader.read("ImagingStudy", "s1"))):
+        assert version is not None and version.deleted
+        assert (version.version, version.method, version.body) == (2, "DELETE", None)
+    assert store.read("ImagingStudy", "never") is None
+
+
+def test_reads_by_id_over_http_survive_connections_killed_while_idle() -> None:
+    with fresh_postgres_database() as url:
+        app = create_app(Settings(database=url, pool_size=2))
+        with TestClient(app, base_url=BASE) as client:
+            assert app.state.read_threads is not None  # point reads go to the app's own threads
+            created = client.post("/ImagingStudy", json=SEED_STUDY).json()
+            app.state.service.store._pool._check.idle_s = 0.0  # every connection is checked
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            time.sleep(0.1)
+            for _ in range(3):
+                response = client.get(f"/ImagingStudy/{created['id']}")
+                assert response.status_code == 200 and response.json() == created
+        assert app.state.read_threads is None  # shut down with the app

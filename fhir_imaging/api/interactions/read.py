@@ -25,7 +25,7 @@ async def read(request: Request) -> Response:
     resource_type, resource_id = resource_type_of(request), resource_id_of(request)
     svc = service(request)
     where = bases(request)
-    version = await read_quickly(svc, svc.read, caller(request), resource_type, resource_id, where)
+    version = await read_quickly(request, svc.read, caller(request), resource_type, resource_id, where)
     headers = version_headers(where.url, version)
     if version.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted (version {version.version})", headers=headers)
@@ -42,7 +42,7 @@ async def vread(request: Request) -> Response:
     number = version_id_of(request)
     svc = service(request)
     where = bases(request)
-    version = await read_quickly(svc, svc.vread, caller(request), resource_type, resource_id, number, where)
+    version = await read_quickly(request, svc.vread, caller(request), resource_type, resource_id, number, where)
     headers = version_headers(where.url, version)
     if version.deleted:
         raise Gone(f"Version {number} of {resource_type}/{resource_id} is its deletion", headers=headers)
