@@ -1,11 +1,11 @@
 """Resolving id/oid search values (ImagingStudy ``series=``, ``instance=``) before a search is planned.
 
-Their index keeps a 64-bit hash of each value, not its text (search/index.py ``ID_TABLE``). A hash names
-candidates; each candidate's stored body is read and the parameter's expression run on it, and only the resources
-that hold the value itself are kept (``IdMatch``, which the planner compiles to the hash and those rids). So two
-values that share a hash never return each other's resources, and a search's answer is the same as if the text were
-indexed. The cost is one body parsed a matching resource (a UID names one study, or the few that repeat it); a
-candidate whose body does not hold the value's JSON string at all (a collision) is dropped without parsing it.
+Their search index keeps a 64-bit hash of each value, not its text (search/index.py ``ID_TABLE``). A hash names
+candidates; each candidate's list of its values under the parameter (stored sorted and compressed in its row of
+``ID_TABLE``, search/idlist.py) is read, and only the resources that hold the value itself are kept (``IdMatch``,
+which the planner compiles to the hash and those rids). So two values that share a hash never return each other's
+resources, and a search's answer is the same as if the text were indexed. The cost is one short list decompressed
+a candidate (a UID names one study, or the few that repeat it), not its body.
 Spec: https://hl7.org/fhir/R4/search.html#token
 """
 
@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from fhir_imaging.search import sql
-from fhir_imaging.search.index import ID_HASH_TABLE, ID_TABLE, compile_extractor, id_hash
+from fhir_imaging.search.idlist import holds, unpack_codes
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_TABLE, id_hash
 from fhir_imaging.search.query import AnyOf, Chain, Clause, Filter, Has
 from fhir_imaging.search.types.token import IdMatch, TokenValue
-from fhir_imaging.storage.bodies import unpack
 
 
 def resolve_ids(run: Any, filters: tuple[Filter, ...]) -> tuple[Filter, ...]:
@@ -45,43 +43,31 @@ def _resolvable(value: Any) -> bool:
     return isinstance(value, TokenValue) and value.code is not None and value.system in (None, "")
 
 
-def _plain(code: str) -> bool:
-    """Whether JSON writers spell ``code`` one way (printable ASCII, none of the characters some writers escape):
-    then a body that does not contain it as a JSON string cannot hold it."""
-    return code.isascii() and code.isprintable() and not any(char in code for char in "\"\\/<>&'")
-
-
 def resolve_clause(run: Any, clause: Clause) -> Clause:
     hashes = {value.code: id_hash(clause.key, value.code) for value in clause.values if _resolvable(value)}
     if not hashes:
         return clause
-    x, r = "x", "r"
+    x, t = "x", "t"
     candidates = sql.Select(
-        ((sql.Column(r, "rid"), None), (sql.Column(r, "type"), None), (sql.Column(r, "body"), None)),
-        ((ID_HASH_TABLE, x), ("resource", r)),
+        ((sql.Column(t, "rid"), None), (sql.Column(t, "type"), None), (sql.Column(t, "codes"), None)),
+        ((ID_HASH_TABLE, x), (ID_TABLE, t)),
         sql.and_(
             sql.InValues(sql.Column(x, "h"), tuple(sorted(set(hashes.values())))),
-            sql.eq(sql.Column(r, "rid"), sql.Column(x, "rid")),
-            sql.eq(sql.Column(r, "deleted"), 0),
+            sql.eq(sql.Column(t, "rid"), sql.Column(x, "rid")),
+            sql.eq(sql.Column(t, "param"), clause.key),
         ),
     )
-    expressions = dict(clause.expressions)
+    types = {resource_type for resource_type, _ in clause.expressions}
     holders: dict[str, dict[int, None]] = {code: {} for code in hashes}
     checked: set[int] = set()
-    for rid, resource_type, body in run(candidates):
-        expression = expressions.get(resource_type)
-        if rid in checked or expression is None:
+    for rid, resource_type, packed in run(candidates):
+        if rid in checked or resource_type not in types or packed is None:
             continue
         checked.add(rid)
-        document = unpack(body)
-        present = [code for code in holders if not _plain(code) or orjson.dumps(code) in document]
-        if not present:
-            continue
-        extract = compile_extractor(expression, resource_type, "token")
-        held = {columns[1] for _, _, columns in extract(orjson.loads(document))}
-        for code in present:
-            if code in held:
-                holders[code][rid] = None
+        codes = unpack_codes(packed)
+        for code, found in holders.items():
+            if holds(codes, code):
+                found[rid] = None
     values = tuple(
         IdMatch(value.code, hashes[value.code], tuple(sorted(holders[value.code]))) if _resolvable(value) else value
         for value in clause.values

@@ -8,7 +8,7 @@ Spec: https://hl7.org/fhir/R4/searchparameter.html (expression), https://hl7.org
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from hashlib import blake2b
@@ -20,25 +20,25 @@ from fhir_imaging.fhir.registry import Registry, SearchParam
 from fhir_imaging.fhir.resource import stamped
 from fhir_imaging.search.composite import COMPOSITE_TABLES, ELEMENT_COLUMNS, composite_table, index_rows
 from fhir_imaging.search.fhirpath import compile_plan
+from fhir_imaging.search.idlist import pack_codes, unpack_codes
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, Row, column_names
 
 INDEX_PREFIX = column_names(KEY_COLUMNS)  # every index row starts with these
 ID_TABLE = "spidx_token_id"
 """Token values of FHIR type ``id`` or ``oid`` (ImagingStudy's series and instance UIDs: a hundred a study): no system,
-no text, one code each, and about 60 characters. They are kept as 64-bit hashes (``id_hash``; storage/schema.py,
-migration 9) in three small tables without a rowid:
+no text, one code each, and about 60 characters. Two small tables without a rowid hold them (storage/schema.py,
+migrations 9 and 11):
 
-- ``spidx_token_id`` (rid, type, param, lo, hi): one row per resource and parameter, its least and greatest code
-  (``:missing``, ``_sort``);
-- ``ID_HASH_TABLE`` (h, rid): the search index, a value's resources;
-- ``ID_RID_TABLE`` (rid, h): a resource's hashes, which its deletes and updates remove from the index.
+- ``spidx_token_id`` (rid, type, param, lo, hi, codes): one row per resource and parameter, its least and greatest
+  value (``:missing``, ``_sort``) and the sorted list of its values, compressed (search/idlist.py);
+- ``ID_HASH_TABLE`` (h, rid): the search index, each value as a 64-bit hash (``id_hash``), with its resources.
 
 A hash names candidates only: a search finds the resources whose rows carry the value's hash, then keeps those
-whose stored body holds the value under the parameter (search/execute.py ``resolve_ids``), so a collision never
-returns a wrong resource."""
+whose list holds the value under the parameter (search/ids.py ``resolve_ids``), so a collision never returns a
+wrong resource. A resource's deletes and updates compute the hashes to remove from its lists (``id_hashes``)."""
 ID_HASH_TABLE = "spidx_token_id_hash"
-ID_RID_TABLE = "spidx_token_id_rid"
+ID_RID_TABLE = "spidx_token_id_rid"  # migration 9's list of a resource's hashes, dropped by migration 11
 ID_KINDS = frozenset({"id", "oid"})
 
 
@@ -50,6 +50,11 @@ def id_hash(param: str, code: str) -> int:
     hash of the whole value alone spread a study's hundred UIDs over a hundred pages: twice the WAL a create)."""
     low = blake2b(f"{param}\x00{code}".encode(), digest_size=4).digest()
     return int.from_bytes(_head_hash(param, code.rpartition(".")[0]) + low, "big", signed=True)
+
+
+def id_hashes(lists: Iterable[tuple[str, bytes | memoryview]]) -> list[int]:
+    """The distinct hashes of the values in (parameter, stored list) pairs: a resource's rows in ``ID_HASH_TABLE``."""
+    return list(dict.fromkeys(id_hash(param, code) for param, packed in lists for code in unpack_codes(packed)))
 
 
 @lru_cache(maxsize=4096)
@@ -115,11 +120,10 @@ def extract_values(resource: dict[str, Any], param: SearchParam) -> list[Row]:
 @cache
 def insert_sql(table: str, placeholder: str = "?") -> str:
     if table == ID_TABLE:
-        values = ", ".join(placeholder for _ in range(5))
-        return f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) VALUES ({values})"
-    if table in (ID_HASH_TABLE, ID_RID_TABLE):  # a 64-bit collision inside one resource: one row is enough
-        pair = "h, rid" if table == ID_HASH_TABLE else "rid, h"
-        return f"INSERT INTO {table} ({pair}) VALUES ({placeholder}, {placeholder}) ON CONFLICT DO NOTHING"
+        values = ", ".join(placeholder for _ in range(6))
+        return f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi, codes) VALUES ({values})"
+    if table == ID_HASH_TABLE:  # a 64-bit collision inside one resource: one row is enough
+        return f"INSERT INTO {table} (h, rid) VALUES ({placeholder}, {placeholder}) ON CONFLICT DO NOTHING"
     if table in COMPOSITE_TABLES.values():
         kind = next(kind for name, kind in TYPES.items() if COMPOSITE_TABLES[name] == table)
         names = (*INDEX_PREFIX, *column_names(ELEMENT_COLUMNS), *column_names(kind.value_columns))
@@ -169,6 +173,11 @@ class Indexer:
                 if param.type != "composite"
             )
         return found
+
+    def has_ids(self, resource_type: str) -> bool:
+        """Whether a type has parameters whose rows go to ``ID_TABLE`` (only then has an update or delete hashes to
+        remove: ``drop_id_hashes``)."""
+        return any(ids for _, _, ids, _ in self.extractors(resource_type))
 
     def composites(self, resource_type: str) -> tuple[SearchParam, ...]:
         """The searchable composite parameters of a type (their rows: search/composite.py)."""
@@ -221,7 +230,7 @@ class Indexer:
             head = (rid, resource_type, code)
             if ids:  # every row is ('', value, None): the value alone
                 codes = [columns[1] for _, _, columns in rows]
-                by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes)))
+                by_table.setdefault(ID_TABLE, []).append((*head, min(codes), max(codes), pack_codes(codes)))
                 hashes = []
                 for value in codes:  # a collision inside the resource (any parameter): its row once
                     h = id_hash(code, value)
@@ -229,7 +238,6 @@ class Indexer:
                         seen.add(h)
                         hashes.append(h)
                 by_table.setdefault(ID_HASH_TABLE, []).extend([(h, rid) for h in hashes])
-                by_table.setdefault(ID_RID_TABLE, []).extend([(rid, h) for h in hashes])
                 continue
             for kind, sub, columns in rows:
                 table = tables[kind]
@@ -252,15 +260,27 @@ def with_rid(table: str, rows: list[tuple[Any, ...]], rid: int) -> list[tuple[An
 
 
 def delete_statements(placeholder: str = "?", composites: bool = True) -> list[str]:
-    """One DELETE per index table, removing a resource's rows (bind its rid); its hashes leave the search index
-    (keyed by hash) through its own list of them, before that list goes; ``composites``: the composite tables too
-    (a resource of a type without composite parameters has no rows there: a statement a table saved per write)."""
-    by_hash = (
-        f"DELETE FROM {ID_HASH_TABLE} WHERE (h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = {placeholder})"
-    )
+    """One DELETE per index table but ``ID_HASH_TABLE`` (``drop_id_hashes`` first), removing a resource's rows
+    (bind its rid); ``composites``: the composite tables too (a resource of a type without composite parameters has
+    no rows there: a statement a table saved per write)."""
     tables = INDEX_TABLES if composites else PLAIN_TABLES
-    return [by_hash, *(f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables[1:])]
+    return [f"DELETE FROM {table} WHERE rid = {placeholder}" for table in tables if table != ID_HASH_TABLE]
 
 
-INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE, *COMPOSITE_TABLES.values())
-PLAIN_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, ID_RID_TABLE)  # all but the composite ones
+HASHES_A_DELETE = 500  # hashes bound in one DELETE (far below every backend's limit on parameters)
+
+
+def drop_id_hashes(conn: Any, rids: Sequence[int], placeholder: str = "?") -> None:
+    """Remove the rows of ``rids`` from ``ID_HASH_TABLE`` (keyed by hash), their hashes computed from their lists in
+    ``ID_TABLE``: before those rows go. ``conn`` is a DB-API connection of either backend."""
+    select = f"SELECT param, codes FROM {ID_TABLE} WHERE rid = {placeholder}"
+    for rid in rids:
+        hashes = id_hashes((param, codes) for param, codes in conn.execute(select, (rid,)).fetchall() if codes)
+        for start in range(0, len(hashes), HASHES_A_DELETE):
+            chunk = hashes[start : start + HASHES_A_DELETE]
+            marks = ", ".join(placeholder for _ in chunk)
+            conn.execute(f"DELETE FROM {ID_HASH_TABLE} WHERE rid = {placeholder} AND h IN ({marks})", (rid, *chunk))
+
+
+INDEX_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE, *COMPOSITE_TABLES.values())
+PLAIN_TABLES: tuple[str, ...] = (ID_HASH_TABLE, *TABLES.values(), ID_TABLE)  # all but the composite ones

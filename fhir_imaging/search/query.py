@@ -41,7 +41,7 @@ class Clause:
     key: str  # the param column value there ("identifier", "identifier:of-type", "patient:identifier")
     missing: bool | None = None  # :missing=true|false
     single: bool = False  # a date parameter with at most one value per resource, a point in time (fhir/cardinality.py)
-    # id/oid parameters (index.py ID_TABLE): (resource type, expression) per type, which check a hash's candidates
+    # id/oid parameters (index.py ID_TABLE): (resource type, expression) per type (a hash's candidates of these types)
     expressions: tuple[tuple[str, str], ...] = ()
 
 

@@ -7,7 +7,8 @@ uses, its rows go there), all in worker processes. Here, on one open transaction
 
 - the current rows of the ids are read (and locked: ``Dialect.lock_current_row``) in a few statements; a resource
   that exists gets version n + 1, its body stamped again with that number (its previous body moves to its history
-  row, its index rows are replaced), a new one version 1 and a ``rid`` reserved in one statement;
+  row, its index rows are replaced: the UID hashes found from its stored lists), a new one version 1 and a
+  ``rid`` reserved in one statement;
 - then one ``executemany`` per table for every version at once: ``resource`` rows, ``resource_history`` rows (the
   transaction's ``tx``, raised to the previous version's), and the index rows of each index table (PostgreSQL:
   ``COPY``, ``copy_rows``).
@@ -23,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from fhir_imaging.search.index import delete_statements, with_rid
+from fhir_imaging.search.index import delete_statements, drop_id_hashes, with_rid
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
 
@@ -84,6 +85,7 @@ def write_versions(conn: Any, dialect: Dialect, versions: Sequence[NewVersion]) 
     if supersede:
         cursor.executemany(sql(SUPERSEDE), supersede)
         cursor.executemany(sql(UPDATE), updates)
+        drop_id_hashes(conn, [row[3] for row in updates], dialect.placeholder)
         for statement in delete_statements(dialect.placeholder):
             cursor.executemany(statement, [(row[3],) for row in updates])
     if inserts:

@@ -42,7 +42,7 @@ from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.logs import redact_url
-from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared
+from fhir_imaging.search.index import ID_HASH_TABLE, INDEX_TABLES, PLAIN_TABLES, Prepared, drop_id_hashes
 from fhir_imaging.storage import pgstats
 from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
@@ -238,15 +238,12 @@ CREATE_FIRST = (
 version), or no row when the id exists."""
 
 
-# the UID hashes are keyed (h, rid): a resource's go through its list of them (every CTE sees the same snapshot)
-BY_HASH = f"(h, rid) IN (SELECT h, rid FROM {ID_RID_TABLE} WHERE rid = %(rid)s)"
-
-
 def _unindex_statement(tables: Sequence[str]) -> str:
-    """``search.index.delete_statements`` as one statement."""
+    """``search.index.delete_statements`` as one statement (the UID hashes, keyed by hash, go before it:
+    ``drop_id_hashes``)."""
     deletes = (
-        f"d{n} AS (DELETE FROM {table} WHERE {BY_HASH if table == ID_HASH_TABLE else 'rid = %(rid)s'})"
-        for n, table in enumerate(tables)
+        f"d{n} AS (DELETE FROM {table} WHERE rid = %(rid)s)"
+        for n, table in enumerate(table for table in tables if table != ID_HASH_TABLE)
     )
     return f"WITH {', '.join(deletes)} SELECT 1"
 
@@ -332,8 +329,11 @@ class PgTransaction(SqlTransaction):
                     copy.write_row(row)
 
     def _unindex(self, rid: int, resource_type: str) -> None:
-        """Every index table's rows of ``rid`` in one statement (one round trip, not one a table)."""
+        """Every index table's rows of ``rid`` in one statement (one round trip, not one a table), after its UID hashes
+        (read from its lists, then deleted)."""
         self.flush()
+        if self.indexer.has_ids(resource_type):
+            drop_id_hashes(self.conn, (rid,), "%s")
         self.conn.execute(UNINDEX if self.indexer.composites(resource_type) else UNINDEX_PLAIN, {"rid": rid})
 
     def query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -17,7 +17,17 @@ import orjson
 from fhir_imaging.fhir.registry import load_registry
 from fhir_imaging.search.composite import index_rows
 from fhir_imaging.search.composite import table_ddl as composite_table_ddl
-from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, Indexer, id_hash, insert_sql, param_table
+from fhir_imaging.search.idlist import pack_codes
+from fhir_imaging.search.index import (
+    ID_HASH_TABLE,
+    ID_RID_TABLE,
+    ID_TABLE,
+    Indexer,
+    extract_values,
+    id_hash,
+    insert_sql,
+    param_table,
+)
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import KEY_COLUMNS, SearchType
 from fhir_imaging.storage.bodies import unpack
@@ -169,6 +179,62 @@ def body_storage_migration(conn: Any) -> tuple[str, ...]:
     )
 
 
+LIST_RIDS_A_STEP = 500  # rids read at a time by migration 11 (a few hundred bodies)
+
+
+def id_list_migration(conn: Any) -> tuple[str, ...]:
+    """Migration 11: each resource's id/oid values of a parameter, sorted and compressed (search/idlist.py), in its
+    row of ``ID_TABLE`` (column ``codes``); searches confirm a hash's candidates against them instead of parsing
+    bodies, and deletes compute the hashes to remove from them, so migration 9's list of a resource's hashes
+    (``ID_RID_TABLE``) goes. The lists are computed from the stored bodies, ``LIST_RIDS_A_STEP`` rids at a time,
+    with the shipped registry's expressions; a row of a parameter it does not index as ids (a server run on other
+    definitions: ``reindex`` rebuilds those) is dropped with its hashes, and so is any hash its lists do not give."""
+    column = f"ALTER TABLE {ID_TABLE} ADD COLUMN codes BLOB"
+    if conn is None:
+        return column, f"DROP TABLE {ID_RID_TABLE}"
+    dialect = SQLITE if isinstance(conn, sqlite3.Connection) else POSTGRES
+    conn.execute(dialect.ddl(column))
+    _fill_id_lists(conn, dialect)
+    return (f"DROP TABLE {ID_RID_TABLE}",)
+
+
+def _fill_id_lists(conn: Any, dialect: Dialect) -> None:
+    registry = load_registry()
+    rows = dialect.sql(
+        f"SELECT t.rid, t.type, t.param, r.body FROM {ID_TABLE} t JOIN resource r ON r.rid = t.rid "
+        "WHERE t.rid > ? AND t.rid <= ? ORDER BY t.rid"
+    )
+    stored = dialect.sql(f"SELECT rid, h FROM {ID_RID_TABLE} WHERE rid > ? AND rid <= ?")
+    update = dialect.sql(f"UPDATE {ID_TABLE} SET codes = ? WHERE rid = ? AND param = ?")
+    drop_row = dialect.sql(f"DELETE FROM {ID_TABLE} WHERE rid = ? AND param = ?")
+    drop_hash = dialect.sql(f"DELETE FROM {ID_HASH_TABLE} WHERE h = ? AND rid = ?")
+    largest = (
+        f"SELECT coalesce(max(m), 0) FROM (SELECT max(rid) AS m FROM {ID_TABLE} "
+        f"UNION ALL SELECT max(rid) FROM {ID_RID_TABLE}) u"
+    )
+    for low in range(0, int(conn.execute(largest).fetchone()[0]), LIST_RIDS_A_STEP):
+        bounds = (low, low + LIST_RIDS_A_STEP)
+        lists: list[tuple[bytes, int, str]] = []
+        dropped: list[tuple[int, str]] = []
+        kept: set[tuple[int, int]] = set()
+        documents: dict[int, dict[str, Any]] = {}
+        for rid, resource_type, code, body in conn.execute(rows, bounds).fetchall():
+            param = registry.params_for(resource_type).get(code)
+            if param is None or param.expression is None or param_table(param) != ID_TABLE:
+                dropped.append((rid, code))
+                continue
+            if rid not in documents:
+                documents[rid] = orjson.loads(unpack(body))
+            values = [columns[1] for _, _, columns in extract_values(documents[rid], param)]
+            lists.append((pack_codes(values), rid, code))
+            kept.update((rid, id_hash(code, value)) for value in values)
+        stale = [(h, rid) for rid, h in conn.execute(stored, bounds).fetchall() if (rid, h) not in kept]
+        cursor = conn.cursor()
+        for statement, params in ((update, lists), (drop_row, dropped), (drop_hash, stale)):
+            if params:
+                cursor.executemany(statement, params)
+
+
 Migration = tuple[str, ...] | Callable[[Any], Iterable[str]]
 
 
@@ -264,6 +330,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     id_hash_migration,
     # 10: PostgreSQL keeps a body in its row up to a page, and never compresses it again.
     body_storage_migration,
+    # 11: each resource's UIDs of a parameter, sorted and compressed in its row: a hash's candidates are checked
+    # against them, not against their bodies; the list of a resource's hashes goes.
+    id_list_migration,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

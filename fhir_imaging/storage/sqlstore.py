@@ -21,7 +21,7 @@ import orjson
 from fhir_imaging.fhir.outcome import PreconditionFailed
 from fhir_imaging.fhir.registry import Registry
 from fhir_imaging.fhir.resource import format_instant, now, stamped
-from fhir_imaging.search.index import INDEX_TABLES, Indexer, Prepared, delete_statements
+from fhir_imaging.search.index import INDEX_TABLES, Indexer, Prepared, delete_statements, drop_id_hashes
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.bulk import NewVersion, write_versions
@@ -238,6 +238,8 @@ class SqlTransaction(SqlReader):
     def _unindex(self, rid: int, resource_type: str) -> None:
         """A deleted resource has no index rows (in the composite tables only if its type has composites)."""
         composites = bool(self.indexer.composites(resource_type))
+        if self.indexer.has_ids(resource_type):
+            drop_id_hashes(self.conn, (rid,), self.dialect.placeholder)
         for statement in delete_statements(self.dialect.placeholder, composites):
             self.conn.execute(statement, (rid,))
 

@@ -91,7 +91,7 @@ def test_the_composite_migration_fills_the_rows_of_the_resources_already_stored(
                 tx.conn.execute(f"DROP TABLE {table}")
             # the UID tables of migration 9 back as migration 7 made them (no ImagingStudy here: empty)
             for table in (ID_TABLE, ID_HASH_TABLE, ID_RID_TABLE):
-                tx.conn.execute(f"DROP TABLE {table}")
+                tx.conn.execute(f"DROP TABLE IF EXISTS {table}")
             tx.conn.execute(
                 f"CREATE TABLE {ID_TABLE} (rid INTEGER NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, "
                 "code TEXT NOT NULL, PRIMARY KEY (rid, param, code))"

@@ -16,7 +16,8 @@ from typing import Any
 from fhirpathpy.models import models
 
 from fhir_imaging.fhir.registry import SearchParam, load_registry
-from fhir_imaging.search.index import ID_HASH_TABLE, ID_RID_TABLE, ID_TABLE, id_hash, param_table
+from fhir_imaging.search.idlist import pack_codes
+from fhir_imaging.search.index import ID_HASH_TABLE, ID_TABLE, id_hash, param_table
 from fhir_imaging.search.types import TYPES
 from fhir_imaging.search.types.base import InvalidValue, normalize
 from fhir_imaging.search.types.date import parse_interval
@@ -515,7 +516,7 @@ def index_statements(rid: int, resource: dict[str, Any], placeholder: str = "?")
     for param in registry.searchable_params(resource_type):
         if param.type not in TYPES:
             continue
-        ids = param_table(param) == ID_TABLE  # id/oid values: their hashes, and the least and greatest per param
+        ids = param_table(param) == ID_TABLE  # id/oid values: their hashes; least, greatest and all per param
         codes = []
         for kind, sub, columns in extract_values(resource, param):
             key = param.code if not sub else f"{param.code}:{sub}"
@@ -524,20 +525,19 @@ def index_statements(rid: int, resource: dict[str, Any], placeholder: str = "?")
                 continue
             by_table.setdefault(TYPES[kind].table, []).append((rid, resource_type, key, *columns))
         if codes:
-            by_table.setdefault(ID_TABLE, []).append((rid, resource_type, param.code, min(codes), max(codes)))
+            row = (rid, resource_type, param.code, min(codes), max(codes), pack_codes(codes))
+            by_table.setdefault(ID_TABLE, []).append(row)
             hashes = list(dict.fromkeys(id_hash(param.code, code) for code in codes))
             by_table.setdefault(ID_HASH_TABLE, []).extend((h, rid) for h in hashes)
-            by_table.setdefault(ID_RID_TABLE, []).extend((rid, h) for h in hashes)
     out = []
     for table, rows in by_table.items():
         if table == ID_TABLE:
-            values = ", ".join(placeholder for _ in range(5))
-            out.append((f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi) VALUES ({values})", rows))
+            values = ", ".join(placeholder for _ in range(6))
+            out.append((f"INSERT INTO {ID_TABLE} (rid, type, param, lo, hi, codes) VALUES ({values})", rows))
             continue
-        if table in (ID_HASH_TABLE, ID_RID_TABLE):
-            names = "h, rid" if table == ID_HASH_TABLE else "rid, h"
+        if table == ID_HASH_TABLE:
             pair = f"{placeholder}, {placeholder}"
-            out.append((f"INSERT INTO {table} ({names}) VALUES ({pair}) ON CONFLICT DO NOTHING", rows))
+            out.append((f"INSERT INTO {table} (h, rid) VALUES ({pair}) ON CONFLICT DO NOTHING", rows))
             continue
         kind = next(kind for kind in TYPES.values() if kind.table == table)
         names = ("rid", "type", "param", *(column.name for column in kind.value_columns))
