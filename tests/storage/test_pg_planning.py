@@ -108,12 +108,11 @@ def test_search_statements_are_not_prepared_on_the_server(study: dict[str, Any])
     assert not [statement for statement in statements if "spidx_token" in statement]
 
 
-def test_every_index_table_has_its_statistics_once(database: str) -> None:
+def test_every_index_table_has_its_statistics_once() -> None:
     """Opening a store again creates none twice (``CREATE STATISTICS IF NOT EXISTS``, under the migration lock)."""
-    if not database.startswith("postgresql"):
-        pytest.skip("PostgreSQL's statistics")
-    for _ in range(2):
-        store = PostgresStore(database, load_registry())
-        names = [row[0] for row in store.query("SELECT stxname FROM pg_statistic_ext ORDER BY stxname", [])]
-        store.close()
+    with fresh_postgres_database() as url:
+        for _ in range(2):
+            store = PostgresStore(url, load_registry())
+            names = [row[0] for row in store.query("SELECT stxname FROM pg_statistic_ext ORDER BY stxname", [])]
+            store.close()
     assert names == sorted(pgstats.STATISTICS)
