@@ -76,6 +76,14 @@ def _rid(conn: Any, store: Store, resource_type: str, resource_id: str) -> int:
     return int(conn.execute(sql, (resource_type, resource_id)).fetchone()[0])
 
 
+def _assert_rows_of_current_version(conn: Any, store: Store, patient_id: str, version: int) -> None:
+    """The Patient's index rows are exactly those its current body (at ``version``) gives."""
+    rid = _rid(conn, store, "Patient", patient_id)
+    current = store.read("Patient", patient_id)
+    assert current is not None and current.body is not None and current.version == version
+    assert _rows(conn, rid) == _expected(rid, orjson.loads(current.body))
+
+
 def test_rows_are_the_indexers_and_visible_later_in_the_same_transaction(store: Store) -> None:
     def work(tx: Any) -> tuple[int, int, dict[str, list[tuple[Any, ...]]]]:
         written = tx.create("Observation", "o1", _observation())
@@ -109,10 +117,7 @@ def test_a_resource_replaced_or_deleted_in_its_transaction_keeps_only_its_last_r
 
     store.transact(work)
     with store._reader() as conn:  # type: ignore[attr-defined]
-        rid = _rid(conn, store, "Patient", "p1")
-        current = store.read("Patient", "p1")
-        assert current is not None and current.body is not None and current.version == 3
-        assert _rows(conn, rid) == _expected(rid, orjson.loads(current.body))
+        _assert_rows_of_current_version(conn, store, "p1", version=3)
         assert _rows(conn, _rid(conn, store, "Patient", "p2")) == {}
 
 
@@ -134,10 +139,7 @@ def test_a_large_transaction_sends_its_rows_in_several_copies(store: Store, monk
     assert store.reindex() == 20
     with store._reader() as conn:  # type: ignore[attr-defined]
         for n in range(20):
-            rid = _rid(conn, store, "Patient", f"p{n}")
-            current = store.read("Patient", f"p{n}")
-            assert current is not None and current.body is not None
-            assert _rows(conn, rid) == _expected(rid, orjson.loads(current.body))
+            _assert_rows_of_current_version(conn, store, f"p{n}", version=1)
 
 
 def test_copy_statement_is_derived_from_the_insert() -> None:
@@ -168,7 +170,4 @@ def test_rows_gathered_before_a_bulk_write_of_the_same_resource_are_replaced(sto
 
     store.transact(work)
     with store._reader() as conn:  # type: ignore[attr-defined]
-        rid = _rid(conn, store, "Patient", "p1")
-        current = store.read("Patient", "p1")
-        assert current is not None and current.body is not None and current.version == 2
-        assert _rows(conn, rid) == _expected(rid, orjson.loads(current.body))
+        _assert_rows_of_current_version(conn, store, "p1", version=2)
