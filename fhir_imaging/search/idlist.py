@@ -33,13 +33,17 @@ def pack_codes(codes: Iterable[str]) -> bytes:
 
 
 def _shared(first: str, second: str) -> int:
-    """The length of the prefix two strings share."""
-    shared = 0
-    for left, right in zip(first, second, strict=False):
-        if left != right:
-            break
-        shared += 1
-    return shared
+    """The length of the prefix two strings share: a binary search on the length, each step one comparison of two
+    slices (a UID's sixty characters in six steps, where a loop over them in Python took a third of the list's
+    packing)."""
+    low, high = 0, min(len(first), len(second))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if first[:middle] == second[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def unpack_codes(packed: bytes | memoryview) -> list[str]:

@@ -268,6 +268,37 @@ def test_the_lists_round_trip() -> None:
     assert unpack_codes(pack_codes([])) == []
 
 
+def test_the_front_coding_shares_the_longest_common_prefix() -> None:
+    import zlib
+    from itertools import takewhile
+
+    import orjson
+
+    from fhir_imaging.search.idlist import _shared, pack_codes
+
+    def common(first: str, second: str) -> int:
+        return sum(1 for _ in takewhile(lambda pair: pair[0] == pair[1], zip(first, second, strict=False)))
+
+    words = [
+        "",
+        "1",
+        "1.2",
+        "1.2.3",
+        "1.2.4",
+        "1.3",
+        "2",
+        "é",
+        "éa",
+        "1.2.3.4.5.6.7.8.9.10.11",
+        "1.2.3.4.5.6.7.8.9.10.12",
+    ]
+    for first in words:
+        for second in words:
+            assert _shared(first, second) == common(first, second), (first, second)
+    flat = orjson.loads(zlib.decompress(pack_codes(["2.25.1.10", "2.25.1.2", "2.25.1"])))
+    assert flat == [0, "2.25.1", 6, ".10", 7, "2"]
+
+
 def test_values_that_share_a_hash_never_match_each_other(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every id/oid value given one hash: the index names every study as a candidate for every value, and the
     stored lists decide, at every depth (``_has``, chains, ``:not``, ``:missing``, ``_sort``, the filters of a
