@@ -13,7 +13,8 @@ processes (and of the PostgreSQL server, from its postmaster's accounting of the
 server runs on this machine and its data directory can be read). The machine may be shared: wall figures swing
 with the other work on it, CPU seconds much less; compare the two paths within one run. The last column: the
 resources a second of each tenth of the load, from the rows counted every second (whether the rate holds as the
-database grows; a bulk load into an empty database builds its indexes after its last rows: not in these).
+database grows); the next, the seconds from the last row loaded to the end (a bulk load into an empty database
+builds its indexes then).
 """
 
 from __future__ import annotations
@@ -144,8 +145,9 @@ def run(studies: int, postgres: str | None, workers: int | None, paths: list[str
         f"{studies:,} studies (with their patients, practitioners, encounters and service requests) into an empty "
         f"database; the bulk path with {workers or 'the default'} worker processes",
         "",
-        "| backend | path | wall s | studies/s | CPU s (load) | CPU s (PostgreSQL) | resources/s by tenth |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| backend | path | wall s | studies/s | CPU s (load) | CPU s (PostgreSQL) | resources/s by tenth | s after "
+        "the last row |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
     ]
     with tempfile.TemporaryDirectory(prefix="fhir-imaging-load-") as directory:
         work = Path(directory)
