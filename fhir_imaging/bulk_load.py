@@ -14,6 +14,12 @@ refuses (a concurrent writer created one of its ids meanwhile) is sent through t
 ``--enforce-references`` or ``--audit-log`` the whole load goes through the API (that check and that trail are the
 API's).
 
+Into an empty database, the index tables' value-keyed indexes are built after the load rather than inserted into
+row by row at random places (``SqlStore.defer_indexes``, storage/bulk.py): at the end, or as soon as something needs
+them (a resource for the API path, whose searches use them; an id written again, whose rows are found through them:
+``NotFresh``), from when on the load goes on as into any database. A killed load leaves its committed batches whole
+and the statements that build them in the database: the next open that migrates runs them.
+
 SQLite commits the batches without waiting for the disk (``SQLiteStore.relaxed_sync``: a crash keeps every
 committed batch whole) and syncs once at the end. PostgreSQL is analysed at the end (``PostgresStore.analyze``), so
 that the first searches are planned from statistics of the loaded rows (storage/pgstats.py); SQLite's searches are

@@ -14,6 +14,11 @@ uses, its rows go there), all in worker processes. Here, on one open transaction
   ``COPY``, ``copy_rows``).
 
 A batch must not hold one id twice (the caller splits it there). The history order (``seq``) is the batch's order.
+
+Into an empty database the caller first drops the indexes keyed by value (``defer_indexes``) and builds them at the
+end (``build_deferred``): a load's rows then go to the end of each table and of its indexes keyed by rid, and each
+other index is built by one sort, where inserting random keys into B-trees larger than the page cache made the
+rate fall as the database grew.
 """
 
 from __future__ import annotations
