@@ -168,9 +168,12 @@ def run(studies: int, postgres: str | None, workers: int | None, paths: list[str
                 samples: list[tuple[float, int]] = []
                 wall, cpu, server_cpu = _timed(command, server, url, samples)
                 pg = f"{server_cpu:.1f}" if server_cpu is not None else "–"
-                tenths = " / ".join(f"{rate:,.0f}" for rate in _tenths(samples, _loaded(url)))
+                total = _loaded(url)
+                tenths = " / ".join(f"{rate:,.0f}" for rate in _tenths(samples, total))
+                last = next((t for t, n in samples if n >= total), wall)
                 lines.append(
-                    f"| {backend} | {path} | {wall:.1f} | {studies / wall:,.0f} | {cpu:.1f} | {pg} | {tenths} |"
+                    f"| {backend} | {path} | {wall:.1f} | {studies / wall:,.0f} | {cpu:.1f} | {pg} | {tenths} | "
+                    f"{wall - last:.1f} |"
                 )
                 print(lines[-1], file=sys.stderr)
                 if server:
