@@ -45,9 +45,11 @@ from fhir_imaging.fhir.transaction import (
 from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.conditional import as_version
 from fhir_imaging.service.core import Bases, FhirService, PatchDocument, check_id_element
+from fhir_imaging.service.entry_pool import Done, Work
 from fhir_imaging.service.patch import parse_patch_document
 from fhir_imaging.service.search import SearchSpec
 from fhir_imaging.storage.base import Reader, Transaction, Version
+from fhir_imaging.validation import has_errors, status_for
 
 BUNDLE_TYPES = ("transaction", "batch")
 WRITES = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # the SMART permission each write needs
@@ -78,6 +80,48 @@ class BundleRunner:
         self.bases = bases
         self.strict = strict
         self.reads_left = service.settings.max_bundle_read_resources  # resources the GET entries may still return
+        self.ahead: dict[int, Done] = {}  # by entry index: what the bundle workers made of its resource
+        self.ids: dict[int, str] = {}  # by entry index: a POST's new id, drawn before the transaction
+
+    # -- before the database, in the bundle workers (service/entry_pool.py): validation and index rows ---------
+
+    def work_ahead(self, entries: list[Entry], transaction: bool) -> None:
+        """With bundle workers and enough resources to write: validate them and compute the index rows of those
+        whose id is known now, in the workers. A transaction's placeholders and full URLs are rewritten there with
+        the ids known now, as ``resolve_references`` will (a batch entry's are not: each runs alone)."""
+        pool = self.service.entry_pool
+        writes = [e for e in entries if e.resource is not None and e.method in ("POST", "PUT")]
+        if pool is None or not pool.pays_for(len(writes)):
+            return
+        mapping: dict[str, str] = {}
+        items = []
+        for entry in writes:
+            assert entry.resource is not None
+            resource_id = None
+            if entry.method == "POST":
+                entry.resource.pop("id", None)  # as ``prepare`` does
+                if not entry.if_none_exist:
+                    resource_id = self.ids[entry.index] = new_id()
+            elif not entry.conditional:
+                resource_id = entry.resource_id
+            if transaction and entry.full_url and resource_id:
+                mapping[entry.full_url] = f"{entry.resource_type}/{resource_id}"
+            items.append(Work(orjson.dumps(entry.resource), resource_id))
+        done = pool.run(items, mapping)
+        if done is not None:
+            self.ahead = {entry.index: result for entry, result in zip(writes, done, strict=True)}
+
+    def _validate(self, entry: Entry) -> None:
+        assert entry.resource is not None
+        done = self.ahead.get(entry.index)
+        if done is None:
+            self.service.validate(entry.resource)
+        elif has_errors(done.issues):
+            raise FhirError(issues=done.issues, status=status_for(done.issues))
+
+    def _prepared(self, entry: Entry) -> Any:
+        done = self.ahead.get(entry.index)
+        return done.prepared if done is not None else None
 
     # -- before the database: what can be checked on the Bundle alone ---------------------------------------------
 
@@ -90,7 +134,7 @@ class BundleRunner:
         if entry.method == "PUT" and entry.resource is not None:
             check_id_element(entry.resource, entry.resource_id)
         if entry.resource is not None and entry.method in ("POST", "PUT"):
-            self.service.validate(entry.resource)
+            self._validate(entry)
 
     def authorize(self, entry: Entry) -> None:
         """The entry's interaction must be allowed to the caller (a transaction needs the scopes of every entry);
@@ -116,7 +160,8 @@ class BundleRunner:
                 criteria, at = entry.if_none_exist, f"{where}.ifNoneExist"
                 match = finder.find_one(tx, entry.resource_type, criteria, bases, at, caller=caller)
                 entry.existing = as_version(match) if match is not None else None
-            entry.resource_id = entry.existing.id if entry.existing is not None else new_id()
+            drawn = self.ids.get(entry.index) or new_id()  # drawn before the transaction with bundle workers
+            entry.resource_id = entry.existing.id if entry.existing is not None else drawn
         elif entry.conditional and entry.method == "PUT":
             body_id = entry.resource.get("id") if entry.resource else None
             entry.resource_id, _ = finder.update_target(
@@ -174,13 +219,24 @@ class BundleRunner:
             if entry.existing is not None:
                 return self._written(entry.existing, 200)
             service.check_inside(caller, "c", entry.resource, bases)
-            created = service.created_in(tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases)
+            prepared = self._prepared(entry)
+            created = service.created_in(
+                tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases, prepared
+            )
             return self._written(created, 201)
         if entry.method == "PUT":
             assert entry.resource is not None
             service.check_inside(caller, "u", entry.resource, bases)
             result = service.update_in(
-                tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases, version_wanted, False
+                tx,
+                caller,
+                entry.resource_type,
+                entry.resource_id,
+                entry.resource,
+                bases,
+                version_wanted,
+                False,
+                self._prepared(entry),
             )
             return self._written(result.version, 201 if result.created else 200)
         assert entry.method == "PATCH"
@@ -268,6 +324,7 @@ class BundleRunner:
     # -- the two kinds of Bundle --------------------------------------------------------------------------------
 
     def transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        self.work_ahead(entries, transaction=True)
         for entry in entries:
             try:
                 self.prepare(entry)
@@ -318,6 +375,7 @@ class BundleRunner:
     def batch(self, entries: list[Entry]) -> list[dict[str, Any]]:
         results = []
         reads_only = all(entry.method in ("GET", "HEAD") for entry in entries)  # else its reads see its writes
+        self.work_ahead(entries, transaction=False)
         for entry in entries:
             try:
                 self.prepare(entry)

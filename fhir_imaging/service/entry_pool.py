@@ -1,0 +1,178 @@
+"""Worker processes for the entries of large batch and transaction Bundles (the ``bundle_workers`` setting).
+
+A Bundle of many resources spends most of its CPU on two pure steps: validating each resource, and extracting its
+search index rows. Both run in this server process under the GIL, one entry after the other. With ``bundle_workers``
+N > 0, a Bundle of at least ``bundle_workers_from`` writing entries sends its resources (as JSON) to a pool of N
+processes, started once with the server, before its database transaction and its write lock:
+
+- each resource is validated there (the same validator; the issues come back, and the Bundle refuses or goes on
+  exactly as when it validates in this process, in entry order);
+- for each entry whose id is known before the transaction (a ``PUT`` to an id; a ``POST`` without ``ifNoneExist``,
+  whose new id is drawn now instead of inside the transaction), its index rows are computed (``Indexer.prepare``)
+  for the resource as the transaction will write it: its ``urn:uuid:`` and full-URL references rewritten with the
+  ids already known.
+
+The transaction itself runs unchanged in this process (conditional entries, references, If-Match, history, every
+check). A write takes the rows computed ahead only for the same id and the very content it writes
+(``Indexer.usable``, as single creates do): when the transaction resolves something differently (a conditional
+reference, a placeholder naming a conditional entry), the write extracts its rows itself. The pool only moves work.
+
+A pool that fails (a worker killed, a result that does not come back within ``bundle_workers_timeout``) does not
+fail the request: that Bundle does all its work in this process, and the pool is started afresh for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from typing import Any
+
+import orjson
+
+from fhir_imaging.fhir.outcome import Issue
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.fhir.transaction import needs_rewrite, rewrite_references, scan_references
+from fhir_imaging.heap import freeze_loaded
+from fhir_imaging.search.index import Indexer, Prepared
+from fhir_imaging.validation import Validator, has_errors
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_WORKER = 2  # a Bundle's entries are sent in this many parts per worker (the last part waits least)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One entry's resource (JSON) and the id it will be written with, when known before the transaction."""
+
+    body: bytes
+    resource_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What a worker made of a ``Work``: the validator's issues, and the index rows (None: not computed, because the
+    id is not known yet or the resource has errors)."""
+
+    issues: list[Issue]
+    prepared: Prepared | None
+
+
+# -- in the worker processes -----------------------------------------------------------------------------------------
+
+_WORKER: tuple[Validator, Indexer] | None = None
+
+
+def _start_worker() -> None:
+    global _WORKER
+    _WORKER = (Validator.load(), Indexer(load_registry()))
+    freeze_loaded()  # the definitions stay out of the collector's walks (fhir_imaging/heap.py)
+
+
+def _ready() -> bool:
+    return _WORKER is not None
+
+
+def work_on(validator: Validator, indexer: Indexer, items: Sequence[Work], mapping: dict[str, str]) -> list[Done]:
+    """Validate each resource; index those whose id is known, with ``mapping`` (placeholder or full URL → Type/id)
+    applied to their references as the transaction applies it."""
+    done = []
+    for item in items:
+        resource = orjson.loads(item.body)
+        issues = validator.validate(resource)
+        prepared = None
+        if item.resource_id is not None and not has_errors(issues):
+            if needs_rewrite(item.body, scan_references(item.body), mapping):
+                rewrite_references(resource, mapping)
+            prepared = indexer.prepare(item.resource_id, resource)
+        done.append(Done(issues, prepared))
+    return done
+
+
+def _work_in_worker(items: list[Work], mapping: dict[str, str]) -> list[Done]:
+    assert _WORKER is not None
+    return work_on(*_WORKER, items, mapping)
+
+
+# -- in the server process -------------------------------------------------------------------------------------------
+
+
+class EntryPool:
+    """``workers`` processes, started by ``start`` (once, with the server) and again after a failure."""
+
+    def __init__(self, workers: int, smallest: int, timeout: float) -> None:
+        self.workers = workers
+        self.smallest = max(1, smallest)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self.failures = 0  # times the pool failed and was replaced
+
+    def start(self) -> None:
+        """Start the processes now, without waiting for them to load the definitions."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn: the server process runs threads by now, which a forked child must not inherit half-held
+        pool = ProcessPoolExecutor(self.workers, get_context("spawn"), initializer=_start_worker)
+        for _ in range(self.workers):
+            pool.submit(_ready)
+        return pool
+
+    def pays_for(self, count: int) -> bool:
+        """Whether a Bundle with ``count`` resources to write goes through the pool."""
+        return count >= self.smallest
+
+    def run(self, items: list[Work], mapping: dict[str, str]) -> list[Done] | None:
+        """Each item's ``Done``, in order; None when the pool failed (the caller does the work itself)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            pool = self._pool
+        size = math.ceil(len(items) / (self.workers * CHUNKS_PER_WORKER))
+        futures: list[Future[list[Done]]] = []
+        try:
+            for start in range(0, len(items), size):
+                futures.append(pool.submit(_work_in_worker, items[start : start + size], mapping))
+            done: list[Done] = []
+            for future in futures:
+                done.extend(future.result(timeout=self.timeout))
+            return done
+        except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
+            for future in futures:
+                future.cancel()
+            self._replace(pool, exc)
+            return None
+
+    def _replace(self, pool: ProcessPoolExecutor, exc: BaseException) -> None:
+        """A failed pool is shut down (its processes killed: one may hang); the next Bundle starts a new one."""
+        log.warning("bundle worker processes failed (%s): this Bundle is processed in the server process", exc or "")
+        with self._lock:
+            if self._pool is not pool:
+                return  # another request replaced it already
+            self._pool = None
+            self.failures += 1
+        _kill(pool)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    processes: dict[int, Any] = dict(getattr(pool, "_processes", None) or {})
+    for process in processes.values():
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)

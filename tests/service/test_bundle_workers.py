@@ -1,0 +1,273 @@
+"""Bundle workers (service/entry_pool.py): a Bundle whose resources are validated and indexed in worker processes
+stores exactly what it stores without them (bodies, index rows), refuses exactly as it refuses without them, and
+survives its workers dying or not answering in time."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bench.generate import patient as generated_patient
+from bench.generate import study as generated_study
+from fhir_imaging.config import Settings
+from fhir_imaging.fhir.outcome import FhirError
+from fhir_imaging.fhir.registry import load_registry
+from fhir_imaging.fhir.transaction import read_entries
+from fhir_imaging.search.index import ID_HASH_TABLE, INDEX_TABLES, Indexer
+from fhir_imaging.service import ANONYMOUS, Bases, FhirService
+from fhir_imaging.service.bundle import BundleRunner, run_bundle
+from fhir_imaging.service.entry_pool import EntryPool
+from fhir_imaging.storage import open_store
+from fhir_imaging.storage.base import Store
+from fhir_imaging.validation import Validator
+from tests.conftest import POSTGRES_URL, fresh_postgres_database
+
+REGISTRY = load_registry()
+VALIDATOR = Validator.load()
+BASES = Bases.of("http://example.org/baseR4")
+STUDIES = 12
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[EntryPool]:
+    """One pool of one process for the module (each start loads the definitions in a new process)."""
+    started = EntryPool(1, 1, 120.0)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@contextmanager
+def _service(database: str, pool: EntryPool | None) -> Iterator[FhirService]:
+    settings = Settings(database=database, sqlite_synchronous="normal", pool_size=4)
+    store = open_store(settings, REGISTRY)
+    try:
+        yield FhirService(settings, REGISTRY, store, VALIDATOR, pool)
+    finally:
+        store.close()
+
+
+@contextmanager
+def _second_database(database: str, tmp_path: Path) -> Iterator[str]:
+    """Another fresh database on the backend of ``database``."""
+    if database.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+    else:
+        assert POSTGRES_URL
+        with fresh_postgres_database() as url:
+            yield url
+
+
+def _entry(resource: dict[str, Any], method: str = "POST", **request: str) -> dict[str, Any]:
+    url = resource["resourceType"] if method == "POST" else f"{resource['resourceType']}/{resource['id']}"
+    full_url = request.pop("fullUrl", None)
+    entry: dict[str, Any] = {"resource": resource, "request": {"method": method, "url": url, **request}}
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+def _feed() -> dict[str, Any]:
+    """Realistic studies of a new patient (a placeholder), a PUT, a conditional create whose placeholder a study
+    names, and a conditional reference: what the workers index ahead and what only the transaction can resolve."""
+    patient = generated_patient(7, 1)
+    patient.pop("id")
+    fixed = {**generated_patient(7, 2), "id": "fixed-patient"}
+    maybe = {**generated_patient(7, 3), "identifier": [{"system": "urn:test", "value": "maybe"}]}
+    maybe.pop("id")
+    entries = [
+        _entry(patient, fullUrl="urn:uuid:0f1e2d3c-0000-4000-8000-000000000001"),
+        _entry(fixed, "PUT"),
+        _entry(maybe, ifNoneExist="identifier=urn:test|maybe", fullUrl="urn:uuid:0f1e2d3c-0000-4000-8000-00000000000a"),
+    ]
+    for index in range(STUDIES):
+        study = generated_study(100, 7, index)
+        study.pop("id")
+        study["subject"] = {"reference": "urn:uuid:0f1e2d3c-0000-4000-8000-000000000001"}
+        if index == 1:
+            study["subject"] = {"reference": "urn:uuid:0f1e2d3c-0000-4000-8000-00000000000a"}
+        if index == 2:
+            study["subject"] = {"reference": "Patient?identifier=urn:test|existing"}
+        if index == 3:
+            study["subject"] = {"reference": "Patient/fixed-patient"}
+        entries.append(_entry(study))
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def _existing_patient(service: FhirService) -> None:
+    existing = {"resourceType": "Patient", "identifier": [{"system": "urn:test", "value": "existing"}]}
+    service.store.create("Patient", "existing", existing)
+
+
+def _stored(store: Store, locations: list[str]) -> list[Any]:
+    """Each written resource's body as stored, its own ids and stamps replaced by its entry's position (POST ids
+    are drawn at random), with its index rows, each checked against what the indexer makes of that body."""
+    names = {location.rsplit("/_history/", 1)[0]: f"entry-{i}" for i, location in enumerate(locations)}
+    indexer = Indexer(REGISTRY)
+    out = []
+    for location in locations:
+        resource_type, resource_id = location.split("/")[:2]
+        version = store.read(resource_type, resource_id)
+        assert version is not None and version.body is not None
+        body = orjson.loads(version.body)
+        rid = store.reading(
+            lambda reader, t=resource_type, i=resource_id: reader.query(
+                "SELECT rid FROM resource WHERE type = ? AND id = ?", (t, i)
+            )
+        )[0][0]
+        found: dict[str, list[Any]] = {}
+        for table in INDEX_TABLES:
+            rows = store.reading(lambda reader, t=table, r=rid: reader.query(f"SELECT * FROM {t} WHERE rid = ?", (r,)))
+            if rows:
+                found[table] = sorted((tuple(row) for row in rows), key=repr)
+        expected = {
+            table: sorted((tuple(row) for row in rows), key=repr)
+            for table, rows in indexer.rows(rid, body, None).items()
+        }
+        assert found == expected, location
+        text = orjson.dumps({key: value for key, value in body.items() if key not in ("id", "meta")}).decode()
+        for stored_name, name in names.items():
+            text = text.replace(f'"{stored_name}"', f'"{name}"')
+        out.append((resource_type, orjson.loads(text), {table: len(rows) for table, rows in found.items()}))
+    return out
+
+
+def _locations(response: dict[str, Any]) -> list[str]:
+    return [entry["response"]["location"] for entry in response["entry"]]
+
+
+def test_a_transaction_through_the_workers_stores_what_it_stores_without_them(
+    database: str, tmp_path: Path, pool: EntryPool
+) -> None:
+    """The same Bundle on two fresh databases, with and without workers: the same statuses, the same bodies
+    (placeholders, the conditional create and the conditional reference resolved alike), and on both, every
+    resource's index rows exactly those the indexer gives for its stored body."""
+    stored = []
+    with _second_database(database, tmp_path) as second:
+        for url, workers in ((database, pool), (second, None)):
+            with _service(url, workers) as service:
+                _existing_patient(service)
+                response = run_bundle(service, ANONYMOUS, _feed(), "minimal", BASES, strict=False)
+                statuses = [entry["response"]["status"] for entry in response["entry"]]
+                stored.append((statuses, _stored(service.store, _locations(response))))
+    assert stored[0] == stored[1]
+    assert stored[0][0] == ["201 Created"] * (3 + STUDIES)
+    assert stored[0][1][3][2][ID_HASH_TABLE] > 10  # the studies' UIDs were indexed
+
+
+def test_the_workers_index_ahead_every_entry_whose_id_and_content_are_known_before_the_transaction(
+    database: str, pool: EntryPool
+) -> None:
+    """The rows computed ahead are the ones the writes take (same id, same content after references are rewritten);
+    only the entries the transaction itself resolves differently are indexed in the server process."""
+    with _service(database, pool) as service:
+        _existing_patient(service)
+        entries = read_entries(_feed(), REGISTRY.is_resource_type)
+        runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+        runner.transaction(entries)
+        assert len(runner.ahead) == len(entries)
+        usable = [
+            Indexer.usable(runner._prepared(entry), entry.resource_id or "", entry.resource or {}) is not None
+            for entry in entries
+        ]
+    # the conditional create (id found in the database), and the studies naming it or a conditional reference
+    assert [index for index, ok in enumerate(usable) if not ok] == [2, 4, 5]
+
+
+def _refused(service: FhirService, bundle: dict[str, Any]) -> tuple[int, list[Any]]:
+    with pytest.raises(FhirError) as raised:
+        run_bundle(service, ANONYMOUS, bundle, "minimal", BASES, strict=False)
+    return raised.value.status, [(i.severity, i.code, i.diagnostics, i.expression) for i in raised.value.issues]
+
+
+def test_refusals_are_the_same_with_and_without_workers(database: str, pool: EntryPool) -> None:
+    """The first invalid entry in Bundle order is named, with every error of it, and nothing is stored."""
+    bundle = _feed()
+    bundle["entry"][6]["resource"]["status"] = "no-such-status"
+    bundle["entry"][6]["resource"]["started"] = "yesterday"
+    bundle["entry"][9]["resource"].pop("status")
+    with _service(database, pool) as service:
+        _existing_patient(service)
+        pooled = _refused(service, copy.deepcopy(bundle))
+        assert service.store.read("Patient", "fixed-patient") is None
+    with _service(database, None) as service:
+        alone = _refused(service, copy.deepcopy(bundle))
+    assert pooled == alone
+    assert pooled[0] == 400 and all("Bundle.entry[6]" in issue[2] for issue in pooled[1]) and len(pooled[1]) == 2
+
+
+def test_a_killed_worker_costs_no_request(database: str) -> None:
+    """Workers killed (as by the OOM killer): the next Bundle is processed in the server process, stores what it
+    would have, and the one after it goes through new workers."""
+    killed = EntryPool(1, 1, 120.0)
+    killed.start()
+    try:
+        with _service(database, killed) as service:
+            _existing_patient(service)
+            assert run_bundle(service, ANONYMOUS, _feed(), "minimal", BASES, strict=False)["entry"]
+            assert killed._pool is not None
+            for pid in list(killed._pool._processes):  # type: ignore[attr-defined]
+                os.kill(pid, signal.SIGKILL)
+            runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+            results = runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
+            assert len(results) == 3 + STUDIES and results[0]["response"]["status"] == "201 Created"
+            assert runner.ahead == {} and killed.failures == 1
+            again = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+            again.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
+            assert len(again.ahead) == 3 + STUDIES and killed.failures == 1
+    finally:
+        killed.close()
+
+
+def test_workers_that_do_not_answer_in_time_cost_no_request(database: str) -> None:
+    """A timeout shorter than the work: the Bundle is processed in the server process."""
+    slow = EntryPool(1, 1, 0.000_001)
+    try:
+        with _service(database, slow) as service:
+            _existing_patient(service)
+            runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+            results = runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
+            assert len(results) == 3 + STUDIES and runner.ahead == {} and slow.failures == 1
+    finally:
+        slow.close()
+
+
+def test_a_bundle_smaller_than_the_setting_stays_in_the_server_process(database: str, pool: EntryPool) -> None:
+    few = EntryPool(1, 3 + STUDIES + 1, 120.0)  # never started: a Bundle below its size does not start it
+    with _service(database, few) as service:
+        _existing_patient(service)
+        runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+        runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
+        assert runner.ahead == {} and few._pool is None
+
+
+def test_a_batch_through_the_workers_answers_each_entry_as_without_them(
+    database: str, tmp_path: Path, pool: EntryPool
+) -> None:
+    bundle = _feed()
+    bundle["type"] = "batch"
+    bundle["entry"][6]["resource"]["status"] = "no-such-status"
+    answers = []
+    with _second_database(database, tmp_path) as second:
+        for url, workers in ((database, pool), (second, None)):
+            with _service(url, workers) as service:
+                _existing_patient(service)
+                response = run_bundle(service, ANONYMOUS, copy.deepcopy(bundle), "minimal", BASES, strict=False)
+                answers.append(
+                    [
+                        (e["response"]["status"], e["response"].get("outcome", {}).get("issue"))
+                        for e in response["entry"]
+                    ]
+                )
+    assert answers[0] == answers[1]
+    assert answers[0][6][0] == "422 Unprocessable Entity" and answers[0][1][0] == "201 Created"
