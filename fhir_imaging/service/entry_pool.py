@@ -18,7 +18,8 @@ check). A write takes the rows computed ahead only for the same id and the very 
 reference, a placeholder naming a conditional entry), the write extracts its rows itself. The pool only moves work.
 
 A pool that fails (a worker killed, a result that does not come back within ``bundle_workers_timeout``) does not
-fail the request: that Bundle does all its work in this process, and the pool is started afresh for the next one.
+fail the request: that Bundle does all its work in this process, and the pool is started afresh for the next one
+(after ``FAILURES_IN_A_ROW`` failures in a row, it is no longer used).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from fhir_imaging.validation import Validator, has_errors
 
 log = logging.getLogger(__name__)
 
+FAILURES_IN_A_ROW = 3  # then the workers are not started again: every Bundle is processed in the server process
 CHUNKS_PER_WORKER = 2  # a Bundle's entries are sent in this many parts per worker (the last part waits least)
 
 
@@ -114,6 +116,7 @@ class EntryPool:
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self.failures = 0  # times the pool failed and was replaced
+        self._in_a_row = 0  # failures since the last Bundle the pool processed
 
     def start(self) -> None:
         """Start the processes now, without waiting for them to load the definitions."""
@@ -129,8 +132,9 @@ class EntryPool:
         return pool
 
     def pays_for(self, count: int) -> bool:
-        """Whether a Bundle with ``count`` resources to write goes through the pool."""
-        return count >= self.smallest
+        """Whether a Bundle with ``count`` resources to write goes through the pool (not once it failed
+        ``FAILURES_IN_A_ROW`` times in a row)."""
+        return count >= self.smallest and self._in_a_row < FAILURES_IN_A_ROW
 
     def run(self, items: list[Work], mapping: dict[str, str]) -> list[Done] | None:
         """Each item's ``Done``, in order; None when the pool failed (the caller does the work itself)."""
@@ -146,6 +150,7 @@ class EntryPool:
             done: list[Done] = []
             for future in futures:
                 done.extend(future.result(timeout=self.timeout))
+            self._in_a_row = 0
             return done
         except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
             for future in futures:
@@ -161,6 +166,9 @@ class EntryPool:
                 return  # another request replaced it already
             self._pool = None
             self.failures += 1
+            self._in_a_row += 1
+            if self._in_a_row >= FAILURES_IN_A_ROW:
+                log.error("bundle worker processes failed %d times in a row: no longer used", self._in_a_row)
         _kill(pool)
 
     def close(self) -> None:

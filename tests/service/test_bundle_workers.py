@@ -24,7 +24,7 @@ from fhir_imaging.fhir.transaction import read_entries
 from fhir_imaging.search.index import ID_HASH_TABLE, INDEX_TABLES, Indexer
 from fhir_imaging.service import ANONYMOUS, Bases, FhirService
 from fhir_imaging.service.bundle import BundleRunner, run_bundle
-from fhir_imaging.service.entry_pool import EntryPool
+from fhir_imaging.service.entry_pool import FAILURES_IN_A_ROW, EntryPool
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
 from fhir_imaging.validation import Validator
@@ -114,6 +114,7 @@ def _stored(store: Store, locations: list[str]) -> list[Any]:
     are drawn at random), with its index rows, each checked against what the indexer makes of that body."""
     names = {location.rsplit("/_history/", 1)[0]: f"entry-{i}" for i, location in enumerate(locations)}
     indexer = Indexer(REGISTRY)
+    sql = store.dialect.sql  # type: ignore[attr-defined]
     out = []
     for location in locations:
         resource_type, resource_id = location.split("/")[:2]
@@ -122,12 +123,14 @@ def _stored(store: Store, locations: list[str]) -> list[Any]:
         body = orjson.loads(version.body)
         rid = store.reading(
             lambda reader, t=resource_type, i=resource_id: reader.query(
-                "SELECT rid FROM resource WHERE type = ? AND id = ?", (t, i)
+                sql("SELECT rid FROM resource WHERE type = ? AND id = ?"), (t, i)
             )
         )[0][0]
         found: dict[str, list[Any]] = {}
         for table in INDEX_TABLES:
-            rows = store.reading(lambda reader, t=table, r=rid: reader.query(f"SELECT * FROM {t} WHERE rid = ?", (r,)))
+            rows = store.reading(
+                lambda reader, t=table, r=rid: reader.query(sql(f"SELECT * FROM {t} WHERE rid = ?"), (r,))
+            )
             if rows:
                 found[table] = sorted((tuple(row) for row in rows), key=repr)
         expected = {
@@ -271,3 +274,17 @@ def test_a_batch_through_the_workers_answers_each_entry_as_without_them(
                 )
     assert answers[0] == answers[1]
     assert answers[0][6][0] == "422 Unprocessable Entity" and answers[0][1][0] == "201 Created"
+
+
+def test_workers_failing_again_and_again_are_no_longer_started(database: str) -> None:
+    failing = EntryPool(1, 1, 0.000_001)
+    try:
+        with _service(database, failing) as service:
+            _existing_patient(service)
+            for _ in range(FAILURES_IN_A_ROW + 1):
+                runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
+                runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
+            assert failing.failures == FAILURES_IN_A_ROW and failing._pool is None
+            assert not failing.pays_for(1000)
+    finally:
+        failing.close()
