@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -136,8 +137,9 @@ class EntryPool:
         ``FAILURES_IN_A_ROW`` times in a row)."""
         return count >= self.smallest and self._in_a_row < FAILURES_IN_A_ROW
 
-    def run(self, items: list[Work], mapping: dict[str, str]) -> list[Done] | None:
-        """Each item's ``Done``, in order; None when the pool failed (the caller does the work itself)."""
+    def submit(self, items: list[Work], mapping: dict[str, str]) -> Ahead | None:
+        """Send ``items`` to the workers, in parts; None when the pool failed at once (the caller does the work
+        itself)."""
         with self._lock:
             if self._pool is None:
                 self._pool = self._new_pool()
@@ -147,16 +149,15 @@ class EntryPool:
         try:
             for start in range(0, len(items), size):
                 futures.append(pool.submit(_work_in_worker, items[start : start + size], mapping))
-            done: list[Done] = []
-            for future in futures:
-                done.extend(future.result(timeout=self.timeout))
-            self._in_a_row = 0
-            return done
-        except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
+        except (BrokenProcessPool, OSError, RuntimeError) as exc:
             for future in futures:
                 future.cancel()
             self._replace(pool, exc)
             return None
+        return Ahead(self, pool, futures, size, time.monotonic() + self.timeout)
+
+    def _succeeded(self) -> None:
+        self._in_a_row = 0
 
     def _replace(self, pool: ProcessPoolExecutor, exc: BaseException) -> None:
         """A failed pool is shut down (its processes killed: one may hang); the next Bundle starts a new one."""
@@ -176,6 +177,50 @@ class EntryPool:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Ahead:
+    """One Bundle's items in the workers: each item's ``Done`` once its part has come back (waited for when asked),
+    or None once the pool failed (timed out included): the caller then does that item's work itself."""
+
+    def __init__(
+        self,
+        pool: EntryPool,
+        executor: ProcessPoolExecutor,
+        futures: list[Future[list[Done]]],
+        size: int,
+        deadline: float,
+    ) -> None:
+        self.pool = pool
+        self.executor = executor
+        self.futures = futures
+        self.size = size
+        self.deadline = deadline
+        self.parts: list[list[Done] | None] = [None] * len(futures)
+        self.failed = False
+
+    def get(self, position: int) -> Done | None:
+        part = position // self.size
+        results = self.parts[part]
+        if results is None:
+            if self.failed:
+                return None
+            try:
+                results = self.futures[part].result(timeout=max(0.0, self.deadline - time.monotonic()))
+            except (BrokenProcessPool, FutureTimeout, OSError, RuntimeError) as exc:
+                self.failed = True
+                for future in self.futures:
+                    future.cancel()
+                self.pool._replace(self.executor, exc)
+                return None
+            self.parts[part] = results
+            if all(done is not None for done in self.parts):
+                self.pool._succeeded()
+        return results[position - part * self.size]
+
+    def received(self) -> int:
+        """How many items' results have come back (and been asked for)."""
+        return sum(len(done) for done in self.parts if done is not None)
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

@@ -178,7 +178,7 @@ def test_the_workers_index_ahead_every_entry_whose_id_and_content_are_known_befo
         entries = read_entries(_feed(), REGISTRY.is_resource_type)
         runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
         runner.transaction(entries)
-        assert len(runner.ahead) == len(entries)
+        assert _received(runner) == len(entries)
         usable = [
             Indexer.usable(runner._prepared(entry), entry.resource_id or "", entry.resource or {}) is not None
             for entry in entries
@@ -187,26 +187,59 @@ def test_the_workers_index_ahead_every_entry_whose_id_and_content_are_known_befo
     assert [index for index, ok in enumerate(usable) if not ok] == [2, 4, 5]
 
 
+def _received(runner: BundleRunner) -> int:
+    return runner.ahead.received() if runner.ahead is not None else 0
+
+
 def _refused(service: FhirService, bundle: dict[str, Any]) -> tuple[int, list[Any]]:
     with pytest.raises(FhirError) as raised:
         run_bundle(service, ANONYMOUS, bundle, "minimal", BASES, strict=False)
     return raised.value.status, [(i.severity, i.code, i.diagnostics, i.expression) for i in raised.value.issues]
 
 
-def test_refusals_are_the_same_with_and_without_workers(database: str, pool: EntryPool) -> None:
-    """The first invalid entry in Bundle order is named, with every error of it, and nothing is stored."""
+def _invalid(entry: dict[str, Any]) -> None:
+    entry["resource"]["status"] = "no-such-status"
+    entry["resource"]["started"] = "yesterday"
+
+
+def _no_status(entry: dict[str, Any]) -> None:
+    entry["resource"].pop("status")
+
+
+def _matches_nothing(entry: dict[str, Any]) -> None:
+    entry["resource"]["subject"] = {"reference": "Patient?identifier=urn:test|nobody"}  # 412 in the transaction
+
+
+def _other_id(entry: dict[str, Any]) -> None:
+    entry["request"]["url"] = "Patient/another-id"  # 400 before the transaction (the body's id differs)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({6: _invalid, 9: _no_status}, 6),  # two invalid entries: the first, with every error of it
+        ({3: _matches_nothing, 9: _invalid}, 9),  # invalid beats what fails in the transaction, though later
+        ({1: _other_id, 9: _invalid}, 1),  # a check before validation, on an earlier entry
+        ({5: _invalid, 1: _other_id}, 1),
+        ({1: _matches_nothing}, 1),  # nothing invalid: the transaction's own refusal
+    ],
+)
+def test_refusals_are_the_same_with_and_without_workers(
+    database: str, pool: EntryPool, changes: dict[int, Any], named: int
+) -> None:
+    """The refusal is the one the Bundle gives validating in this process, and nothing is stored."""
     bundle = _feed()
-    bundle["entry"][6]["resource"]["status"] = "no-such-status"
-    bundle["entry"][6]["resource"]["started"] = "yesterday"
-    bundle["entry"][9]["resource"].pop("status")
-    with _service(database, pool) as service:
-        _existing_patient(service)
-        pooled = _refused(service, copy.deepcopy(bundle))
-        assert service.store.read("Patient", "fixed-patient") is None
-    with _service(database, None) as service:
-        alone = _refused(service, copy.deepcopy(bundle))
-    assert pooled == alone
-    assert pooled[0] == 400 and all("Bundle.entry[6]" in issue[2] for issue in pooled[1]) and len(pooled[1]) == 2
+    for index, change in changes.items():
+        change(bundle["entry"][index])
+    refusals = []
+    for workers in (pool, None):
+        with _service(database, workers) as service:
+            if workers is not None:
+                _existing_patient(service)
+            refusals.append(_refused(service, copy.deepcopy(bundle)))
+            assert service.store.read("Patient", "fixed-patient") is None
+    assert refusals[0] == refusals[1]
+    assert all(f"Bundle.entry[{named}]" in issue[2] for issue in refusals[0][1])
 
 
 def test_a_killed_worker_costs_no_request(database: str) -> None:
@@ -224,10 +257,10 @@ def test_a_killed_worker_costs_no_request(database: str) -> None:
             runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
             results = runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
             assert len(results) == 3 + STUDIES and results[0]["response"]["status"] == "201 Created"
-            assert runner.ahead == {} and killed.failures == 1
+            assert _received(runner) == 0 and killed.failures == 1
             again = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
             again.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
-            assert len(again.ahead) == 3 + STUDIES and killed.failures == 1
+            assert _received(again) == 3 + STUDIES and killed.failures == 1
     finally:
         killed.close()
 
@@ -240,7 +273,7 @@ def test_workers_that_do_not_answer_in_time_cost_no_request(database: str) -> No
             _existing_patient(service)
             runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
             results = runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
-            assert len(results) == 3 + STUDIES and runner.ahead == {} and slow.failures == 1
+            assert len(results) == 3 + STUDIES and _received(runner) == 0 and slow.failures == 1
     finally:
         slow.close()
 
@@ -251,7 +284,7 @@ def test_a_bundle_smaller_than_the_setting_stays_in_the_server_process(database:
         _existing_patient(service)
         runner = BundleRunner(service, ANONYMOUS, "minimal", BASES, False)
         runner.transaction(read_entries(_feed(), REGISTRY.is_resource_type))
-        assert runner.ahead == {} and few._pool is None
+        assert _received(runner) == 0 and few._pool is None
 
 
 def test_a_batch_through_the_workers_answers_each_entry_as_without_them(
