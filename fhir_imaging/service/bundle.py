@@ -82,6 +82,7 @@ class BundleRunner:
         self.reads_left = service.settings.max_bundle_read_resources  # resources the GET entries may still return
         self.ahead: Ahead | None = None  # what the bundle workers make of the resources, as it comes back
         self.positions: dict[int, int] = {}  # entry index → its resource's position in ``ahead``
+        self.sent: dict[int, bytes] = {}  # entry index → its resource as sent to the workers (before any rewrite)
         self.ids: dict[int, str] = {}  # by entry index: a POST's new id, drawn before the transaction
         self.valid: set[int] = set()  # entries whose resource was found valid
 
@@ -109,7 +110,8 @@ class BundleRunner:
                 resource_id = entry.resource_id
             if transaction and entry.full_url and resource_id:
                 mapping[entry.full_url] = f"{entry.resource_type}/{resource_id}"
-            items.append(Work(orjson.dumps(entry.resource), resource_id))
+            self.sent[entry.index] = body = orjson.dumps(entry.resource)
+            items.append(Work(body, resource_id))
         self.ahead = pool.submit(items, mapping)
         self.positions = {entry.index: position for position, entry in enumerate(writes)}
         return self.ahead is not None
@@ -124,8 +126,9 @@ class BundleRunner:
         if entry.index in self.valid:
             return
         done = self._done(entry)
-        if done is None:
-            self.service.validate(entry.resource)
+        if done is None:  # as received: the transaction may have rewritten its references since it was sent
+            sent = self.sent.get(entry.index)
+            self.service.validate(entry.resource if sent is None else orjson.loads(sent))
         elif has_errors(done.issues):
             raise FhirError(issues=done.issues, status=status_for(done.issues))
         self.valid.add(entry.index)

@@ -161,7 +161,7 @@ class EntryPool:
 
     def _replace(self, pool: ProcessPoolExecutor, exc: BaseException) -> None:
         """A failed pool is shut down (its processes killed: one may hang); the next Bundle starts a new one."""
-        log.warning("bundle worker processes failed (%s): this Bundle is processed in the server process", exc or "")
+        log.warning("bundle worker processes failed (%r): this Bundle is processed in the server process", exc)
         with self._lock:
             if self._pool is not pool:
                 return  # another request replaced it already

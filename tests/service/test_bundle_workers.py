@@ -321,3 +321,31 @@ def test_workers_failing_again_and_again_are_no_longer_started(database: str) ->
             assert not failing.pays_for(1000)
     finally:
         failing.close()
+
+
+def test_a_resource_is_validated_as_received_when_the_workers_fail_during_the_transaction(database: str) -> None:
+    """Workers that do not answer: a write validates its resource in the server process as the Bundle sent it, not
+    as the transaction rewrote it (a ``uuid`` element naming another entry's fullUrl becomes ``Patient/…``)."""
+    placeholder = "urn:uuid:0f1e2d3c-0000-4000-8000-000000000001"
+    patient = {"resourceType": "Patient", "gender": "other"}
+    study = {
+        "resourceType": "ImagingStudy",
+        "status": "available",
+        "subject": {"reference": placeholder},
+        "extension": [{"url": "http://example.org/fhir/StructureDefinition/origin", "valueUuid": placeholder}],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [_entry(patient, fullUrl=placeholder), _entry(study)],
+    }
+    slow = EntryPool(1, 1, 0.000_001)
+    try:
+        statuses = []
+        for workers in (slow, None):
+            with _service(database, workers) as service:
+                response = run_bundle(service, ANONYMOUS, copy.deepcopy(bundle), "minimal", BASES, strict=False)
+                statuses.append([entry["response"]["status"] for entry in response["entry"]])
+        assert statuses == [["201 Created"] * 2] * 2 and slow.failures == 1
+    finally:
+        slow.close()
