@@ -349,3 +349,32 @@ def test_a_resource_is_validated_as_received_when_the_workers_fail_during_the_tr
         assert statuses == [["201 Created"] * 2] * 2 and slow.failures == 1
     finally:
         slow.close()
+
+
+def test_the_server_starts_its_workers_with_the_setting_and_stops_them(database: str) -> None:
+    from starlette.testclient import TestClient
+
+    from fhir_imaging.app import create_app
+
+    settings = Settings(
+        database=database, sqlite_synchronous="normal", pool_size=4, bundle_workers=1, bundle_workers_from=2
+    )
+    app = create_app(settings)
+    with TestClient(app, base_url="http://testserver/baseR4") as client:
+        pool = app.state.service.entry_pool
+        assert isinstance(pool, EntryPool) and pool.workers == 1 and pool.smallest == 2
+        headers = {"Content-Type": "application/fhir+json"}
+        existing = {
+            "resourceType": "Patient",
+            "id": "existing",
+            "identifier": [{"system": "urn:test", "value": "existing"}],
+        }
+        assert client.put("/Patient/existing", content=orjson.dumps(existing), headers=headers).status_code == 201
+        response = client.post("/", content=orjson.dumps(_feed()), headers=headers)
+        assert response.status_code == 200, response.text[:300]
+        processes = list(pool._pool._processes.values())  # type: ignore[union-attr]
+        assert processes and pool.failures == 0
+    assert pool._pool is None and not any(process.is_alive() for process in processes)
+    without = create_app(Settings(database=database, sqlite_synchronous="normal", pool_size=4))
+    with TestClient(without, base_url="http://testserver/baseR4"):
+        assert without.state.service.entry_pool is None
