@@ -268,6 +268,30 @@ def test_the_lists_round_trip() -> None:
     assert unpack_codes(pack_codes([])) == []
 
 
+def test_the_shared_prefix_is_the_one_a_character_walk_finds() -> None:
+    """The front coding's prefix length (a binary search over slices) against a walk, one character at a time, on
+    UIDs that extend each other and random strings: the stored lists stay byte for byte what they were."""
+    import random
+
+    from fhir_imaging.search.idlist import _shared
+
+    def walked(first: str, second: str) -> int:
+        shared = 0
+        for left, right in zip(first, second, strict=False):
+            if left != right:
+                break
+            shared += 1
+        return shared
+
+    rng = random.Random(3)
+    pairs = [("", ""), ("", "1"), ("1.2", "1.2"), ("1.2", "1.2.3"), ("1.2.3", "1.2"), ("é1", "é2"), ("a", "b")]
+    for _ in range(20_000):
+        head = "".join(rng.choice("0123456789.") for _ in range(rng.randrange(0, 70)))
+        tails = ["".join(rng.choice("0123456789.é") for _ in range(rng.randrange(0, 8))) for _ in range(2)]
+        pairs.append((head + tails[0], head + tails[1]))
+    assert all(_shared(first, second) == walked(first, second) for first, second in pairs)
+
+
 def test_values_that_share_a_hash_never_match_each_other(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every id/oid value given one hash: the index names every study as a candidate for every value, and the
     stored lists decide, at every depth (``_has``, chains, ``:not``, ``:missing``, ``_sort``, the filters of a
