@@ -13,7 +13,9 @@ its own process on its own SQLite database:
    (``POST /ImagingStudy``) one at a time and 16 at a time, and the bare store's single creates; WAL bytes a study
    (automatic checkpoints off while measuring) and CPU milliseconds a study (``time.process_time`` of the process:
    every thread, the in-process HTTP client's work included; the figure a loaded machine changes least);
-3. reads by id of preloaded studies through the bare store (``SQLiteStore.read``, bodies decoded).
+3. reads by id of preloaded studies through the bare store (``SQLiteStore.read``, bodies decoded);
+4. a tree with bundle workers (``bundle_workers``): the transactions of 100 again, on new studies, with 2 of them
+   (after one unmeasured transaction that starts them); the server process's CPU a study, and the workers'.
 
 Prints a Markdown table: each figure for the baseline, this tree and their ratio. The machine may be shared: trust
 ratios of one run rather than figures of different runs.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import os
@@ -44,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 SINGLE = 300  # single creates measured (each kind)
 BATCHES = 10  # transactions of 100 measured
 READS = 3000
+BUNDLE_WORKERS = 2  # the transactions of 100 again with this many bundle workers (a tree that has them)
 
 
 def _bundle(resources: list[dict[str, Any]]) -> bytes:
@@ -110,7 +114,30 @@ async def _api(database: str, path: str, studies: list[dict[str, Any]]) -> dict[
         await measured("API single creates, 1 at a time", len(one), creates(one, 1))
         many = studies[len(tx) + SINGLE : len(tx) + 2 * SINGLE]
         await measured("API single creates, 16 at a time", len(many), creates(many, 16))
+    if "bundle_workers" in {f.name for f in dataclasses.fields(Settings)}:  # a tree with bundle workers
+        pooled = studies[len(tx) + 3 * SINGLE :]
+        async with fhir_client(settings=Settings(database=database, bundle_workers=BUNDLE_WORKERS)) as client:
+            await transactions(pooled[:100])  # the workers start (not measured)
+            workers = _children_cpu()
+            name = f"API transactions of 100, {BUNDLE_WORKERS} bundle workers"
+            await measured(name, len(tx), transactions(pooled[100 : 100 + len(tx)]))
+            out[f"{name}: CPU ms a study, workers'"] = 1000 * (_children_cpu() - workers) / len(tx)
     return out
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's live child processes (the bundle workers), from /proc."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def measure(database_path: str, corpus: Path, studies_count: int, fresh: Path) -> dict[str, float]:
@@ -213,7 +240,7 @@ def run(studies: int, baseline: str) -> str:
     try:
         corpus, fresh = work / "corpus.ndjson", work / "fresh.ndjson"
         corpus.write_bytes(b"\n".join(orjson.dumps(r) for r in generate_corpus(studies, seed=11)) + b"\n")
-        extra = BATCHES * 100 + 3 * SINGLE
+        extra = 2 * BATCHES * 100 + 3 * SINGLE + 100
         new = [r for r in generate_corpus(extra, seed=12) if r["resourceType"] == "ImagingStudy"][:extra]
         fresh.write_bytes(b"\n".join(orjson.dumps(r) for r in new) + b"\n")
         old = _run_tree(_baseline_tree(baseline, work / "baseline"), work, "baseline", corpus, fresh, studies)

@@ -29,6 +29,7 @@ from fhir_imaging.fhir.resource import format_instant, now
 from fhir_imaging.heap import freeze_loaded, thaw
 from fhir_imaging.logs import configure_logging
 from fhir_imaging.service import FhirService
+from fhir_imaging.service.entry_pool import EntryPool
 from fhir_imaging.storage import open_store
 from fhir_imaging.validation import Validator
 
@@ -123,6 +124,15 @@ def export_runner(service: FhirService, settings: Settings, requires_token: bool
     return runner
 
 
+def entry_pool(settings: Settings) -> EntryPool | None:
+    """The bundle workers (``bundle_workers``), their processes started now."""
+    if settings.bundle_workers <= 0:
+        return None
+    pool = EntryPool(settings.bundle_workers, settings.bundle_workers_from, settings.bundle_workers_timeout)
+    pool.start()
+    return pool
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     registry = load_registry()
@@ -131,7 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
-        app.state.service = FhirService(settings, registry, store, validator)
+        app.state.service = FhirService(settings, registry, store, validator, entry_pool(settings))
         # point reads of a store that does not read on the event loop (PostgreSQL): one thread per pooled connection
         app.state.read_threads = (
             None if store.reads_inline else ThreadPoolExecutor(settings.pool_size, thread_name_prefix="point-read")
@@ -161,6 +171,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if app.state.read_threads is not None:
                 app.state.read_threads.shutdown(cancel_futures=True)
                 app.state.read_threads = None
+            if app.state.service.entry_pool is not None:
+                await anyio.to_thread.run_sync(app.state.service.entry_pool.close)
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]

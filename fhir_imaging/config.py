@@ -137,6 +137,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_count", 1000, int, "largest _count honoured (larger values are reduced to it)"),
     Setting("max_bundle_entries", 10_000, int, "most entries a batch or transaction Bundle may hold (more: 413)"),
     Setting(
+        "bundle_workers",
+        0,
+        int,
+        "processes each server process starts to validate and index the resources of large batch and transaction "
+        "Bundles, before their database transaction (0: none, every Bundle is processed in the server process)",
+    ),
+    Setting(
+        "bundle_workers_from",
+        20,
+        int,
+        "with bundle workers: the fewest resources to write a Bundle must hold to go through them (smaller ones "
+        "cost less in the server process)",
+    ),
+    Setting(
+        "bundle_workers_timeout",
+        60.0,
+        float,
+        "with bundle workers: seconds a Bundle waits for them; then (or when a worker dies) the Bundle is processed "
+        "in the server process and the workers are started afresh",
+    ),
+    Setting(
         "sqlite_synchronous",
         "full",
         str,
@@ -369,6 +390,9 @@ class Settings:
     default_count: int = 20
     max_count: int = 1000
     max_bundle_entries: int = 10_000
+    bundle_workers: int = 0
+    bundle_workers_from: int = 20
+    bundle_workers_timeout: float = 60.0
     sqlite_synchronous: str = "full"
     max_search_parameters: int = 100
     max_search_values: int = 200

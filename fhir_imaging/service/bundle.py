@@ -45,9 +45,11 @@ from fhir_imaging.fhir.transaction import (
 from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.conditional import as_version
 from fhir_imaging.service.core import Bases, FhirService, PatchDocument, check_id_element
+from fhir_imaging.service.entry_pool import Ahead, Done, Work
 from fhir_imaging.service.patch import parse_patch_document
 from fhir_imaging.service.search import SearchSpec
 from fhir_imaging.storage.base import Reader, Transaction, Version
+from fhir_imaging.validation import has_errors, status_for
 
 BUNDLE_TYPES = ("transaction", "batch")
 WRITES = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}  # the SMART permission each write needs
@@ -78,10 +80,77 @@ class BundleRunner:
         self.bases = bases
         self.strict = strict
         self.reads_left = service.settings.max_bundle_read_resources  # resources the GET entries may still return
+        self.ahead: Ahead | None = None  # what the bundle workers make of the resources, as it comes back
+        self.positions: dict[int, int] = {}  # entry index → its resource's position in ``ahead``
+        self.sent: dict[int, bytes] = {}  # entry index → its resource as sent to the workers (before any rewrite)
+        self.ids: dict[int, str] = {}  # by entry index: a POST's new id, drawn before the transaction
+        self.valid: set[int] = set()  # entries whose resource was found valid
+
+    # -- before the database, in the bundle workers (service/entry_pool.py): validation and index rows ---------
+
+    def work_ahead(self, entries: list[Entry], transaction: bool) -> bool:
+        """With bundle workers and enough resources to write: send them to the workers, which validate them and
+        compute the index rows of those whose id is known now. A transaction's placeholders and full URLs are
+        rewritten there with the ids known now, as ``resolve_references`` will (a batch entry's are not: each runs
+        alone). Whether they were sent."""
+        pool = self.service.entry_pool
+        writes = [e for e in entries if e.resource is not None and e.method in ("POST", "PUT")]
+        if pool is None or not pool.pays_for(len(writes)):
+            return False
+        mapping: dict[str, str] = {}
+        items = []
+        for entry in writes:
+            assert entry.resource is not None
+            resource_id = None
+            if entry.method == "POST":
+                entry.resource.pop("id", None)  # as ``prepare`` does
+                if not entry.if_none_exist:
+                    resource_id = self.ids[entry.index] = new_id()
+            elif not entry.conditional:
+                resource_id = entry.resource_id
+            if transaction and entry.full_url and resource_id:
+                mapping[entry.full_url] = f"{entry.resource_type}/{resource_id}"
+            self.sent[entry.index] = body = orjson.dumps(entry.resource)
+            items.append(Work(body, resource_id))
+        self.ahead = pool.submit(items, mapping)
+        self.positions = {entry.index: position for position, entry in enumerate(writes)}
+        return self.ahead is not None
+
+    def _done(self, entry: Entry) -> Done | None:
+        """What the workers made of the entry's resource (waiting for it), or None (not sent, or the pool failed)."""
+        position = self.positions.get(entry.index)
+        return self.ahead.get(position) if self.ahead is not None and position is not None else None
+
+    def _validate(self, entry: Entry) -> None:
+        assert entry.resource is not None
+        if entry.index in self.valid:
+            return
+        done = self._done(entry)
+        if done is None:  # as received: the transaction may have rewritten its references since it was sent
+            sent = self.sent.get(entry.index)
+            self.service.validate(entry.resource if sent is None else orjson.loads(sent))
+        elif has_errors(done.issues):
+            raise FhirError(issues=done.issues, status=status_for(done.issues))
+        self.valid.add(entry.index)
+
+    def _prepared(self, entry: Entry) -> Any:
+        done = self._done(entry)
+        return done.prepared if done is not None else None
+
+    def _first_invalid(self, entries: list[Entry]) -> FhirError | None:
+        """The refusal of the first entry (in Bundle order) whose resource is invalid, if any: what ``prepare``
+        raises before the transaction when the Bundle validates its resources in this process."""
+        for entry in entries:
+            if entry.resource is not None and entry.method in ("POST", "PUT"):
+                try:
+                    self._validate(entry)
+                except FhirError as exc:
+                    return _in_entry(entry, exc)
+        return None
 
     # -- before the database: what can be checked on the Bundle alone ---------------------------------------------
 
-    def prepare(self, entry: Entry) -> None:
+    def prepare(self, entry: Entry, validate: bool = True) -> None:
         if entry.operation is not None and not (entry.method in ("GET", "HEAD") and entry.operation == "_history"):
             raise NotSupported(f"{entry.url} is not supported in a Bundle", f"{entry.where}.request.url")
         self.authorize(entry)
@@ -89,8 +158,8 @@ class BundleRunner:
             entry.resource.pop("id", None)
         if entry.method == "PUT" and entry.resource is not None:
             check_id_element(entry.resource, entry.resource_id)
-        if entry.resource is not None and entry.method in ("POST", "PUT"):
-            self.service.validate(entry.resource)
+        if validate and entry.resource is not None and entry.method in ("POST", "PUT"):
+            self._validate(entry)
 
     def authorize(self, entry: Entry) -> None:
         """The entry's interaction must be allowed to the caller (a transaction needs the scopes of every entry);
@@ -116,7 +185,8 @@ class BundleRunner:
                 criteria, at = entry.if_none_exist, f"{where}.ifNoneExist"
                 match = finder.find_one(tx, entry.resource_type, criteria, bases, at, caller=caller)
                 entry.existing = as_version(match) if match is not None else None
-            entry.resource_id = entry.existing.id if entry.existing is not None else new_id()
+            drawn = self.ids.get(entry.index) or new_id()  # drawn before the transaction with bundle workers
+            entry.resource_id = entry.existing.id if entry.existing is not None else drawn
         elif entry.conditional and entry.method == "PUT":
             body_id = entry.resource.get("id") if entry.resource else None
             entry.resource_id, _ = finder.update_target(
@@ -173,14 +243,27 @@ class BundleRunner:
             assert entry.resource is not None
             if entry.existing is not None:
                 return self._written(entry.existing, 200)
+            self._validate(entry)  # with bundle workers: its result is waited for here
             service.check_inside(caller, "c", entry.resource, bases)
-            created = service.created_in(tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases)
+            prepared = self._prepared(entry)
+            created = service.created_in(
+                tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases, prepared
+            )
             return self._written(created, 201)
         if entry.method == "PUT":
             assert entry.resource is not None
+            self._validate(entry)
             service.check_inside(caller, "u", entry.resource, bases)
             result = service.update_in(
-                tx, caller, entry.resource_type, entry.resource_id, entry.resource, bases, version_wanted, False
+                tx,
+                caller,
+                entry.resource_type,
+                entry.resource_id,
+                entry.resource,
+                bases,
+                version_wanted,
+                False,
+                self._prepared(entry),
             )
             return self._written(result.version, 201 if result.created else 200)
         assert entry.method == "PATCH"
@@ -268,11 +351,12 @@ class BundleRunner:
     # -- the two kinds of Bundle --------------------------------------------------------------------------------
 
     def transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        ahead = self.work_ahead(entries, transaction=True)
         for entry in entries:
             try:
-                self.prepare(entry)
+                self.prepare(entry, validate=not ahead)
             except FhirError as exc:
-                raise _in_entry(entry, exc) from None
+                raise self._first_invalid(entries[: entry.index]) or _in_entry(entry, exc) from None
         if all(entry.method in ("GET", "HEAD") for entry in entries):
             return self._reads_only(entries)
 
@@ -298,7 +382,26 @@ class BundleRunner:
                     raise _in_entry(entry, exc) from None
             return [results[index] for index in range(len(entries))]
 
-        return self.service.store.transact(work)
+        if not ahead:
+            return self.service.store.transact(work)
+
+        def overlapped(tx: Transaction) -> list[dict[str, Any]]:
+            """With bundle workers, the transaction starts while they validate: each write waits for its own
+            resource's result. Any refusal is then the one validating first would give: an invalid resource
+            (the first in Bundle order) wins over whatever failed in the transaction, which rolls back."""
+            try:
+                results = work(tx)
+            except Exception:
+                first = self._first_invalid(entries)
+                if first is not None:
+                    raise first from None
+                raise
+            first = self._first_invalid(entries)  # a conditional create that matched wrote nothing, unchecked
+            if first is not None:
+                raise first
+            return results
+
+        return self.service.store.transact(overlapped)
 
     def _reads_only(self, entries: list[Entry]) -> list[dict[str, Any]]:
         """A transaction of GET entries writes nothing: it reads on one reader connection, holding no write lock
@@ -318,6 +421,7 @@ class BundleRunner:
     def batch(self, entries: list[Entry]) -> list[dict[str, Any]]:
         results = []
         reads_only = all(entry.method in ("GET", "HEAD") for entry in entries)  # else its reads see its writes
+        self.work_ahead(entries, transaction=False)
         for entry in entries:
             try:
                 self.prepare(entry)

@@ -40,6 +40,7 @@ from fhir_imaging.search.query import SearchLimits
 from fhir_imaging.service.caller import Caller
 from fhir_imaging.service.compartment import PatientCompartment
 from fhir_imaging.service.conditional import Criteria, Finder, as_version, criteria_text, single
+from fhir_imaging.service.entry_pool import EntryPool
 from fhir_imaging.service.granular import GrantQueries, check_granted, granted_current, granted_hits, narrowing
 from fhir_imaging.service.patch import FhirPathPatcher, PatchLimits, apply_json_patch
 from fhir_imaging.service.search import SearchSpec, searchset
@@ -92,6 +93,7 @@ class FhirService:
     registry: Registry
     store: Store
     validator: Validator
+    entry_pool: EntryPool | None = None  # the bundle workers (service/entry_pool.py), started with the server
     search_limits: SearchLimits = field(init=False)
     patcher: FhirPathPatcher = field(init=False)  # FHIRPath Patch under the patch bounds (``patcher.limits``)
     finder: Finder = field(init=False)

@@ -23,6 +23,7 @@ through the same statements.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from fhir_imaging.storage.base import HistoryQuery, Version
@@ -39,8 +40,10 @@ APPEND = (
 )
 
 
+@cache
 def append_statement(dialect: Dialect) -> str:
-    """The INSERT of a history row; its last parameter is the previous version's ``tx`` (0 for a first version)."""
+    """The INSERT of a history row; its last parameter is the previous version's ``tx`` (0 for a first version).
+    Made once per dialect (every write runs it)."""
     return dialect.sql(APPEND.format(greatest=dialect.greatest, writer_tx=dialect.writer_tx))
 
 
