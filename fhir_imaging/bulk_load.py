@@ -14,6 +14,12 @@ refuses (a concurrent writer created one of its ids meanwhile) is sent through t
 ``--enforce-references`` or ``--audit-log`` the whole load goes through the API (that check and that trail are the
 API's).
 
+Into an empty database, the index tables' value-keyed indexes are built after the load rather than inserted into
+row by row at random places (``SqlStore.defer_indexes``, storage/bulk.py): at the end, or as soon as something needs
+them (a resource for the API path, whose searches use them; an id written again, whose rows are found through them:
+``NotFresh``), from when on the load goes on as into any database. A killed load leaves its committed batches whole
+and the statements that build them in the database: the next open that migrates runs them.
+
 SQLite commits the batches without waiting for the disk (``SQLiteStore.relaxed_sync``: a crash keeps every
 committed batch whole) and syncs once at the end. PostgreSQL is analysed at the end (``PostgresStore.analyze``), so
 that the first searches are planned from statistics of the loaded rows (storage/pgstats.py); SQLite's searches are
@@ -63,7 +69,7 @@ from fhir_imaging.loader import (
 )
 from fhir_imaging.search.index import Indexer
 from fhir_imaging.storage.bodies import pack
-from fhir_imaging.storage.bulk import NewVersion
+from fhir_imaging.storage.bulk import NewVersion, NotFresh
 from fhir_imaging.validation import Validator, has_errors, status_for
 
 BUNDLE_DEPTH = 3  # levels a resource sits below the top of the Bundle the API path would send it in
@@ -204,33 +210,50 @@ class BulkLoader:
         self.depth = max(1, depth)  # batches handed to the workers ahead of the one being written
         self.summary = api.summary
         self._inflight: deque[tuple[list[Line | Item], Future[list[Outcome]]]] = deque()
+        self.deferred = False  # the database was empty: its value-keyed indexes are built at the end
 
     async def load(self, files: list[Path]) -> Any:
         relaxed = getattr(self.store, "relaxed_sync", None)
         with relaxed() if relaxed is not None else nullcontext():
-            for path in files:
-                self.summary.files += 1
-                pending: list[Line | Item] = []
-                for unit in _units(path):
-                    if isinstance(unit, Failure):
-                        self.summary.failed.append(unit)
-                        self.api._advance(unit.size)
-                    elif isinstance(unit, PreparedBundle):
-                        await self._submit(pending)
-                        pending = []
-                        await self._drain()
-                        await self.api._send_bundle(unit)
-                    else:
-                        pending.append(unit)
-                        if len(pending) >= self.batch_size:
-                            await self._submit(pending)
-                            pending = []
-                await self._submit(pending)
-            await self._drain()
+            defer = getattr(self.store, "defer_indexes", None)
+            self.deferred = bool(defer()) if defer is not None else False
+            try:
+                await self._load(files)
+            finally:
+                await self._build_indexes()
         analyze = getattr(self.store, "analyze", None)
         if analyze is not None and self.summary.loaded:  # PostgreSQL: statistics for the planner (storage/pgstats.py)
             await asyncio.to_thread(analyze)
         return self.summary
+
+    async def _build_indexes(self) -> None:
+        """The deferred indexes built (before anything goes through the API, whose searches need them, and before a
+        resource is written again, whose rows are found through them; at the latest at the end)."""
+        if self.deferred:
+            self.deferred = False
+            self.store.build_indexes()
+
+    async def _load(self, files: list[Path]) -> None:
+        for path in files:
+            self.summary.files += 1
+            pending: list[Line | Item] = []
+            for unit in _units(path):
+                if isinstance(unit, Failure):
+                    self.summary.failed.append(unit)
+                    self.api._advance(unit.size)
+                elif isinstance(unit, PreparedBundle):
+                    await self._submit(pending)
+                    pending = []
+                    await self._drain()
+                    await self._build_indexes()
+                    await self.api._send_bundle(unit)
+                else:
+                    pending.append(unit)
+                    if len(pending) >= self.batch_size:
+                        await self._submit(pending)
+                        pending = []
+            await self._submit(pending)
+        await self._drain()
 
     async def _submit(self, units: list[Line | Item]) -> None:
         if not units:
@@ -262,6 +285,7 @@ class BulkLoader:
             else:
                 await self._write(group)
                 group, keys = [], set()
+                await self._build_indexes()
                 await self.api._send_items([outcome])
         await self._write(group)
 
@@ -270,7 +294,12 @@ class BulkLoader:
             return
         versions = [prepared.version for _, prepared in group]
         try:
-            self.store.transact(lambda tx: tx.write_many(versions))
+            fresh = self.deferred
+            try:
+                self.store.transact(lambda tx: tx.write_many(versions, fresh))
+            except NotFresh:  # an id loaded before: its rows are found through the indexes, built first
+                await self._build_indexes()
+                self.store.transact(lambda tx: tx.write_many(versions))
         except Exception:  # the database refused the batch (nothing of it was written): the API path decides
             items = [unit if isinstance(unit, Item) else parse_line(unit) for unit, _ in group]
             await self.api._send_items([item for item in items if isinstance(item, Item)])

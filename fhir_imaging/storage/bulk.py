@@ -14,17 +14,23 @@ uses, its rows go there), all in worker processes. Here, on one open transaction
   ``COPY``, ``copy_rows``).
 
 A batch must not hold one id twice (the caller splits it there). The history order (``seq``) is the batch's order.
+
+Into an empty database the caller first drops the indexes keyed by value (``defer_indexes``) and builds them at the
+end (``build_deferred``): a load's rows then go to the end of each table and of its indexes keyed by rid, and each
+other index is built by one sort, where inserting random keys into B-trees larger than the page cache made the
+rate fall as the database grew.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from fhir_imaging.search.index import delete_statements, drop_id_hashes, with_rid
+from fhir_imaging.search.index import ID_HASH_TABLE, delete_statements, drop_id_hashes, with_rid
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.dialect import Dialect
 
@@ -56,11 +62,14 @@ class NewVersion:
     index: list[tuple[str, list[tuple[Any, ...]]]]  # Indexer.statements(0, …): (INSERT, rows whose rid is 0)
 
 
-def write_versions(conn: Any, dialect: Dialect, versions: Sequence[NewVersion]) -> None:
-    """Write ``versions`` (distinct ids) on ``conn``, inside the caller's transaction."""
+def write_versions(conn: Any, dialect: Dialect, versions: Sequence[NewVersion], fresh_only: bool = False) -> None:
+    """Write ``versions`` (distinct ids) on ``conn``, inside the caller's transaction; ``fresh_only``: refuse
+    (``NotFresh``, before writing anything) a batch one of whose ids exists."""
     if not versions:
         return
     current = _current_rows(conn, dialect, versions)
+    if current and fresh_only:
+        raise NotFresh(f"{len(current)} of the ids exist")
     writer_tx = int(conn.execute(f"SELECT {dialect.writer_tx}").fetchone()[0])
     fresh = [version for version in versions if (version.resource_type, version.id) not in current]
     rids = _reserve_rids(conn, dialect, len(fresh))
@@ -175,3 +184,92 @@ def copy_statement(insert: str) -> str:
 def insert_table(insert: str) -> str:
     """The table of an ``INSERT INTO t (…) VALUES (…)`` statement."""
     return copy_statement(insert).removeprefix("COPY ").partition(" ")[0]
+
+
+# -- indexes built after a load into an empty database ---------------------------------------------------------------
+
+DEFERRED_TABLE = "bulk_load_deferred"
+"""The statements that rebuild what ``defer_indexes`` dropped, in order: present only while a load defers them (or
+after such a load was killed: ``build_deferred`` runs them when the database is next opened)."""
+LOAD_HASH_TABLE = f"{ID_HASH_TABLE}_load"
+_FIRST_COLUMN = re.compile(r"\bON\s+\S+\s*(?:USING\s+\w+\s*)?\(\s*(\w+)", re.IGNORECASE)
+
+
+class NotFresh(Exception):
+    """A batch written with ``fresh_only`` names an id that exists (``write_versions``): nothing of it was written."""
+
+
+def defer_indexes(conn: Any, dialect: Dialect) -> bool:
+    """When the database holds no resource: drop the index tables' indexes keyed by value (each row of a load would
+    be inserted at a random place in them; a write of a resource's rows goes to the end of those keyed by rid, which
+    stay), and on SQLite turn ``ID_HASH_TABLE`` (keyed by hash, without a rowid) into a table the rows are appended
+    to; the statements that build them again, from the rows loaded, are kept in ``DEFERRED_TABLE``, in the same
+    transaction. Whether it did. Searches stay right meanwhile (they read the tables whole)."""
+    if conn.execute("SELECT 1 FROM resource LIMIT 1").fetchone() is not None:
+        return False
+    if conn.execute(dialect.sql(dialect.table_exists), (DEFERRED_TABLE,)).fetchone() is not None:
+        return True
+    drops, builds = _deferrable(conn, dialect)
+    conn.execute(f"CREATE TABLE {DEFERRED_TABLE} (step INTEGER NOT NULL, statement TEXT NOT NULL)")
+    cursor = conn.cursor()
+    cursor.executemany(
+        dialect.sql(f"INSERT INTO {DEFERRED_TABLE} (step, statement) VALUES (?, ?)"), list(enumerate(builds))
+    )
+    for statement in drops:
+        conn.execute(statement)
+    return True
+
+
+def build_deferred(conn: Any, dialect: Dialect) -> bool:
+    """Build what ``defer_indexes`` dropped (each index by one sort of its rows), inside the caller's transaction;
+    whether there was anything to build."""
+    if conn.execute(dialect.sql(dialect.table_exists), (DEFERRED_TABLE,)).fetchone() is None:
+        return False
+    for (statement,) in conn.execute(f"SELECT statement FROM {DEFERRED_TABLE} ORDER BY step").fetchall():
+        conn.execute(statement)
+    conn.execute(f"DROP TABLE {DEFERRED_TABLE}")
+    return True
+
+
+def _deferrable(conn: Any, dialect: Dialect) -> tuple[list[str], list[str]]:
+    """The statements that drop the deferred indexes, and those that build them again."""
+    drops: list[str] = []
+    builds: list[str] = []
+    if dialect.name == "postgres":
+        indexes = conn.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
+            "AND i.tablename LIKE 'spidx%' AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+            "WHERE c.conname = i.indexname AND c.connamespace = (SELECT oid FROM pg_namespace "
+            "WHERE nspname = current_schema())) ORDER BY i.indexname"
+        ).fetchall()
+        keys = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass "
+            "AND contype = 'p'",
+            (ID_HASH_TABLE,),
+        ).fetchall()
+        for name, definition in keys:
+            drops.append(f"ALTER TABLE {ID_HASH_TABLE} DROP CONSTRAINT {name}")
+            builds.append(f"ALTER TABLE {ID_HASH_TABLE} ADD CONSTRAINT {name} {definition}")
+    else:
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name LIKE 'spidx%' ORDER BY name"
+        ).fetchall()
+        create = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (ID_HASH_TABLE,))
+        drops += [
+            f"DROP TABLE {ID_HASH_TABLE}",
+            f"CREATE TABLE {ID_HASH_TABLE} (h INTEGER NOT NULL, rid INTEGER NOT NULL)",
+        ]
+        builds += [
+            f"ALTER TABLE {ID_HASH_TABLE} RENAME TO {LOAD_HASH_TABLE}",
+            str(create.fetchone()[0]),
+            f"INSERT INTO {ID_HASH_TABLE} (h, rid) SELECT h, rid FROM {LOAD_HASH_TABLE} ORDER BY h, rid",
+            f"DROP TABLE {LOAD_HASH_TABLE}",
+        ]
+    for name, definition in indexes:
+        first = _FIRST_COLUMN.search(str(definition))
+        if first is not None and first.group(1).lower() == "rid":
+            continue  # a resource's rows: appended to by a load, read by its updates
+        drops.append(f"DROP INDEX {name}")
+        builds.append(str(definition))
+    return drops, builds

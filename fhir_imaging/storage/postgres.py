@@ -340,9 +340,9 @@ class PgTransaction(SqlTransaction):
         self.flush()
         return super().query(sql, params)
 
-    def write_many(self, versions: Sequence[NewVersion]) -> None:
+    def write_many(self, versions: Sequence[NewVersion], fresh_only: bool = False) -> None:
         self.flush()  # it replaces index rows of its own (storage/bulk.py): those gathered before go first
-        super().write_many(versions)
+        super().write_many(versions, fresh_only)
 
     def execute(self, sql: str, params: Sequence[Any]) -> int:
         self.flush()

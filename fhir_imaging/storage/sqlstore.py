@@ -24,7 +24,7 @@ from fhir_imaging.fhir.resource import format_instant, now, stamped
 from fhir_imaging.search.index import INDEX_TABLES, Indexer, Prepared, delete_statements, drop_id_hashes
 from fhir_imaging.storage.base import HistoryQuery, Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
-from fhir_imaging.storage.bulk import NewVersion, write_versions
+from fhir_imaging.storage.bulk import NewVersion, build_deferred, defer_indexes, write_versions
 from fhir_imaging.storage.dialect import Dialect
 from fhir_imaging.storage.history import VERSION_COLUMNS, VERSIONS, append_statement, read_history, to_version
 from fhir_imaging.storage.schema import MIGRATIONS, SCHEMA_VERSION, statements
@@ -89,6 +89,16 @@ class SqlStore:
 
     def _migrate(self, tx: SqlTransaction) -> None:
         self.schema_found = self._apply_migrations(tx.conn)
+        build_deferred(tx.conn, self.dialect)  # the indexes of a load into an empty database that was killed
+
+    def defer_indexes(self) -> bool:
+        """For a load into an empty database: its value-keyed indexes are built after it (``build_indexes``) rather
+        than inserted into row by row (storage/bulk.py ``defer_indexes``); whether they are."""
+        return self.transact(lambda tx: defer_indexes(tx.conn, self.dialect))
+
+    def build_indexes(self) -> bool:
+        """Build the indexes ``defer_indexes`` left out, in one transaction (nothing when none are)."""
+        return self.transact(lambda tx: build_deferred(tx.conn, self.dialect))
 
     def _reader(self) -> AbstractContextManager[Any]:
         """A connection for one unit of reads (returned to the backend's pool afterwards)."""
@@ -288,10 +298,11 @@ class SqlTransaction(SqlReader):
     ) -> WriteResult:
         return self._put(resource_type, resource_id, resource, if_match, "PUT", prepared)
 
-    def write_many(self, versions: Sequence[NewVersion]) -> None:
+    def write_many(self, versions: Sequence[NewVersion], fresh_only: bool = False) -> None:
         """Many prepared versions at once (distinct ids; ``fhir-imaging load``): what ``update`` (or ``create``)
-        would make of each, in one ``executemany`` per table (storage/bulk.py)."""
-        write_versions(self.conn, self.dialect, versions)
+        would make of each, in one ``executemany`` per table (storage/bulk.py); ``fresh_only``: ``NotFresh`` (and
+        nothing written) when one of the ids exists."""
+        write_versions(self.conn, self.dialect, versions, fresh_only)
 
     def execute(self, sql: str, params: Sequence[Any]) -> int:
         return int(self._execute(sql, tuple(params)).rowcount)
