@@ -23,7 +23,6 @@ rate fall as the database grew.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -192,7 +191,23 @@ DEFERRED_TABLE = "bulk_load_deferred"
 """The statements that rebuild what ``defer_indexes`` dropped, in order: present only while a load defers them (or
 after such a load was killed: ``build_deferred`` runs them when the database is next opened)."""
 LOAD_HASH_TABLE = f"{ID_HASH_TABLE}_load"
-_FIRST_COLUMN = re.compile(r"\bON\s+\S+\s*(?:USING\s+\w+\s*)?\(\s*(\w+)", re.IGNORECASE)
+
+
+def first_column(definition: str) -> str | None:
+    """The first key column of a ``CREATE INDEX … ON table [USING method] (column, …)`` statement (SQLite's
+    ``sqlite_master.sql`` or PostgreSQL's ``pg_indexes.indexdef``), lower-cased; None when there is none. String
+    operations, not a regular expression (only the modules listed in tests/security/test_linear_regex.py use the
+    backtracking engine)."""
+    words = " ".join(definition.split())
+    on = words.upper().find(" ON ")
+    opening = words.find("(", on) if on >= 0 else -1
+    if opening < 0:
+        return None
+    rest = words[opening + 1 :].lstrip()
+    end = 0
+    while end < len(rest) and (rest[end].isalnum() or rest[end] == "_"):
+        end += 1
+    return rest[:end].lower() or None
 
 
 class NotFresh(Exception):
@@ -267,8 +282,7 @@ def _deferrable(conn: Any, dialect: Dialect) -> tuple[list[str], list[str]]:
             f"DROP TABLE {LOAD_HASH_TABLE}",
         ]
     for name, definition in indexes:
-        first = _FIRST_COLUMN.search(str(definition))
-        if first is not None and first.group(1).lower() == "rid":
+        if first_column(str(definition)) == "rid":
             continue  # a resource's rows: appended to by a load, read by its updates
         drops.append(f"DROP INDEX {name}")
         builds.append(str(definition))

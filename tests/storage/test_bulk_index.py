@@ -17,7 +17,7 @@ from fhir_imaging.search.index import INDEX_TABLES, Indexer
 from fhir_imaging.storage import open_store
 from fhir_imaging.storage.base import Store
 from fhir_imaging.storage.bodies import pack
-from fhir_imaging.storage.bulk import NewVersion, copy_statement, insert_table
+from fhir_imaging.storage.bulk import NewVersion, copy_statement, first_column, insert_table
 
 HOSTILE = "tab\there, new\nline, back\\slash, \\N, \\., café ∑ 𝄞"  # COPY's text format escapes all of these
 
@@ -149,6 +149,17 @@ def test_copy_statement_is_derived_from_the_insert() -> None:
     with pytest.raises(ValueError, match="not an INSERT"):
         copy_statement("INSERT INTO t (a) SELECT 1")
     assert insert_table("INSERT INTO spidx_token_id_hash (h, rid) VALUES (?, ?)") == "spidx_token_id_hash"
+
+
+def test_first_column_of_an_index_definition_on_both_backends() -> None:
+    """What a load into an empty database keeps (indexes keyed by rid) and drops (the others) is read from each
+    index's definition as SQLite and PostgreSQL give it back."""
+    assert first_column("CREATE INDEX spidx_token_rid ON spidx_token(rid, param)") == "rid"
+    assert first_column("CREATE INDEX spidx_token_code\n    ON spidx_token ( code, type, param )") == "code"
+    assert first_column("CREATE UNIQUE INDEX x ON public.spidx_date USING btree (RID, lo)") == "rid"
+    assert first_column("CREATE INDEX spidx_uri_uri ON public.spidx_uri USING btree (uri)") == "uri"
+    assert first_column("CREATE INDEX broken") is None
+    assert first_column("CREATE INDEX x ON t ()") is None
 
 
 def test_rows_gathered_before_a_bulk_write_of_the_same_resource_are_replaced(store: Store) -> None:
