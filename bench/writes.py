@@ -43,6 +43,8 @@ from typing import Any
 
 import orjson
 
+from bench.bundle_workers import children_cpu
+
 REPO = Path(__file__).resolve().parent.parent
 SINGLE = 300  # single creates measured (each kind)
 BATCHES = 10  # transactions of 100 measured
@@ -118,26 +120,11 @@ async def _api(database: str, path: str, studies: list[dict[str, Any]]) -> dict[
         pooled = studies[len(tx) + 3 * SINGLE :]
         async with fhir_client(settings=Settings(database=database, bundle_workers=BUNDLE_WORKERS)) as client:
             await transactions(pooled[:100])  # the workers start (not measured)
-            workers = _children_cpu()
+            workers = children_cpu()
             name = f"API transactions of 100, {BUNDLE_WORKERS} bundle workers"
             await measured(name, len(tx), transactions(pooled[100 : 100 + len(tx)]))
-            out[f"{name}: CPU ms a study, workers'"] = 1000 * (_children_cpu() - workers) / len(tx)
+            out[f"{name}: CPU ms a study, workers'"] = 1000 * (children_cpu() - workers) / len(tx)
     return out
-
-
-def _children_cpu() -> float:
-    """CPU seconds of this process's live child processes (the bundle workers), from /proc."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid():
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def measure(database_path: str, corpus: Path, studies_count: int, fresh: Path) -> dict[str, float]:
