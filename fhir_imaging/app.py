@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings, registry)
+        await store.start()
         app.state.service = FhirService(settings, registry, store, validator, entry_pool(settings))
         # point reads of a store that does not read on the event loop (PostgreSQL): one thread per pooled connection
         app.state.read_threads = (
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.read_threads = None
             if app.state.service.entry_pool is not None:
                 await anyio.to_thread.run_sync(app.state.service.entry_pool.close)
+            await store.stop()
             store.close()
 
     middleware = [Middleware(RequestLogMiddleware)]

@@ -229,13 +229,32 @@ class FhirService:
     def read(self, caller: Caller, resource_type: str, resource_id: str, bases: Bases) -> Version:
         """The current version (a deletion marker when deleted: the caller answers 410); NotFound when it never
         existed, or the caller may not see it."""
-        caller.authorize("r", resource_type)
-        if caller.granted("r", resource_type) is None:
+        if self.reads_by_id(caller, resource_type):
             version = self.store.reading(lambda reader: reader.read(resource_type, resource_id), replica=True)
         else:
             version = self.store.reading(
                 lambda reader: self.read_in(reader, caller, resource_type, resource_id, bases), replica=True
             )
+        return self.answer_read(caller, resource_type, resource_id, version, bases)
+
+    async def read_async(self, caller: Caller, resource_type: str, resource_id: str, bases: Bases) -> Version | None:
+        """``read`` awaited on the event loop (``Store.read_async``: no worker thread on PostgreSQL), when the
+        current version by id is all it needs; None when granular scopes make it a search (``read`` answers)."""
+        if not self.reads_by_id(caller, resource_type):
+            return None
+        version = await self.store.read_async(resource_type, resource_id)
+        return self.answer_read(caller, resource_type, resource_id, version, bases)
+
+    def reads_by_id(self, caller: Caller, resource_type: str) -> bool:
+        """Whether a read of ``resource_type`` is the current version by id alone (no granular r scope narrows it);
+        Forbidden when the caller may not read the type at all."""
+        caller.authorize("r", resource_type)
+        return caller.granted("r", resource_type) is None
+
+    def answer_read(
+        self, caller: Caller, resource_type: str, resource_id: str, version: Version | None, bases: Bases
+    ) -> Version:
+        """What a read answers for the ``version`` found: NotFound for none, or one the caller may not see."""
         if version is None:
             raise NotFound(f"{resource_type}/{resource_id} is not known", resource_type)
         if caller.access is not None:

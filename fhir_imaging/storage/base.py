@@ -129,6 +129,16 @@ class Store(Protocol):
 
     def read(self, resource_type: str, resource_id: str) -> Version | None: ...
 
+    async def read_async(self, resource_type: str, resource_id: str) -> Version | None:
+        """``read`` as the server's event loop awaits it (a read replica may serve it, as ``reading(…,
+        replica=True)``): without blocking the loop for a round trip."""
+
+    async def start(self) -> None:
+        """Start what the store keeps on the server's event loop (the app's lifespan calls it once the loop runs)."""
+
+    async def stop(self) -> None:
+        """Undo ``start``, before ``close``."""
+
     def vread(self, resource_type: str, resource_id: str, version: int) -> Version | None: ...
 
     def history(self, query: HistoryQuery) -> tuple[list[Version], tuple[int, int] | None]: ...

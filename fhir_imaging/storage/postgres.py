@@ -14,6 +14,12 @@ resource's index rows one statement; pooled connections run in autocommit and ar
 (psycopg's ``prepare_threshold``) — a read by id's from its first, its row in binary (``PgReader``). Bodies, compressed
 by the server already, stay in their row up to a page and are not compressed again (schema migration 10).
 
+A server's reads by id do not hop to a thread: ``start`` opens, on the server's event loop, a second pool of
+asynchronous connections (``AsyncConnectionPool``, a quarter of ``pool_size``: ``point_reads_size``), and
+``read_async`` waits for its one round trip on the loop: the hop to a worker thread and back cost more CPU than the
+read (0.48 against 0.28 ms of server CPU a read; bench/README.md, "Reads by id on PostgreSQL without a thread").
+Everything else (searches, history, writes, a replica's reads) runs in worker threads on synchronous pools.
+
 With read replicas (``--database-replica``), a unit of reads the service marks ``replica=True`` runs on a usable
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
 that fails there because the replica went away runs again on the primary. Every commit notes the primary's LSN in
@@ -28,6 +34,7 @@ timeout, otherwise a connection option (which PgBouncer refuses), is set at the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +43,7 @@ from typing import Any, TypeVar
 
 import orjson
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from fhir_imaging.fhir.outcome import ServiceUnavailable, TooCostly
 from fhir_imaging.fhir.registry import Registry
@@ -48,7 +55,7 @@ from fhir_imaging.storage.base import Version, WriteResult
 from fhir_imaging.storage.bodies import pack, unpack
 from fhir_imaging.storage.bulk import NewVersion, copy_statement
 from fhir_imaging.storage.dialect import POSTGRES
-from fhir_imaging.storage.pgpool import IdleCheck
+from fhir_imaging.storage.pgpool import AsyncIdleCheck, IdleCheck
 from fhir_imaging.storage.replicas import Replica, ReplicaSet, primary_lsn
 from fhir_imaging.storage.routing import SESSION
 from fhir_imaging.storage.schema import SCHEMA_VERSION
@@ -59,6 +66,13 @@ log = logging.getLogger("fhir_imaging.replicas")
 MIGRATION_LOCK = 7_340_147  # pg_advisory_xact_lock key for schema migrations
 CONNECT_TIMEOUT_S = 5
 COPY_ROWS = 50_000  # index rows a write transaction gathers at most before it sends them (PgTransaction)
+
+
+def point_reads_size(pool_size: int) -> int:
+    """The connections of ``pool_size`` kept for reads by id on the event loop: a quarter, at least one (one round trip
+    each, so a few serve many concurrent requests: 4 connections gave 95 % of the reads/s of 10 for 16 concurrent
+    readers, bench/README.md); the rest (at least one) serve the worker threads."""
+    return max(1, pool_size // 4)
 
 
 class DatabaseUnreachable(RuntimeError):
@@ -98,10 +112,13 @@ class PostgresStore(SqlStore):
         else:  # a unit of reads runs its statements without BEGIN and ROLLBACK (writes open a transaction)
             kwargs["options"] = options
             kwargs["autocommit"] = True
+        self._connection_kwargs = kwargs
+        self._point_reads_size = point_reads_size(pool_size)
+        self._point_reads: AsyncConnectionPool | None = None  # opened on the server's event loop by ``start``
         self._pool = ConnectionPool(
             url,
             min_size=1,
-            max_size=pool_size,
+            max_size=max(1, pool_size - self._point_reads_size),
             timeout=CONNECT_TIMEOUT_S,
             kwargs=kwargs,
             check=IdleCheck(),
@@ -161,6 +178,54 @@ class PostgresStore(SqlStore):
         if self.replicas is not None:
             self.replicas.close()
         self._pool.close()
+
+    async def start(self) -> None:
+        """Open the pool of point reads on the running event loop (its connections are made in the background)."""
+        if self._point_reads is None:
+            pool: AsyncConnectionPool = AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._point_reads_size,
+                timeout=CONNECT_TIMEOUT_S,
+                kwargs=self._connection_kwargs,
+                check=AsyncIdleCheck(),
+                open=False,
+            )
+            await pool.open(wait=False)
+            self._point_reads = pool
+
+    async def stop(self) -> None:
+        if self._point_reads is not None:
+            pool, self._point_reads = self._point_reads, None
+            await pool.close()
+
+    async def read_async(self, resource_type: str, resource_id: str) -> Version | None:
+        """The current version, as ``reading(… read …, replica=True)`` gives it, without blocking the event loop: a
+        usable replica serves it from a worker thread (replica pools are synchronous: the checker thread replaces
+        them); else the primary, over the pool of point reads (a worker thread before ``start``)."""
+        if self.replicas is not None:
+            session = SESSION.get()
+            chosen = self.replicas.choose(session.fence if session is not None else 0)
+            if chosen is not None:
+                try:
+                    return await asyncio.to_thread(
+                        self._on_replica, chosen, lambda reader: reader.read(resource_type, resource_id)
+                    )
+                except _ReplicaFailed:
+                    pass  # the primary answers instead
+        pool = self._point_reads
+        if pool is None:
+            return await asyncio.to_thread(self.read, resource_type, resource_id)
+        with _unavailable_as_503():
+            async with pool.connection() as conn:
+                self.primary_reads += 1
+                if self._set_timeout:
+                    await conn.execute(self._set_timeout)
+                cursor = await conn.execute(
+                    READ_BY_ID, (resource_type, resource_id), prepare=self.prepare_reads, binary=True
+                )
+                row = await cursor.fetchone()
+        return _current(resource_type, resource_id, row)
 
     @contextmanager
     def _reader(self) -> Iterator[Any]:
@@ -267,12 +332,17 @@ class PgReader(SqlReader):
 
     def read(self, resource_type: str, resource_id: str) -> Version | None:
         row = self.conn.execute(READ_BY_ID, (resource_type, resource_id), prepare=self._prepare, binary=True).fetchone()
-        if row is None:
-            return None
-        version, last_updated, deleted, body = row
-        if deleted == 1:
-            return Version(resource_type, resource_id, version, last_updated, "DELETE", None)
-        return Version(resource_type, resource_id, version, last_updated, "", unpack(body))
+        return _current(resource_type, resource_id, row)
+
+
+def _current(resource_type: str, resource_id: str, row: tuple[Any, ...] | None) -> Version | None:
+    """The version a ``READ_BY_ID`` row gives (None: no row)."""
+    if row is None:
+        return None
+    version, last_updated, deleted, body = row
+    if deleted == 1:
+        return Version(resource_type, resource_id, version, last_updated, "DELETE", None)
+    return Version(resource_type, resource_id, version, last_updated, "", unpack(body))
 
 
 class PgTransaction(SqlTransaction):

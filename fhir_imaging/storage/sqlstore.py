@@ -11,6 +11,7 @@ an ``If-Match`` race has exactly one winner.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -103,6 +104,20 @@ class SqlStore:
     def _reader(self) -> AbstractContextManager[Any]:
         """A connection for one unit of reads (returned to the backend's pool afterwards)."""
         raise NotImplementedError
+
+    async def start(self) -> None:
+        """What the store keeps on the server's event loop, started once the loop runs (PostgreSQL: the pool of
+        point reads); nothing here."""
+
+    async def stop(self) -> None:
+        """Undo ``start``, before ``close``."""
+
+    async def read_async(self, resource_type: str, resource_id: str) -> Version | None:
+        """The current version, as ``reading(… read …, replica=True)`` gives it, awaited on the event loop: run
+        there when the store's reads are quick enough (``reads_inline``), else in a worker thread."""
+        if self.reads_inline:
+            return self.read(resource_type, resource_id)
+        return await asyncio.to_thread(self.reading, lambda reader: reader.read(resource_type, resource_id), True)
 
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         raise NotImplementedError

@@ -134,7 +134,11 @@ def test_server_error_is_500_outcome_with_request_id_and_no_trace(
         def explode(*args: Any) -> None:
             raise RuntimeError("secret internals")
 
-        app.state.service.store.reading = explode  # every read goes through it
+        async def explode_async(*args: Any) -> None:
+            explode()
+
+        app.state.service.store.reading = explode  # every unit of reads goes through it
+        app.state.service.store.read_async = explode_async  # and every read by id
         response = failing.get("/Patient/x")
     assert response.status_code == 500
     outcome = _outcome(response)

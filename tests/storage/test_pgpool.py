@@ -127,9 +127,12 @@ def test_reads_by_id_over_http_survive_connections_killed_while_idle() -> None:
     with fresh_postgres_database() as url:
         app = create_app(Settings(database=url, pool_size=2))
         with TestClient(app, base_url=BASE) as client:
-            assert app.state.read_threads is not None  # point reads go to the app's own threads
+            assert app.state.read_threads is not None  # vreads go to the app's own threads
             created = client.post("/ImagingStudy", json=SEED_STUDY).json()
-            app.state.service.store._pool._check.idle_s = 0.0  # every connection is checked
+            assert client.get(f"/ImagingStudy/{created['id']}").status_code == 200  # the point-read pool's in use
+            store = app.state.service.store
+            store._pool._check.idle_s = 0.0  # every connection is checked
+            store._point_reads._check.idle_s = 0.0
             with psycopg.connect(url, autocommit=True) as admin:
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -139,4 +142,44 @@ def test_reads_by_id_over_http_survive_connections_killed_while_idle() -> None:
             for _ in range(3):
                 response = client.get(f"/ImagingStudy/{created['id']}")
                 assert response.status_code == 200 and response.json() == created
+                assert client.get(f"/ImagingStudy/{created['id']}/_history/1").json() == created
         assert app.state.read_threads is None  # shut down with the app
+        assert store._point_reads is None
+
+
+def _requests(pool: Any) -> int:
+    return int(pool.get_stats().get("requests_num", 0))
+
+
+def test_reads_by_id_over_http_wait_on_the_event_loop_not_in_a_thread() -> None:
+    with fresh_postgres_database() as url:
+        app = create_app(Settings(database=url, pool_size=2))
+        with TestClient(app, base_url=BASE) as client:
+            created = client.post("/ImagingStudy", json=SEED_STUDY).json()
+            store = app.state.service.store
+            on_loop, in_threads = _requests(store._point_reads), _requests(store._pool)
+            for _ in range(5):
+                assert client.get(f"/ImagingStudy/{created['id']}").json() == created
+            assert client.get("/ImagingStudy/never").status_code == 404
+            client.delete(f"/ImagingStudy/{created['id']}")
+            in_threads = _requests(store._pool)
+            gone = client.get(f"/ImagingStudy/{created['id']}")
+            assert gone.status_code == 410 and gone.headers["etag"] == 'W/"2"'
+            assert _requests(store._point_reads) == on_loop + 7
+            assert _requests(store._pool) == in_threads  # none of them took a connection of the threads' pool
+
+
+def test_behind_a_transaction_pooler_reads_by_id_over_http_are_never_prepared() -> None:
+    with fresh_postgres_database() as url:
+        app = create_app(Settings(database=url, pool_size=1, transaction_pooler=True))
+        with TestClient(app, base_url=BASE) as client:
+            created = client.post("/ImagingStudy", json=SEED_STUDY).json()
+            for _ in range(6):
+                assert client.get(f"/ImagingStudy/{created['id']}").json() == created
+            store = app.state.service.store
+
+            async def prepared() -> Any:
+                async with store._point_reads.connection() as conn:  # the pool's one connection
+                    return await (await conn.execute(PREPARED, (READ_AS_SENT,))).fetchone()
+
+            assert client.portal.call(prepared) == (0,)
