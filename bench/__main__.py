@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench import generate
 from bench.run import EXPERIMENTS, POSTGRES_TARGET, REPLICA_TARGET, TARGET_NAMES, Options, run, save_json
+from bench.study_profiles import PROFILES
 from bench.targets import REPO
 from bench.workloads import WORKLOADS
 
@@ -50,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of " + ",".join(workload_names),
     )
     r.add_argument("--workers", type=int, default=1, help="server processes of ours and ours-granian (default 1)")
+    r.add_argument(
+        "--study-profile",
+        choices=PROFILES,
+        default="realistic",
+        help="ImagingStudy resources of the corpus and of the creates: realistic (~20 kB, default) or small "
+        "(~1.5 kB, one series of 1–2 instances); see bench/study_profiles.py",
+    )
     r.add_argument(
         "--postgres",
         help="a PostgreSQL server URL for ours-postgres (a database preloaded per scale and source, kept for reuse)",
@@ -125,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         targets=args.targets,
         workloads=args.workloads,
         workers=args.workers,
+        study_profile=args.study_profile,
         postgres=args.postgres,
         postgres_replica=args.postgres_replica,
         peer_heap_mib=args.peer_heap_mib,

@@ -26,6 +26,7 @@ TARGET_ORDER = (
     "floor",
     "peer",
 )
+PEER_CREATE_RATIO = {"small": 0.25, "realistic": 0.38}  # creates (c16) at least this share of the peer's
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -110,6 +111,11 @@ def render(
         f"{opts.warmup:g} s warm-up, then {opts.duration:g} s measured with wrk. "
         f"Our server: {opts.workers} worker, default settings (SQLite `synchronous=full`, request log at "
         f"`info` to a file). Floor: same uvicorn, same SQLite settings.",
+        "",
+        f"Study profile: `{opts.study_profile}` (`bench/study_profiles.py`; creates send studies of the same profile). "
+        "Mean ImagingStudy in the corpus (compact JSON): "
+        + (", ".join(f"{size:,.0f} bytes at scale {s:,}" for s, size in opts.study_bytes.items()) or "not measured")
+        + ".",
         "",
     ]
     lines += ["## Machine", "", "| | |", "|---|---|"]
@@ -260,6 +266,14 @@ def targets_section(opts: Options, results: list[Measurement]) -> list[str]:
                 f"{_f(ours_m.rate)} vs {_f(peer_raw.rate)} /s",
                 ours_m.rate >= peer_raw.rate,
             )
+    peer_c16 = get("peer", "create-c16")
+    need = PEER_CREATE_RATIO.get(opts.study_profile)
+    if need is not None:
+        row(
+            f"create (c16) ≥ {need:.2f}× the peer's ({opts.study_profile} studies)",
+            f"{_f(c16.rate)} vs {_f(peer_c16.rate)} /s ({c16.rate / peer_c16.rate:.2f}×)" if c16 and peer_c16 else "–",
+            c16.rate >= need * peer_c16.rate if c16 and peer_c16 else None,
+        )
     for label, ours_m, floor_m in (("create (c16)", c16, floor_c16), ("read", read, floor_read)):
         ratio = ours_m.rate / floor_m.rate if ours_m and floor_m else None
         row(

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from bench import floor as floor_app
-from bench import generate, targets
+from bench import study_profiles, targets
 from bench.loadgen import run_wrk
 from bench.workloads import BY_NAME, WORKLOADS, Corpus, Workload, probe
 
@@ -79,6 +79,8 @@ class Options:
     targets: tuple[str, ...] = TARGET_NAMES
     workloads: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
     workers: int = 1
+    study_profile: str = "realistic"  # bench/study_profiles.py
+    study_bytes: dict[int, float] = field(default_factory=dict)  # mean serialised ImagingStudy per scale (measured)
     postgres: str | None = None  # a PostgreSQL server for ours-postgres (a preloaded database per scale, kept)
     postgres_replica: str | None = None  # a streaming replica of ``postgres`` for ours-postgres-replica
     cache_dir: Path = Path(tempfile.gettempdir()) / "fhir-imaging-bench"
@@ -97,18 +99,40 @@ def _hash_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _generator(opts: Options) -> list[Path]:
+    """The sources a corpus of the study profile comes from (part of every cache key)."""
+    sources = [REPO / "bench" / "generate.py"]
+    return sources if opts.study_profile == "realistic" else [*sources, REPO / "bench" / "study_profiles.py"]
+
+
+def _profile(opts: Options, sep: str = "-") -> str:
+    """The profile as it appears in cache names: nothing for ``realistic`` (the names from before profiles)."""
+    return "" if opts.study_profile == "realistic" else opts.study_profile + sep
+
+
 def corpus_file(opts: Options, scale: int) -> Path:
-    """The corpus as NDJSON, cached by scale, seed and the generator's source."""
-    key = _hash_files([REPO / "bench" / "generate.py"])
-    path = opts.cache_dir / f"corpus-{scale}-{opts.seed}-{key}.ndjson"
+    """The corpus as NDJSON, cached by study profile, scale, seed and the generator's source."""
+    key = _hash_files(_generator(opts))
+    path = opts.cache_dir / f"corpus-{_profile(opts)}{scale}-{opts.seed}-{key}.ndjson"
     if not path.exists():
-        opts.log(f"  generating the corpus ({scale} studies) → {path}")
+        opts.log(f"  generating the corpus ({scale} {opts.study_profile} studies) → {path}")
         tmp = path.with_suffix(".tmp")
         with tmp.open("wb") as out:
-            for resource in generate.generate_corpus(scale, opts.seed):
+            for resource in study_profiles.generate_corpus(scale, opts.seed, opts.study_profile):
                 out.write(orjson.dumps(resource) + b"\n")
         tmp.rename(path)
     return path
+
+
+def mean_study_bytes(corpus: Path) -> float:
+    """The mean size of the corpus's ImagingStudy resources as stored in the NDJSON (compact JSON)."""
+    total = count = 0
+    with corpus.open("rb") as f:
+        for line in f:
+            if line.startswith(b'{"resourceType":"ImagingStudy"'):
+                total += len(line) - 1  # without the newline
+                count += 1
+    return total / count if count else 0.0
 
 
 def read_corpus(path: Path) -> Iterator[dict[str, Any]]:
@@ -144,8 +168,8 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
 
     The cache key covers the server's source, so a change of schema or indexing rebuilds it. Returns the seconds
     the preload took (0 when cached)."""
-    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), REPO / "bench" / "generate.py"])
-    template = opts.cache_dir / f"ours-{scale}-{opts.seed}-{key}.db"
+    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), *_generator(opts)])
+    template = opts.cache_dir / f"ours-{_profile(opts)}{scale}-{opts.seed}-{key}.db"
     seconds = 0.0
     if not template.exists():
         opts.log(f"  preloading our database ({scale} studies) through fhir-imaging load --database")
@@ -154,7 +178,9 @@ def ours_database(opts: Options, scale: int, corpus: Path, into: Path) -> float:
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)
         seconds = bulk_load(opts, corpus, f"sqlite:///{tmp}")
         tmp.rename(template)
-        for stale in opts.cache_dir.glob(f"ours-{scale}-{opts.seed}-*.db"):  # templates of older sources
+        for stale in opts.cache_dir.glob(
+            f"ours-{_profile(opts)}{scale}-{opts.seed}-*.db"
+        ):  # templates of older sources
             if stale != template:
                 stale.unlink()
     shutil.copyfile(template, into)
@@ -171,8 +197,8 @@ def postgres_database(opts: Options, scale: int, corpus: Path) -> str:
     import psycopg
 
     assert opts.postgres
-    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), REPO / "bench" / "generate.py"])
-    name = f"bench_{scale}_{opts.seed}_{key}"
+    key = _hash_files([*(REPO / "fhir_imaging").rglob("*.py"), *_generator(opts)])
+    name = f"bench_{_profile(opts, '_')}{scale}_{opts.seed}_{key}"
     server = opts.postgres.rsplit("/", 1)[0]
     with psycopg.connect(opts.postgres, autocommit=True) as admin:
         if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
@@ -296,10 +322,14 @@ def run(opts: Options) -> tuple[list[TargetRun], list[Measurement], Path]:
         for scale in opts.scales:
             opts.log(f"scale {scale}")
             corpus = corpus_file(opts, scale)
+            opts.study_bytes[scale] = mean_study_bytes(corpus)
+            opts.log(f"  {opts.study_profile} studies: {opts.study_bytes[scale]:,.0f} bytes on average")
             request_dir = work / f"requests-{scale}"
             request_dir.mkdir()
             chosen = [BY_NAME[name] for name in opts.workloads]
-            files = {w.name: w.write_requests(Corpus(scale, opts.seed), request_dir) for w in chosen}
+            files = {
+                w.name: w.write_requests(Corpus(scale, opts.seed, opts.study_profile), request_dir) for w in chosen
+            }
             for name in opts.targets:
                 opts.log(f"  {name}")
                 target, preload_seconds = build_target(name, opts, scale, corpus, work)
@@ -340,11 +370,9 @@ def run(opts: Options) -> tuple[list[TargetRun], list[Measurement], Path]:
 def save_json(
     path: Path, opts: Options, command: str, machine: dict[str, Any], runs: list[TargetRun], results: list[Measurement]
 ) -> None:
-    options = {
-        k: v
-        for k, v in asdict(opts).items()
-        if k in ("scales", "seed", "duration", "warmup", "targets", "workloads", "workers", "slow_limit")
-    }
+    saved = ("scales", "seed", "duration", "warmup", "targets", "workloads", "workers", "slow_limit", "study_profile")
+    options = {k: v for k, v in asdict(opts).items() if k in saved}
+    options["study_bytes"] = {str(scale): size for scale, size in opts.study_bytes.items()}
     data = {
         "command": command,
         "options": options,
@@ -368,6 +396,8 @@ def load_json(path: Path) -> tuple[Options, str, dict[str, Any], list[TargetRun]
         workloads=tuple(o["workloads"]),
         workers=o["workers"],
         slow_limit=o.get("slow_limit", 2.0),
+        study_profile=o.get("study_profile", "realistic"),
+        study_bytes={int(scale): size for scale, size in o.get("study_bytes", {}).items()},
     )
     runs = [TargetRun(**r) for r in data["runs"]]
     results = [Measurement(**m) for m in data["results"]]

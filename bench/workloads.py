@@ -1,7 +1,8 @@
 """The workloads: what is sent, at which concurrency. Add one by appending a ``Workload`` to ``WORKLOADS``.
 
-Every workload is a file of requests built once per scale from the generated corpus (``bench/generate.py``), so each
-server gets exactly the same requests. Before a workload runs on a server, its first request is sent once (the
+Every workload is a file of requests built once per scale from the generated corpus (``bench/generate.py``, with
+the studies of the run's profile, ``bench/study_profiles.py``: creates and updates send studies of that profile too),
+so each server gets exactly the same requests. Before a workload runs on a server, its first request is sent once (the
 probe): an answer of 404, 405 or 501 means the server does not offer that interaction yet, and the workload is
 skipped with the answer as the note (searches and transactions light up by themselves when the server gains them).
 A workload that follows ``next`` links is also skipped when the probe's answer has no ``next`` link.
@@ -20,7 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
-from bench import generate
+from bench import generate, study_profiles
 from bench.targets import Target
 
 UNSUPPORTED = (404, 405, 501)
@@ -33,6 +34,10 @@ MODALITY_CODES = tuple(m.code for m in generate.MODALITIES)
 class Corpus:
     scale: int
     seed: int
+    profile: str = "realistic"  # of the studies (bench/study_profiles.py): the preloaded ones and the ones sent
+
+    def study(self, i: int) -> dict[str, Any]:
+        return study_profiles.study(self.profile, self.scale, self.seed, i)
 
     def study_id(self, i: int) -> str:
         return generate.resource_id(self.seed, "ImagingStudy", i)
@@ -46,7 +51,7 @@ class Corpus:
 
     def new_study(self, k: int) -> dict[str, Any]:
         """A study that is not in the corpus (a further study of visit ``k % scale``), without an id."""
-        body = generate.study(self.scale, self.seed, self.scale + k)
+        body = self.study(self.scale + k)
         del body["id"]
         return body
 
@@ -136,7 +141,7 @@ def mixed(c: Corpus, rng: random.Random) -> Iterator[str]:
             yield _line("POST", "/baseR4/ImagingStudy", c.new_study(k))
         else:
             i = rng.randrange(c.scale)
-            body = generate.study(c.scale, c.seed, i)
+            body = c.study(i)
             body["status"] = "available"
             body["description"] += " (corrected)"
             yield _line("PUT", f"/baseR4/ImagingStudy/{body['id']}", body)
