@@ -18,7 +18,8 @@ A server's reads by id do not hop to a thread: ``start`` opens, on the server's 
 asynchronous connections (``AsyncConnectionPool``, a quarter of ``pool_size``: ``point_reads_size``), and
 ``read_async`` waits for its one round trip on the loop: the hop to a worker thread and back cost more CPU than the
 read (0.48 against 0.28 ms of server CPU a read; bench/README.md, "Reads by id on PostgreSQL without a thread").
-Everything else (searches, history, writes, a replica's reads) runs in worker threads on synchronous pools.
+So do a replica's (storage/replicas.py ``point_reads``). Everything else (searches, history, writes) runs in worker
+threads on synchronous pools.
 
 With read replicas (``--database-replica``), a unit of reads the service marks ``replica=True`` runs on a usable
 replica that has replayed the session's fence (storage/routing.py, storage/replicas.py), else on the primary; one
@@ -132,7 +133,13 @@ class PostgresStore(SqlStore):
         self._open_schema(migrate)
         if replicas:  # replicas are reached directly (not through the pooler), each with the statement timeout
             self.replicas = ReplicaSet(
-                replicas, self._primary_lsn, replica_max_lag, replica_check_interval, pool_size, options
+                replicas,
+                self._primary_lsn,
+                replica_max_lag,
+                replica_check_interval,
+                pool_size,
+                options,
+                self._point_reads_size,
             )
 
     def _primary_lsn(self) -> int:
@@ -195,37 +202,46 @@ class PostgresStore(SqlStore):
             self._point_reads = pool
 
     async def stop(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close_point_reads()
         if self._point_reads is not None:
             pool, self._point_reads = self._point_reads, None
             await pool.close()
 
     async def read_async(self, resource_type: str, resource_id: str) -> Version | None:
-        """The current version, as ``reading(… read …, replica=True)`` gives it, without blocking the event loop: a
-        usable replica serves it from a worker thread (replica pools are synchronous: the checker thread replaces
-        them); else the primary, over the pool of point reads (a worker thread before ``start``)."""
+        """The current version, as ``reading(… read …, replica=True)`` gives it, awaited on the event loop: on a
+        usable replica that has replayed the session's fence, over its pool of reads by id; else (or when that
+        replica fails) on the primary, over the pool of point reads (in a worker thread before ``start``)."""
+        pool = self._point_reads
+        if pool is None:
+            return await asyncio.to_thread(self.reading, lambda reader: reader.read(resource_type, resource_id), True)
         if self.replicas is not None:
             session = SESSION.get()
             chosen = self.replicas.choose(session.fence if session is not None else 0)
             if chosen is not None:
                 try:
-                    return await asyncio.to_thread(
-                        self._on_replica, chosen, lambda reader: reader.read(resource_type, resource_id)
-                    )
-                except _ReplicaFailed:
-                    pass  # the primary answers instead
-        pool = self._point_reads
-        if pool is None:
-            return await asyncio.to_thread(self.read, resource_type, resource_id)
+                    with _too_costly():
+                        row = await self._read_by_id(
+                            await self.replicas.point_reads(chosen), resource_type, resource_id
+                        )
+                except (psycopg.OperationalError, PoolTimeout) as exc:
+                    self._replica_failed(chosen, exc)  # the primary answers instead
+                else:
+                    chosen.reads += 1
+                    return _current(resource_type, resource_id, row)
         with _unavailable_as_503():
-            async with pool.connection() as conn:
-                self.primary_reads += 1
-                if self._set_timeout:
-                    await conn.execute(self._set_timeout)
-                cursor = await conn.execute(
-                    READ_BY_ID, (resource_type, resource_id), prepare=self.prepare_reads, binary=True
-                )
-                row = await cursor.fetchone()
+            self.primary_reads += 1
+            row = await self._read_by_id(pool, resource_type, resource_id)
         return _current(resource_type, resource_id, row)
+
+    async def _read_by_id(self, pool: AsyncConnectionPool, resource_type: str, resource_id: str) -> Any:
+        async with pool.connection() as conn:
+            if self._set_timeout:
+                await conn.execute(self._set_timeout)
+            cursor = await conn.execute(
+                READ_BY_ID, (resource_type, resource_id), prepare=self.prepare_reads, binary=True
+            )
+            return await cursor.fetchone()
 
     @contextmanager
     def _reader(self) -> Iterator[Any]:
@@ -266,18 +282,23 @@ class PostgresStore(SqlStore):
     def _on_replica(self, replica: Replica, work: Callable[[SqlReader], T]) -> T:
         """``work`` on ``replica``; ``_ReplicaFailed`` when the replica could not run it (down, or a statement
         cancelled by a conflict with the log it replays): the reads can run again elsewhere."""
-        assert self.replicas is not None
         try:
             with _too_costly(), replica.pool.connection() as conn:
                 result = work(PgReader(self, conn))
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            if isinstance(exc, psycopg.errors.SerializationFailure):  # cancelled by a recovery conflict
-                log.info("read on replica %s cancelled by recovery; the primary answers", replica.name)
-            else:
-                self.replicas.mark_down(replica, f"a read failed ({type(exc).__name__})")
+            self._replica_failed(replica, exc)
             raise _ReplicaFailed from exc
         replica.reads += 1
         return result
+
+    def _replica_failed(self, replica: Replica, exc: Exception) -> None:
+        """A read failed on ``replica`` (the primary runs it again): cancelled by a recovery conflict, or the replica
+        is down (skipped until a check finds it healthy)."""
+        assert self.replicas is not None
+        if isinstance(exc, psycopg.errors.SerializationFailure):  # cancelled by a recovery conflict
+            log.info("read on replica %s cancelled by recovery; the primary answers", replica.name)
+        else:
+            self.replicas.mark_down(replica, f"a read failed ({type(exc).__name__})")
 
     def transact(self, work: Callable[[SqlTransaction], T]) -> T:
         with _unavailable_as_503(), self._pool.connection() as conn:

@@ -6,10 +6,15 @@ trails by at most ``max_lag`` seconds (``routing.LagTracker``) is usable; one th
 skipped until a later check finds it healthy again. A read that fails on a replica because the connection broke
 marks it down at once (``PostgresStore`` then runs the read on the primary). A replica coming back gets a fresh
 pool: the old one may still be backing off from its failed reconnection attempts.
+
+Reads by id on a replica wait on the server's event loop, as on the primary: each replica also has a small pool of
+asynchronous connections (``point_reads``), made on the loop when first needed and made afresh, the old one closed
+in the background, once the checker has given the replica a fresh pool (``Replica.generation``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -19,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from fhir_imaging.logs import redact_url
-from fhir_imaging.storage.pgpool import IdleCheck
+from fhir_imaging.storage.pgpool import AsyncIdleCheck, IdleCheck
 from fhir_imaging.storage.routing import LagTracker
 
 log = logging.getLogger("fhir_imaging.replicas")
@@ -49,7 +54,9 @@ class Replica:
     replayed: int = -1  # the LSN it had replayed at its last check (-1: unknown)
     lag: float | None = None  # seconds it trailed the primary at most, at its last check (None: unknown)
     reads: int = 0  # units of reads it served
+    generation: int = 0  # how many times the checker gave it a fresh pool
     _probe: psycopg.Connection[Any] | None = field(default=None, repr=False)
+    _point_reads: tuple[int, AsyncConnectionPool] | None = field(default=None, repr=False)  # (generation, pool)
 
 
 class ReplicaSet:
@@ -63,6 +70,7 @@ class ReplicaSet:
         interval: float,
         pool_size: int,
         connection_options: str,
+        point_reads_size: int = 1,
     ) -> None:
         self.max_lag = max_lag
         self.interval = interval
@@ -74,10 +82,15 @@ class ReplicaSet:
         self._stop = threading.Event()
         self._checked = threading.Condition()
         self.checks = 0  # rounds of checks done
-        self._pool_size = pool_size
+        self._pool_size = max(1, pool_size - point_reads_size)
+        self._point_reads_size = point_reads_size
+        self._closing: set[asyncio.Task[None]] = set()  # asynchronous pools being closed in the background
         self.replicas = [Replica(redact_url(url), self._new_pool(url)) for url in urls]
         self._thread = threading.Thread(target=self._loop, name="replica-checker", daemon=True)
         self._thread.start()
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"connect_timeout": CONNECT_TIMEOUT_S, "options": self._options, "autocommit": True}
 
     def _new_pool(self, url: str) -> ConnectionPool:
         return ConnectionPool(
@@ -85,10 +98,45 @@ class ReplicaSet:
             min_size=0,  # no connection is kept (nor reconnected in the background) while it is unused
             max_size=self._pool_size,
             timeout=POOL_TIMEOUT_S,
-            kwargs={"connect_timeout": CONNECT_TIMEOUT_S, "options": self._options, "autocommit": True},
+            kwargs=self._kwargs(),
             check=IdleCheck(),
             open=True,
         )
+
+    async def point_reads(self, replica: Replica) -> AsyncConnectionPool:
+        """The pool of ``replica``'s reads by id, on the running event loop: made when first needed, and made afresh
+        once the replica came back (the old one is closed in the background)."""
+        current = replica._point_reads
+        if current is not None and current[0] == replica.generation:
+            return current[1]
+        pool: AsyncConnectionPool = AsyncConnectionPool(
+            self._urls[self.replicas.index(replica)],
+            min_size=0,
+            max_size=self._point_reads_size,
+            timeout=POOL_TIMEOUT_S,
+            kwargs=self._kwargs(),
+            check=AsyncIdleCheck(),
+            open=False,
+        )
+        await pool.open(wait=False)
+        replica._point_reads = (replica.generation, pool)
+        if current is not None:
+            self._close_later(current[1])
+        return pool
+
+    def _close_later(self, pool: AsyncConnectionPool) -> None:
+        task = asyncio.get_running_loop().create_task(pool.close(timeout=POOL_TIMEOUT_S))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close_point_reads(self) -> None:
+        """Close every replica's pool of reads by id (on the loop that made them, before ``close``)."""
+        for replica in self.replicas:
+            if replica._point_reads is not None:
+                pool, replica._point_reads = replica._point_reads[1], None
+                await pool.close(timeout=POOL_TIMEOUT_S)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def choose(self, fence: int) -> Replica | None:
         """A usable replica that has replayed ``fence`` (in turn, when several have), else None (the primary)."""
@@ -170,5 +218,6 @@ class ReplicaSet:
         elif not replica.usable:
             log.info("read replica %s in use (trails the primary by at most %.1f s)", replica.name, replica.lag)
             old, replica.pool = replica.pool, self._new_pool(url)
+            replica.generation += 1
             replica.usable = True
             old.close(timeout=POOL_TIMEOUT_S)  # a read still holding one of its connections fails over to the primary

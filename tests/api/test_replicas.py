@@ -181,6 +181,32 @@ def test_a_replica_going_down_leaves_reads_to_the_primary_until_it_is_back(clien
     assert replica_served(store) == before + 1
 
 
+def _point_reads_of_replica(client: TestClient) -> tuple[int, int]:
+    """The replica's pool of reads by id: (generation, requests it served); (-1, 0) before it has one."""
+    made = replicas_of(store_of(client)).replicas[0]._point_reads
+    return (-1, 0) if made is None else (made[0], int(made[1].get_stats().get("requests_num", 0)))
+
+
+def test_reads_by_id_on_the_replica_wait_on_the_event_loop_and_follow_it_coming_back(client: TestClient) -> None:
+    study_id = client.post("/ImagingStudy", json=study()).json()["id"]
+    caught_up(client)
+    store = store_of(client)
+    before = replica_served(store)
+    for _ in range(3):
+        assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
+    generation, served = _point_reads_of_replica(client)
+    assert served == 3 and replica_served(store) == before + 3  # over the replica's asynchronous pool
+    with replica_stopped():
+        assert client.get(f"/ImagingStudy/{study_id}").status_code == 200  # the primary answers
+        wait_usable(store, usable=False)
+    wait_usable(store)
+    caught_up(client)
+    before = replica_served(store)
+    assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
+    assert replica_served(store) == before + 1
+    assert _point_reads_of_replica(client) == (generation + 1, 1)  # a fresh pool: the old one's connections died
+
+
 def test_bulk_export_reads_a_replica_that_has_replayed_its_kick_off(client: TestClient) -> None:
     """Replay paused: the replica lacks everything, so the job (status, and the resources it writes out) is read
     on the primary and misses nothing; once the replica has caught up, an export's resources come from it."""
