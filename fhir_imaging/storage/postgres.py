@@ -66,13 +66,19 @@ T = TypeVar("T")
 log = logging.getLogger("fhir_imaging.replicas")
 MIGRATION_LOCK = 7_340_147  # pg_advisory_xact_lock key for schema migrations
 CONNECT_TIMEOUT_S = 5
+# A pool's failed (re)connection is retried on psycopg_pool's backoff (1, 2 … s) for this long, then given up; the
+# next request that finds no connection makes a new attempt. (psycopg_pool's default, 5 minutes of a doubling
+# backoff, left a pool that had lost its connections waiting for the next step of it long after the database was
+# back, however many requests waited.)
+RECONNECT_TIMEOUT_S = 5.0
 COPY_ROWS = 50_000  # index rows a write transaction gathers at most before it sends them (PgTransaction)
 
 
 def point_reads_size(pool_size: int) -> int:
-    """The connections of ``pool_size`` kept for reads by id on the event loop: a quarter, at least one (one round trip
-    each, so a few serve many concurrent requests: 4 connections gave 95 % of the reads/s of 10 for 16 concurrent
-    readers, bench/README.md); the rest (at least one) serve the worker threads."""
+    """The connections of ``pool_size`` a server keeps for reads by id on the event loop: a quarter, at least one (one
+    round trip each, so a few serve many concurrent requests: 4 connections gave 95 % of the reads/s of 10 for 16
+    concurrent readers, bench/README.md); the rest (at least one) serve the worker threads. A store that is not
+    serving (``load``, ``migrate``: no ``start``) gives them all to its threads."""
     return max(1, pool_size // 4)
 
 
@@ -114,13 +120,15 @@ class PostgresStore(SqlStore):
             kwargs["options"] = options
             kwargs["autocommit"] = True
         self._connection_kwargs = kwargs
+        self._pool_size = pool_size
         self._point_reads_size = point_reads_size(pool_size)
         self._point_reads: AsyncConnectionPool | None = None  # opened on the server's event loop by ``start``
         self._pool = ConnectionPool(
             url,
             min_size=1,
-            max_size=max(1, pool_size - self._point_reads_size),
+            max_size=pool_size,  # until ``start`` gives a part of it to the pool of point reads
             timeout=CONNECT_TIMEOUT_S,
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
             kwargs=kwargs,
             check=IdleCheck(),
             open=False,
@@ -194,12 +202,14 @@ class PostgresStore(SqlStore):
                 min_size=1,
                 max_size=self._point_reads_size,
                 timeout=CONNECT_TIMEOUT_S,
+                reconnect_timeout=RECONNECT_TIMEOUT_S,
                 kwargs=self._connection_kwargs,
                 check=AsyncIdleCheck(),
                 open=False,
             )
             await pool.open(wait=False)
             self._point_reads = pool
+            self._pool.resize(1, max(1, self._pool_size - self._point_reads_size))
 
     async def stop(self) -> None:
         if self.replicas is not None:
@@ -207,6 +217,7 @@ class PostgresStore(SqlStore):
         if self._point_reads is not None:
             pool, self._point_reads = self._point_reads, None
             await pool.close()
+            self._pool.resize(1, self._pool_size)
 
     async def read_async(self, resource_type: str, resource_id: str) -> Version | None:
         """The current version, as ``reading(… read …, replica=True)`` gives it, awaited on the event loop: on a

@@ -112,3 +112,25 @@ def test_database_restart_answers_503_then_recovers_and_loses_nothing(pg_databas
         for study_id in acknowledged:
             assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
         assert httpx.get(f"{server.base.removesuffix('/baseR4')}/readyz", timeout=10).status_code == 200
+
+
+@pytest.mark.skipif(not os.environ.get("FHIR_IMAGING_TEST_PG_CTL"), reason="needs the throwaway cluster's pg_ctl")
+def test_after_a_long_outage_the_first_requests_are_answered_again(pg_database: str) -> None:
+    """Requests during an outage of several seconds make the pools retry, and fail; the first read (the event loop's
+    pool) and the first write (the threads' pool) once the database is back are answered, not left waiting for the
+    next step of a reconnection backoff."""
+    pg_ctl = shlex.split(os.environ["FHIR_IMAGING_TEST_PG_CTL"])
+    with running_server(pg_database) as server, httpx.Client(base_url=server.base, timeout=30) as client:
+        study_id = client.post("/ImagingStudy", json=SEED_STUDY).json()["id"]
+        assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
+        try:
+            down_until = time.monotonic() + 16  # past the backoff steps of 1, 2, 4 and 8 s
+            while time.monotonic() < down_until:
+                assert client.get(f"/ImagingStudy/{study_id}").status_code == 503
+                assert client.post("/ImagingStudy", json=SEED_STUDY).status_code == 503
+                time.sleep(0.3)
+        finally:
+            subprocess.run([*pg_ctl, "-w", "start"], check=True, capture_output=True)
+        assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
+        assert client.post("/ImagingStudy", json=SEED_STUDY).status_code == 201
