@@ -3,7 +3,9 @@
 - ``GET /healthz`` — liveness: the process answers. It touches no database, so a database outage never gets a
   healthy process restarted.
 - ``GET /readyz`` — readiness: one cheap round trip to the database (``Store.ping``) within ``READY_TIMEOUT``
-  seconds; ``503`` with an OperationOutcome when it fails, so the balancer sends requests elsewhere meanwhile.
+  seconds; ``503`` with an OperationOutcome when it fails, so the balancer sends requests elsewhere meanwhile. With
+  read replicas the answer lists each one's state from its last background check (``usable``, ``lag`` in seconds):
+  a replica down or lagging leaves the server ready, since the primary answers its reads meanwhile.
 
 The request log leaves out probes that answer as the previous one did (api/errors.py ``RequestLogMiddleware``).
 """
@@ -41,7 +43,8 @@ async def readyz(request: Request) -> Response:
         try:
             with anyio.fail_after(READY_TIMEOUT):
                 await anyio.to_thread.run_sync(service.store.ping, READY_TIMEOUT, abandon_on_cancel=True)
-            return _json({"status": "ready"})
+            replicas = service.store.replica_states()
+            return _json({"status": "ready", "replicas": replicas} if replicas else {"status": "ready"})
         except TimeoutError:
             reason = f"the database did not answer within {READY_TIMEOUT:g} s"
         except Exception as exc:  # any failure to reach the database: not ready, and say which kind

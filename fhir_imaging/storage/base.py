@@ -161,4 +161,8 @@ class Store(Protocol):
     def ping(self, timeout: float) -> None:
         """One cheap round trip to the database, within about ``timeout`` seconds; raises when it cannot be made."""
 
+    def replica_states(self) -> list[dict[str, Any]]:
+        """Each read replica as its last check found it, in the order configured: ``usable`` (it serves reads) and
+        ``lag`` (seconds it trailed the primary at most; None when unknown). Empty without replicas."""
+
     def close(self) -> None: ...

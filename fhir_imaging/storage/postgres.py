@@ -281,6 +281,9 @@ class PostgresStore(SqlStore):
         with self._reader() as conn:
             return PgReader(self, conn).read(resource_type, resource_id)
 
+    def replica_states(self) -> list[dict[str, Any]]:
+        return [] if self.replicas is None else self.replicas.states()
+
     def await_replica(self, fence: int, timeout: float) -> bool:
         if self.replicas is None:
             return False

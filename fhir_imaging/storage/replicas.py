@@ -145,6 +145,13 @@ class ReplicaSet:
             return None
         return ready[next(self._turn) % len(ready)]
 
+    def states(self) -> list[dict[str, Any]]:
+        """What the checks found, replica by replica (no address: ``/readyz`` shows it to anyone)."""
+        return [
+            {"usable": replica.usable, "lag": None if replica.lag is None else round(replica.lag, 3)}
+            for replica in self.replicas
+        ]
+
     def mark_down(self, replica: Replica, reason: str) -> None:
         if replica.usable:
             log.warning("read replica %s skipped: %s", replica.name, reason)

@@ -132,6 +132,9 @@ class SqlStore:
         with self._reader() as conn:
             return work(SqlReader(self, conn))
 
+    def replica_states(self) -> list[dict[str, Any]]:
+        return []
+
     def await_replica(self, fence: int, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for a read replica that has replayed ``fence`` (PostgreSQL with replicas;
         False at once without any): for background reads that would rather wait than load the primary."""

@@ -222,3 +222,25 @@ def test_bulk_export_reads_a_replica_that_has_replayed_its_kick_off(client: Test
     before = replica_served(store)
     assert ids(exported(client, finished(client, status))) == found
     assert replica_served(store) > before
+
+
+def test_readyz_shows_each_replica_and_stays_ready_while_one_is_down(client: TestClient) -> None:
+    """The primary answers a down replica's reads, so the server stays ready; the probe says what the checks found,
+    without the replica's address (anyone may ask)."""
+    root = BASE.removesuffix("/baseR4")
+    answer = client.get(f"{root}/readyz")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["status"] == "ready"
+    [state] = body["replicas"]
+    assert state["usable"] is True and isinstance(state["lag"], float) and 0 <= state["lag"] < 5
+    assert "127.0.0.1" not in answer.text and "postgres" not in answer.text
+    store = store_of(client)
+    with replica_stopped():
+        wait_usable(store, usable=False)
+        replicas_of(store).wait_checked()  # a check that found it unreachable (a failed read marks it down sooner)
+        answer = client.get(f"{root}/readyz")
+        assert answer.status_code == 200
+        assert answer.json() == {"status": "ready", "replicas": [{"usable": False, "lag": None}]}
+    wait_usable(store)
+    assert client.get(f"{root}/readyz").json()["replicas"][0]["usable"] is True
