@@ -109,6 +109,7 @@ def profile(args: argparse.Namespace, log: Callable[[str], None]) -> int:
             run_wrk(target.base_url, requests, workload.connections, 2, workload.follow)  # warm-up
             drain(target)
             stem = out_dir / f"profile-{date.today().isoformat()}-{args.server}-{name}"
+            assert target.proc is not None  # started above
             collapsed = stem.with_suffix(".collapsed")
             cmd = [
                 str(py_spy),

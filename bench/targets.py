@@ -49,7 +49,8 @@ def _children() -> dict[int, list[int]]:
 
 
 def process_tree(pid: int) -> list[int]:
-    tree, out, todo = _children(), [], [pid]
+    tree, todo = _children(), [pid]
+    out: list[int] = []
     while todo and len(out) < 1000:
         current = todo.pop()
         out.append(current)
