@@ -14,6 +14,7 @@ Spec: https://hl7.org/fhir/R4/search.html
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +35,15 @@ from fhir_imaging.search.query import (
 )
 from fhir_imaging.search.types import TABLES, TYPES
 from fhir_imaging.search.types.base import CompileContext
-from fhir_imaging.search.types.date import LOWER_PREFIXES, UPPER_PREFIXES, DateRange, DateValue, range_parts
+from fhir_imaging.search.types.date import (
+    EITHER_PREFIXES,
+    LOWER_PREFIXES,
+    UPPER_PREFIXES,
+    DateRange,
+    DateValue,
+    either_parts,
+    range_parts,
+)
 from fhir_imaging.search.types.token import TokenValue, compile_id_token
 from fhir_imaging.storage.dialect import Dialect
 
@@ -139,7 +148,12 @@ class Planner:
 
     def clause(self, clause: Clause, types: tuple[str, ...], outer: str | None = None) -> sql.Select:
         if len(clause.values) == 1 and isinstance(clause.values[0], DateRange):
-            return self.date_range(clause, clause.values[0], types, outer)
+            date_range = clause.values[0]
+            return self.disjoint(clause, types, outer, lambda alias: range_parts(date_range, alias))
+        if len(clause.values) == 1 and isinstance(clause.values[0], DateValue) and clause.missing is None:
+            date = clause.values[0]
+            if date.prefix in EITHER_PREFIXES and self.dialect.date_or_as_union:
+                return self.disjoint(clause, types, outer, lambda alias: either_parts(date, alias))
         if clause.kind == "composite" and clause.missing is None:
             aliases = tuple(self.alias("i") for _ in clause.values[0].kinds)
             owner = self._owner(aliases[0], types, outer)
@@ -157,16 +171,22 @@ class Planner:
             match.append(sql.or_(*(kind.compile(value, clause.modifier, context) for value in clause.values)))
         return sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*match))
 
-    def date_range(
-        self, clause: Clause, value: DateRange, types: tuple[str, ...], outer: str | None = None
+    def disjoint(
+        self,
+        clause: Clause,
+        types: tuple[str, ...],
+        outer: str | None,
+        parts_of: Callable[[str], tuple[sql.Expr, sql.Expr]],
     ) -> sql.Select:
-        """The index rows of a combined range (``combine_ranges``): those inside it, then those that begin before
-        it and reach into it, two selects of disjoint rows (``UNION ALL``), each read from its own index range."""
+        """The index rows of a date clause whose condition is the OR of two disjoint ones, each a range of one index
+        (``parts_of(alias)``): a combined range (``combine_ranges``, ``range_parts``: the rows inside it, then those
+        that begin before it and reach into it) or a ``ge``/``le`` (``either_parts``): two selects (``UNION ALL``),
+        each read from its own index range."""
         parts = []
         for number in range(2):
             index = self.alias("i")
             owner = [self._owner(index, types, outer), sql.eq(sql.Column(index, "param"), clause.key)]
-            condition = range_parts(value, index)[number]
+            condition = parts_of(index)[number]
             parts.append(
                 sql.Select(((sql.Column(index, "rid"), None),), ((clause.table, index),), sql.and_(*owner, condition))
             )

@@ -19,6 +19,10 @@ class Dialect:
     greatest_text: str  # a string that sorts after every indexed string (missing sort keys last)
     no_index: str  # "{0}" as an expression the query planner will not look up in an index (search/sql.py NoIndex)
     broad_rows: int | None  # index rows from which a search filter counts as broad (None: never probe; execute.py)
+    # Whether a date ``ge``/``le`` is read as two index ranges (``UNION ALL``; search/types/date.py ``either_parts``):
+    # SQLite finds no range for their OR and reads every row of the parameter; PostgreSQL combines the ranges itself
+    # (a bitmap OR), and the union was 2-3x slower there (bench/README.md, "Date searches by index ranges").
+    date_or_as_union: bool
     # The history's visibility horizon (storage/history.py): the writing transaction's id, as an integer, and the
     # lowest id of a transaction still in flight (every version written below it has committed or rolled back).
     writer_tx: str
@@ -53,6 +57,7 @@ SQLITE = Dialect(
     greatest_text="\U0010ffff",
     no_index="+{0}",  # unary plus: SQLite uses no index for the column
     broad_rows=5000,
+    date_or_as_union=True,
     writer_tx="0",  # one writer at a time: versions commit in sequence order, no horizon needed
     history_horizon="9223372036854775807",
     history_frontier="9223372036854775807",
@@ -68,6 +73,7 @@ POSTGRES = Dialect(
     greatest_text="\U0010ffff",
     no_index="{0}",  # PostgreSQL's planner weighs its indexes from statistics
     broad_rows=None,  # it weighs IN against EXISTS itself
+    date_or_as_union=False,
     writer_tx="pg_current_xact_id()::text::bigint",
     history_horizon="pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
     history_frontier="pg_snapshot_xmax(pg_current_snapshot())::text::bigint",

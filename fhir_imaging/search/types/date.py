@@ -122,6 +122,7 @@ def approximate(lo: int, hi: int, now: int) -> tuple[int, int]:
 
 LOWER_PREFIXES = frozenset({"ge", "gt", "sa"})  # a bound below: every later point meets it
 UPPER_PREFIXES = frozenset({"le", "lt", "eb"})  # a bound above: every earlier point meets it
+EITHER_PREFIXES = frozenset({"ge", "le"})  # beyond the value or inside it: two index ranges (``either_parts``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,21 @@ def range_parts(value: DateRange, alias: str) -> tuple[sql.Expr, sql.Expr]:
     reaching = sql.Compare(column(alias, "hi"), ">", sql.Param(lower.hi)) if lower.prefix != "sa" else sql.FALSE
     before = _off_lo_index(sql.and_(sql.Compare(lo, "<", sql.Param(start)), reaching, within), lo)
     return inside, before
+
+
+def either_parts(value: DateValue, alias: str) -> tuple[sql.Expr, sql.Expr]:
+    """``ge`` and ``le`` (``compile_range``: beyond the value, or inside it) as two disjoint conditions on a row of
+    ``alias``, each a range of one index: for ``ge`` the rows that end after the value (the hi index) and the rows
+    inside it (the lo index); for ``le`` the rows that begin before it and the rows inside it (both the lo index).
+    Written as one condition, the OR left the database no range at all: it read every row of the parameter, so a
+    ``started=ge`` matching few studies cost as much as one matching them all. (The other prefixes are one
+    comparison, one range already.)"""
+    assert value.prefix in EITHER_PREFIXES
+    lo, hi = column(alias, "lo"), column(alias, "hi")
+    beyond = (
+        sql.Compare(hi, ">", sql.Param(value.hi)) if value.prefix == "ge" else sql.Compare(lo, "<", sql.Param(value.lo))
+    )
+    return beyond, compile_range("eq", value.lo, value.hi, alias)
 
 
 def _off_lo_index(node: sql.Expr, lo: sql.Column) -> sql.Expr:
