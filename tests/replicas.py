@@ -68,7 +68,9 @@ def wait_until(condition: object, replicas: ReplicaSet, timeout: float = 30.0) -
     """Let the checker run rounds until ``condition()`` holds (fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "the replica checker did not get there in time"
+        if time.monotonic() >= deadline:
+            state = [(r.usable, r.replayed, r.lag) for r in replicas.replicas]
+            pytest.fail(f"the replica checker did not get there in time: {state}; {replica_diagnosis()}")
         replicas.wait_checked(timeout=timeout)
 
 
@@ -79,6 +81,62 @@ def wait_usable(store: Store, usable: bool = True) -> None:
 
 def replica_served(store: Store) -> int:
     return replicas_of(store).replicas[0].reads
+
+
+def replica_caught_up(timeout: float = 30.0) -> None:
+    """After a test stopped and started the primary: wait until the replica has replayed the primary's position,
+    restarting the replica once if it has not within ``timeout`` seconds; the replica tests that follow need it
+    streaming (a primary stopped for long left the replica of one CI run not replaying again)."""
+    assert POSTGRES_URL and REPLICA_URL
+    for attempt in range(2):
+        if _replayed_primary(timeout):
+            return
+        if attempt == 0:
+            _pg_ctl("-m", "fast", "-w", "-t", "300", "restart")
+    pytest.fail(f"the replica did not catch up with the restarted primary: {replica_diagnosis()}")
+
+
+def _replayed_primary(timeout: float) -> bool:
+    assert POSTGRES_URL and REPLICA_URL
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as primary:
+        target = primary.execute("SELECT pg_current_wal_lsn()").fetchone()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(REPLICA_URL, autocommit=True, connect_timeout=2) as replica:
+                row = replica.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(target[0]) if target else "0/0",)
+                ).fetchone()
+            if row and row[0]:
+                return True
+        except psycopg.OperationalError:
+            pass  # still starting
+        time.sleep(0.2)
+    return False
+
+
+def replica_diagnosis() -> str:
+    """What the primary and the replica say of their streaming, and the replica log's last lines (for failures)."""
+    parts = []
+    for name, url, query in (
+        ("primary (state, sent, replayed)", POSTGRES_URL,
+         "SELECT state, sent_lsn, replay_lsn FROM pg_stat_replication"),
+        ("replica (paused, replayed, receiver)", REPLICA_URL,
+         "SELECT pg_is_wal_replay_paused(), pg_last_wal_replay_lsn(), (SELECT status FROM pg_stat_wal_receiver)"),
+    ):  # fmt: skip
+        try:
+            with psycopg.connect(url or "", autocommit=True, connect_timeout=2) as conn:
+                parts.append(f"{name}: {conn.execute(query).fetchall()}")
+        except psycopg.Error as exc:
+            parts.append(f"{name}: {type(exc).__name__}: {exc}".strip())
+    words = shlex.split(REPLICA_PG_CTL or "")
+    if "-l" in words and words.index("-l") + 1 < len(words):
+        try:
+            with open(words[words.index("-l") + 1], encoding="utf-8", errors="replace") as log:
+                parts.append("replica log: " + " | ".join(line.strip() for line in log.readlines()[-12:]))
+        except OSError:
+            pass
+    return "; ".join(parts)
 
 
 def _pg_ctl(*args: str) -> None:

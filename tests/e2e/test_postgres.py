@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import POSTGRES_URL, SEED_PATIENT, SEED_STUDY, fresh_postgres_database
 from tests.e2e.server import ServerProcess, running_server
+from tests.replicas import replica_caught_up
 
 pytestmark = [
     pytest.mark.e2e,
@@ -112,6 +113,8 @@ def test_database_restart_answers_503_then_recovers_and_loses_nothing(pg_databas
         for study_id in acknowledged:
             assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
         assert httpx.get(f"{server.base.removesuffix('/baseR4')}/readyz", timeout=10).status_code == 200
+    if os.environ.get("FHIR_IMAGING_TEST_POSTGRES_REPLICA"):
+        replica_caught_up()
 
 
 @pytest.mark.skipif(not os.environ.get("FHIR_IMAGING_TEST_PG_CTL"), reason="needs the throwaway cluster's pg_ctl")
@@ -134,3 +137,5 @@ def test_after_a_long_outage_the_first_requests_are_answered_again(pg_database: 
             subprocess.run([*pg_ctl, "-w", "start"], check=True, capture_output=True)
         assert client.get(f"/ImagingStudy/{study_id}").status_code == 200
         assert client.post("/ImagingStudy", json=SEED_STUDY).status_code == 201
+    if os.environ.get("FHIR_IMAGING_TEST_POSTGRES_REPLICA"):
+        replica_caught_up()

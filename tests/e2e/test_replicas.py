@@ -22,7 +22,7 @@ def test_serve_routes_reads_to_the_replica_and_the_token_reads_the_writes() -> N
         try:
             with httpx.Client(base_url=server.base, timeout=30) as client:
                 assert client.post("/ImagingStudy", json=SEED_STUDY).status_code == 201
-                time.sleep(1.5)  # checks every 0.2 s: the replica is found caught up and used
+                _wait_in_use(server)  # checks every 0.2 s: the replica is found caught up and used
                 with replay_paused():
                     created = client.post("/ImagingStudy", json=SEED_STUDY)
                     assert created.status_code == 201
@@ -35,3 +35,16 @@ def test_serve_routes_reads_to_the_replica_and_the_token_reads_the_writes() -> N
                 assert client.get(path).status_code == 200
         finally:
             server.stop()
+
+
+def _wait_in_use(server: ServerProcess, timeout: float = 30.0) -> None:
+    """Until ``/readyz`` says the replica is in use (a fixed sleep was too short on a loaded machine)."""
+    ready = server.base.removesuffix("/baseR4") + "/readyz"
+    deadline = time.monotonic() + timeout
+    while True:
+        replicas = httpx.get(ready, timeout=5).json().get("replicas", [])
+        if replicas and replicas[0]["usable"]:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the replica was not in use within {timeout:g} s: {replicas}")
+        time.sleep(0.1)
