@@ -26,8 +26,8 @@ checked with ``EXISTS``, the others listed with ``IN``), they are the page. Othe
 next values, the values exhausted (resources without one sort last), a backward page — the page lists every match
 as before. A narrow search pays for one window it did not need: a look-up of the window's edge and a page over its
 few matches. PostgreSQL, which probes no filter, checks every filter with ``IN`` inside the window (its planner
-chooses how); without the window it ranked the key of every match too: 150–440 ms at 100,000 studies for
-``_sort=-started`` alone or with one broad filter, 7–19 ms with it (bench/README.md, "Sorted pages on
+chooses how); without the window it ranked the key of every match too: 136–440 ms at 100,000 studies for
+``_sort=-started`` alone or with one broad filter, 4.5–19 ms with it (bench/README.md, "Sorted pages on
 PostgreSQL").
 
 Two refinements of the window (docs/search.md, "Sorted pages"): filters on the sort parameter itself, when it gives

@@ -211,7 +211,7 @@ def test_sorted_pages_found_in_a_sort_window_are_the_sorted_pages(
 @pytest.mark.parametrize("query", [[("_sort", "-started")], [("modality", "CT"), ("_sort", "-started")]])
 def test_a_sorted_page_comes_from_a_sort_window_without_probes_too(store: Store, query: list[tuple[str, str]]) -> None:
     """PostgreSQL probes no filter (``broad_rows`` None), and its forward sorted pages look inside a window of the
-    sort index too: ranking the key of every match took 150–440 ms at 100,000 studies there (bench/README.md)."""
+    sort index too: ranking the key of every match took 136–440 ms at 100,000 studies there (bench/README.md)."""
     recording = _Recording(store)
     page = run_search(recording, _request([*query, ("_count", "4")]), BASES, None, 6)  # type: ignore[arg-type]
     assert [hit.id for hit in page.matches] == _pages(store, query, 1, 10**6)[0][:4]
